@@ -1,0 +1,295 @@
+"""The model store: weights kept by sha256, verified once, fetched from their sources in order.
+
+Layout under ``$LOCALPANEL_HOME`` (default: the user data dir, e.g. ~/.local/share/localpanel)::
+
+    models/<sha256>.gguf            the weights
+    models/<sha256>.gguf.verified   size and mtime at the last full hash: no re-hash on every run
+    pins.json                       sha256 recorded on first download of models that models.yaml leaves unpinned
+    runs/                           saved polls and debates
+    tmp/                            downloads in progress (same file system, so the final rename is atomic)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+from .atomic import atomic_write_json, atomic_write_text
+from .errors import ChecksumMismatch, GGUFError, InputError, NotPulledError, StoreError
+from .gguf import GGUFInfo, read_gguf
+from .registry import (
+    NAME_RE,
+    HFSource,
+    ModelSpec,
+    Registry,
+    insert_model_entry,
+    parse_registry,
+    parse_source,
+    shipped_registry_path,
+)
+from .sources import Fetched, Progress, SourceError, fetch, sha256_file
+
+
+def default_home() -> Path:
+    """$LOCALPANEL_HOME, else the platform's user data directory."""
+    env = os.environ.get("LOCALPANEL_HOME")
+    return Path(env).expanduser() if env else Path(platformdirs.user_data_dir("localpanel", appauthor=False))
+
+
+@dataclass
+class ModelStatus:
+    spec: ModelSpec
+    sha256: str | None
+    pinned: str  # "models.yaml", "locally" (pins.json) or "no"
+    present: bool
+    verified: bool
+    path: Path | None
+    size: int | None
+
+    def as_dict(self) -> dict:
+        return {
+            "name": self.spec.name,
+            "sha256": self.sha256,
+            "size": self.size,
+            "pinned": self.pinned,
+            "present": self.present,
+            "verified": self.verified,
+            "path": str(self.path) if self.path else None,
+            "license": self.spec.license,
+            "description": self.spec.description,
+            "sources": [s.uri for s in self.spec.sources],
+        }
+
+
+@dataclass
+class PullOutcome:
+    name: str
+    action: str  # "present" (nothing to do), "verified" (re-hashed), "fetched"
+    path: Path
+    sha256: str
+    source: str | None = None
+
+
+class Store:
+    def __init__(self, home: Path | None = None):
+        self.home = Path(home) if home else default_home()
+        self.models_dir = self.home / "models"
+        self.tmp_dir = self.home / "tmp"
+        self.runs_dir = self.home / "runs"
+        self.pins_path = self.home / "pins.json"
+
+    # -- where things are ------------------------------------------------------------------------
+
+    def blob(self, sha256: str) -> Path:
+        return self.models_dir / f"{sha256}.gguf"
+
+    def _marker(self, sha256: str) -> Path:
+        return self.models_dir / f"{sha256}.gguf.verified"
+
+    def pins(self) -> dict[str, dict]:
+        try:
+            return json.loads(self.pins_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"{self.pins_path} is unreadable ({exc}); delete it to re-pin on the next pull.") from None
+
+    def _local_pin(self, spec: ModelSpec) -> dict | None:
+        pin = self.pins().get(spec.name)
+        # A pin only holds for the sources it was made from.
+        if pin and pin.get("sources") == [s.uri for s in spec.sources]:
+            return pin
+        return None
+
+    def expected_sha(self, spec: ModelSpec) -> tuple[str | None, str]:
+        if spec.sha256:
+            return spec.sha256, "models.yaml"
+        pin = self._local_pin(spec)
+        return (pin["sha256"], "locally") if pin else (None, "no")
+
+    # -- verification ------------------------------------------------------------------------------
+
+    def _marker_ok(self, sha256: str) -> bool:
+        try:
+            mark = json.loads(self._marker(sha256).read_text())
+            st = self.blob(sha256).stat()
+        except (OSError, ValueError):
+            return False
+        return mark.get("size") == st.st_size and mark.get("mtime_ns") == st.st_mtime_ns and mark.get("sha256") == sha256
+
+    def _write_marker(self, sha256: str) -> None:
+        st = self.blob(sha256).stat()
+        atomic_write_json(
+            self._marker(sha256),
+            {"sha256": sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "verified_at": time.time()},
+        )
+
+    def status(self, spec: ModelSpec) -> ModelStatus:
+        sha, pinned = self.expected_sha(spec)
+        path = self.blob(sha) if sha else None
+        present = bool(path and path.is_file())
+        size = spec.size
+        if size is None and pinned == "locally":
+            size = self._local_pin(spec).get("size")
+        return ModelStatus(spec, sha, pinned, present, present and self._marker_ok(sha), path, size)
+
+    def verify(self, spec: ModelSpec, progress: Progress | None = None) -> bool:
+        """Re-hash a present model; a bad file is deleted (so the next pull fetches it again)."""
+        sha, _ = self.expected_sha(spec)
+        return self._rehash(sha, spec.name, progress)
+
+    def _rehash(self, sha: str, label: str, progress: Progress | None = None) -> bool:
+        path = self.blob(sha)
+        digest, _ = sha256_file(path, progress, f"{label} verifying")
+        if digest != sha:
+            path.unlink(missing_ok=True)
+            self._marker(sha).unlink(missing_ok=True)
+            return False
+        self._write_marker(sha)
+        return True
+
+    def path_for(self, spec: ModelSpec) -> Path:
+        """The verified weights of a model, ready for llama.cpp; NotPulledError if they are not here."""
+        sha, _ = self.expected_sha(spec)
+        if sha is None:
+            raise NotPulledError(f"Model {spec.name!r} is not pulled yet; run `localpanel pull {spec.name}`.")
+        return self.verified_path(spec.name, sha)
+
+    def verified_path(self, name: str, sha256: str) -> Path:
+        """The weights with this sha256, checked against their verified marker (re-hashed if it is stale)."""
+        path = self.blob(sha256)
+        if not path.is_file():
+            raise NotPulledError(f"Model {name!r} (sha256 {sha256[:12]}…) is not in the store; run `localpanel pull {name}`.")
+        if not self._marker_ok(sha256) and not self._rehash(sha256, name):
+            raise NotPulledError(f"Model {name!r} was corrupt on disk and has been removed; run `localpanel pull {name}`.")
+        return path
+
+    # -- fetching ----------------------------------------------------------------------------------
+
+    def pull(
+        self, spec: ModelSpec, *, verify: bool = False, frozen: bool = False, progress: Progress | None = None
+    ) -> PullOutcome:
+        """Make a model present and verified: a no-op when it already is."""
+        sha, pinned = self.expected_sha(spec)
+        if sha and self.blob(sha).is_file():
+            if self._marker_ok(sha) and not verify:
+                return PullOutcome(spec.name, "present", self.blob(sha), sha)
+            if self.verify(spec, progress):
+                return PullOutcome(spec.name, "verified", self.blob(sha), sha)
+        if frozen and pinned != "models.yaml":
+            raise InputError(
+                f"Model {spec.name!r} has no sha256 in models.yaml and --frozen refuses unpinned models; "
+                "pin it (`localpanel add` records one) or drop --frozen."
+            )
+        fetched, source = self._fetch_first(spec, sha, progress)
+        if not spec.sha256:
+            self._record_pin(spec, fetched)
+        return PullOutcome(spec.name, "fetched", self.blob(fetched.sha256), fetched.sha256, source)
+
+    def _fetch_first(self, spec: ModelSpec, sha: str | None, progress: Progress | None) -> tuple[Fetched, str]:
+        failures: list[str] = []
+        mismatch = False
+        for source in spec.sources:
+            try:
+                fetched = self.fetch_source(source, expect_sha=sha, expect_size=spec.size, progress=progress, label=spec.name)
+                return fetched, source.uri
+            except ChecksumMismatch as exc:
+                mismatch = True
+                failures.append(str(exc))
+            except (SourceError, GGUFError) as exc:
+                failures.append(str(exc))
+        kind = ChecksumMismatch if mismatch and len(failures) == 1 else StoreError
+        raise kind(f"Could not get model {spec.name!r}: " + "; ".join(failures) + ".")
+
+    def fetch_source(
+        self,
+        source,
+        *,
+        expect_sha: str | None,
+        expect_size: int | None = None,
+        progress: Progress | None = None,
+        label: str = "",
+    ) -> Fetched:
+        """Fetch one source into the store: temp file, sha256 check, GGUF check, then an atomic rename."""
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.tmp_dir / f"{uuid.uuid4().hex}.partial"
+        try:
+            fetched = fetch(source, tmp, self.tmp_dir, total=expect_size, progress=progress, label=label)
+            if expect_sha and fetched.sha256 != expect_sha:
+                raise ChecksumMismatch(
+                    f"{source.uri} gave sha256 {fetched.sha256[:12]}… ({fetched.size} bytes), "
+                    f"not the pinned {expect_sha[:12]}…"
+                )
+            if expect_size is not None and fetched.size != expect_size:
+                raise ChecksumMismatch(f"{source.uri} gave {fetched.size} bytes, not the pinned {expect_size}")
+            read_gguf(tmp)
+            os.replace(tmp, self.blob(fetched.sha256))
+            self._write_marker(fetched.sha256)
+            return fetched
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _record_pin(self, spec: ModelSpec, fetched: Fetched) -> None:
+        pins = self.pins()
+        pins[spec.name] = {
+            "sha256": fetched.sha256,
+            "size": fetched.size,
+            "sources": [s.uri for s in spec.sources],
+            "resolved": fetched.resolved,
+            "pinned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        atomic_write_json(self.pins_path, pins)
+
+    def info(self, spec: ModelSpec) -> GGUFInfo:
+        """The GGUF header of a pulled model."""
+        return read_gguf(self.path_for(spec))
+
+
+def add_from_hub(store: Store, registry: Registry, uri: str, name: str | None = None,
+                 progress: Progress | None = None) -> tuple[str, dict, Path]:
+    """Fetch a Hub GGUF, pin it (commit, size, sha256) and append it to the registry's models.yaml.
+
+    Returns the model name, its new entry and the models.yaml written. When the registry in use is the one
+    shipped with localpanel, a copy of it in the current directory gets the entry instead.
+    """
+    try:
+        fields = parse_source(uri)
+    except ValueError as exc:
+        raise InputError(f"{exc}.") from None
+    if fields["kind"] != "hf" or not fields["filename"].endswith(".gguf"):
+        raise InputError(f"{uri!r} is not hf://OWNER/REPO/FILE.gguf[@REVISION].")
+    source = HFSource(**fields)
+    if name is None:
+        stem = Path(source.filename).name[: -len(".gguf")].lower()
+        name = "".join(c if c.isalnum() or c in "._-" else "-" for c in stem).strip("-._") or "model"
+    if not NAME_RE.match(name):
+        raise InputError(f"{name!r} is not a valid model name (letters, digits, '.', '_', '-').")
+    if name in registry.models:
+        raise InputError(f"Model {name!r} is already in {registry.path}; pass --name to choose another name.")
+
+    fetched = store.fetch_source(source, expect_sha=None, progress=progress, label=name)
+    info = read_gguf(store.blob(fetched.sha256))
+    entry: dict = {"sha256": fetched.sha256, "size": fetched.size}
+    if info.license:
+        entry["license"] = info.license
+    if info.name:
+        entry["description"] = info.name
+    entry["sources"] = [fetched.resolved]
+
+    target = registry.path
+    if target is None or target.resolve() == shipped_registry_path().resolve():
+        target = Path.cwd() / "models.yaml"
+        text = shipped_registry_path().read_text(encoding="utf-8")
+    else:
+        text = target.read_text(encoding="utf-8")
+    new_text = insert_model_entry(text, name, entry)
+    parse_registry(new_text, target)  # never write a models.yaml that would not load
+    atomic_write_text(target, new_text)
+    return name, entry, target
