@@ -1,0 +1,61 @@
+"""Ballot types, built per question from its options: what every participant's answer must be."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from .grammar import NULL_WHEN, TEXT_PATTERN
+
+RATIONALE_MIN = 12
+RATIONALE_MAX = 400
+SUMMARY_MAX = 600
+
+
+def ballot_model(
+    options: list[str], attributable: list[str] | None = None, previous_vote: str | None = None
+) -> type[BaseModel]:
+    """The ballot for one turn: a vote among ``options``, a rationale, and in debate rounds ``attributed_to``.
+
+    ``attributable`` lists who may be credited with changing this participant's mind (the others); the field
+    is absent in a poll or a first round. With ``previous_vote`` the attribution is forced to null when the
+    vote does not change.
+    """
+    fields: dict = {
+        "vote": (Literal[tuple(options)], ...),
+        "rationale": (str, Field(min_length=RATIONALE_MIN, max_length=RATIONALE_MAX, pattern=TEXT_PATTERN)),
+    }
+    if attributable is not None:
+        extra = {NULL_WHEN: {"field": "vote", "equals": previous_vote}} if previous_vote is not None else None
+        choices = Optional[Literal[tuple(attributable)]] if attributable else type(None)
+        fields["attributed_to"] = (choices, Field(..., json_schema_extra=extra))
+    return create_model("Ballot", __config__=ConfigDict(extra="forbid"), **fields)
+
+
+def moderator_model(candidates: dict[str, list[int]]) -> type[BaseModel]:
+    """The moderator's report: for each option that got votes, the number of its strongest rationale, then a summary.
+
+    ``candidates`` maps an option to the numbers of the rationales given for it; the moderator can only pick
+    one of those, so it cannot invent an argument.
+    """
+    strongest = create_model(
+        "Strongest",
+        __config__=ConfigDict(extra="forbid"),
+        **{f"option_{i}": (Literal[tuple(nums)], Field(..., alias=option)) for i, (option, nums) in enumerate(candidates.items())},
+    )
+    return create_model(
+        "ModeratorReport",
+        __config__=ConfigDict(extra="forbid"),
+        strongest=(strongest, ...),
+        summary=(str, Field(min_length=40, max_length=SUMMARY_MAX, pattern=TEXT_PATTERN)),
+    )
+
+
+class BallotParse(BaseModel):
+    """A ballot as read back from generated text (options are validated by the per-turn model)."""
+
+    model_config = ConfigDict(extra="forbid")
+    vote: str
+    rationale: str
+    attributed_to: str | None = None

@@ -1,0 +1,168 @@
+"""The runtime stage: what a backend is asked to do and what it hands back.
+
+A backend turns a conversation and a JSON schema into one constrained generation. The llama.cpp backend
+(`localpanel.llama`) is the real one; `localpanel.scripted` replays canned answers for fast tests.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any, Callable, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .registry import ModelSpec, Participant
+
+
+class Sampling(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    top_k: int = Field(default=40, ge=0)
+    top_p: float = Field(default=0.95, gt=0.0, le=1.0)
+    min_p: float = Field(default=0.05, ge=0.0, lt=1.0)
+    repeat_penalty: float = Field(default=1.1, ge=1.0, le=2.0)
+
+    @classmethod
+    def of(cls, participant: Participant, temperature: float | None = None) -> "Sampling":
+        return cls(
+            temperature=participant.temperature if temperature is None else temperature,
+            top_k=participant.top_k,
+            top_p=participant.top_p,
+            min_p=participant.min_p,
+            repeat_penalty=participant.repeat_penalty,
+        )
+
+
+class RuntimeSettings(BaseModel):
+    """How llama.cpp runs: the same settings (and build) are needed to replay a run bit for bit."""
+
+    model_config = ConfigDict(extra="forbid")
+    threads: int | None = Field(default=None, ge=1, description="None: one per physical core")
+    batch_size: int = Field(default=512, ge=8, le=8192)
+    context_length: int = Field(default=4096, ge=512, description="upper bound; a model's own limit wins if smaller")
+    gpu_layers: int = Field(default=0, ge=-1, description="-1: all")
+    max_memory: int | None = Field(default=None, ge=1, description="bytes of model weights kept loaded")
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    role: Literal["system", "user", "assistant"]
+    content: str
+    # For an assistant turn: the exact tokens and schema it was decoded with, so that a backend that lost its
+    # state (a resumed run, an unloaded model) can rebuild it by evaluating the same tokens the same way.
+    tokens: list[int] | None = None
+    schema_: dict | None = Field(default=None, alias="schema")
+
+
+class GenerationRequest(BaseModel):
+    """One constrained generation in one participant's ongoing conversation."""
+
+    model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
+    key: str = Field(description="whose conversation (one KV state per key)")
+    model: ModelSpec
+    model_path: Path
+    messages: list[Message]
+    schema_: dict = Field(alias="schema")
+    sampling: Sampling
+    seed: int
+    max_tokens: int = Field(default=512, ge=8)
+
+
+class ChoiceRecord(BaseModel):
+    """A choice among alternatives, with the model's own probability of each complete alternative."""
+
+    values: list[Any]
+    probabilities: list[float]
+    chosen: int
+
+
+class Generation(BaseModel):
+    text: str
+    tokens: list[int]
+    choices: dict[str, ChoiceRecord] = Field(default_factory=dict)
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    # Time spent re-evaluating earlier turns because the state was lost (resume, unloaded model).
+    rebuild_seconds: float = 0.0
+    failure: str | None = None
+
+
+TokenCallback = Callable[[int], None]
+
+
+class Backend(Protocol):
+    def generate(self, request: GenerationRequest, on_token: TokenCallback | None = None) -> Generation:
+        """Run one constrained generation."""
+
+    def count_tokens(self, model: ModelSpec, model_path: Path, messages: list[Message]) -> int:
+        """How many tokens the prompt for ``messages`` takes (no weights loaded)."""
+
+    def context_length(self, model: ModelSpec, model_path: Path) -> int:
+        """The context window a conversation with this model gets."""
+
+    def describe(self) -> dict:
+        """What a rerun needs to know about this backend (versions, build, threads, device)."""
+
+    def close(self) -> None: ...
+
+
+def physical_cores() -> int:
+    """Physical cores (not hyper-threads): llama.cpp's spinning threads gain nothing from siblings."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cores = {
+                (phys, core)
+                for phys, core in re.findall(r"physical id\s*:\s*(\d+).*?core id\s*:\s*(\d+)", f.read(), re.S)
+            }
+        if cores:
+            return len(cores)
+    except OSError:
+        pass
+    try:
+        import subprocess
+
+        out = subprocess.run(["sysctl", "-n", "hw.physicalcpu"], capture_output=True, text=True, timeout=2)
+        if out.returncode == 0 and out.stdout.strip().isdigit():
+            return int(out.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+def busy_cores(window: float = 0.25) -> float | None:
+    """How many cores other work keeps busy right now (from /proc/stat; the load average lags a minute)."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat", encoding="utf-8") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+        return sum(fields[:8]), idle
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(window)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        try:
+            return os.getloadavg()[0]
+        except (OSError, AttributeError):
+            return None
+    if total1 <= total0:
+        return 0.0
+    return (os.cpu_count() or 1) * (1 - (idle1 - idle0) / (total1 - total0))
+
+
+def busy_warning(threads: int) -> str | None:
+    """A warning when other work already keeps the cores busy: spinning threads then slow down 10-100x."""
+    busy = busy_cores()
+    cores = os.cpu_count() or 1
+    if busy is not None and busy > max(0.5, cores - threads + 0.5):
+        return (
+            f"the machine is busy ({busy:.1f} of {cores} cores in use by other work) and llama.cpp wants "
+            f"{threads} of them: expect slow generation and unreliable timings"
+        )
+    return None

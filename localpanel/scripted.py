@@ -1,0 +1,77 @@
+"""A backend that replays canned ballots: fast tests of everything above the runtime, and dry runs."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from .registry import ModelSpec
+from .runtime import ChoiceRecord, Generation, GenerationRequest, Message, TokenCallback
+
+
+@dataclass
+class Failed:
+    """A scripted turn that fails, as a cut-off generation would."""
+
+    reason: str
+
+
+class ScriptedBackend:
+    """``enqueue(key, ballot, ...)`` queues answers per participant (the moderator's key is "[moderator]").
+
+    A ballot is a dict (dumped as JSON; an optional "confidence" entry gives the option probabilities),
+    raw text, or `Failed`. With nothing queued, ``default`` (a function of the request) answers.
+    """
+
+    def __init__(self, default=None, context_length: int = 4096):
+        self.queues: dict[str, list] = defaultdict(list)
+        self.default = default
+        self.requests: list[GenerationRequest] = []
+        self.window = context_length
+
+    def enqueue(self, key: str, *answers) -> "ScriptedBackend":
+        self.queues[key].extend(answers)
+        return self
+
+    def generate(self, request: GenerationRequest, on_token: TokenCallback | None = None) -> Generation:
+        self.requests.append(request)
+        queue = self.queues.get(request.key)
+        answer = queue.pop(0) if queue else (self.default(request) if self.default else None)
+        if answer is None:
+            raise AssertionError(f"nothing scripted for {request.key!r}")
+        prompt_tokens = self._count(request.messages)
+        if isinstance(answer, Failed):
+            return Generation(text="", tokens=[], prompt_tokens=prompt_tokens, failure=answer.reason)
+        choices = {}
+        if isinstance(answer, dict):
+            answer = dict(answer)
+            confidence = answer.pop("confidence", None)
+            if "vote" in answer:
+                options = request.schema_["properties"]["vote"].get("enum") or [answer["vote"]]
+                probs = [confidence.get(o, 0.0) for o in options] if confidence else [float(o == answer["vote"]) for o in options]
+                choices["vote"] = ChoiceRecord(values=list(options), probabilities=probs, chosen=options.index(answer["vote"]) if answer["vote"] in options else 0)
+            text = json.dumps(answer, ensure_ascii=False)
+        else:
+            text = str(answer)
+        tokens = [ord(c) for c in text]
+        if on_token:
+            on_token(len(tokens))
+        return Generation(text=text, tokens=tokens, choices=choices, prompt_tokens=prompt_tokens,
+                          completion_tokens=len(tokens), seconds=0.001)
+
+    def _count(self, messages: list[Message]) -> int:
+        return sum(len(m.content) for m in messages) // 4 + 1
+
+    def count_tokens(self, model: ModelSpec, model_path: Path, messages: list[Message]) -> int:
+        return self._count(messages)
+
+    def context_length(self, model: ModelSpec, model_path: Path) -> int:
+        return self.window
+
+    def describe(self) -> dict:
+        return {"backend": "scripted"}
+
+    def close(self) -> None:
+        pass
