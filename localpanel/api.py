@@ -1,0 +1,244 @@
+"""The library API: every command of the CLI is one call here, usable from Python without Click."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .errors import InputError, RunError
+from .moderator import ModeratorReport, moderate
+from .protocol import Debate, DebateSettings, Question, Seat, Turn
+from .registry import Registry
+from .runtime import Backend, RuntimeSettings
+from .store import Store
+from .transcript import Manifest, ParticipantRecord, RunDir, Transcript, build_transcript, find_run, now, run_id
+
+ProgressFn = Callable[[str, Seat, int, int], None]
+
+
+def _backend(runtime: RuntimeSettings) -> Backend:
+    from .llama import LlamaBackend  # imported late: llama.cpp loads only when a run needs it
+
+    return LlamaBackend(runtime)
+
+
+def seats_for(registry: Registry, store: Store, panel_name: str | None) -> tuple[list[Seat], str]:
+    """The panel's participants with their verified weights (NotPulledError names the pull to run)."""
+    panel = registry.panel(panel_name)
+    seats = [Seat(p, registry.model(p.model), store.path_for(registry.model(p.model))) for p in panel.participants]
+    return seats, panel.name
+
+
+def start_run(
+    question: str,
+    options: list[str],
+    *,
+    registry: Registry,
+    store: Store,
+    panel: str | None = None,
+    settings: DebateSettings | None = None,
+    runtime: RuntimeSettings | None = None,
+    run_dir: Path | None = None,
+    backend: Backend | None = None,
+    with_moderator: bool = True,
+    on_progress: ProgressFn | None = None,
+) -> Transcript:
+    """Run a poll (one round) or a debate (several) and save it; every input is checked before anything is written."""
+    settings = settings or DebateSettings()
+    runtime = runtime or RuntimeSettings()
+    q = Question.checked(question, options)
+    seats, panel_name = seats_for(registry, store, panel)
+    panel_obj = registry.panel(panel_name)
+    moderator_spec = registry.model(panel_obj.moderator_model) if with_moderator else None
+    if moderator_spec is not None:
+        store.path_for(moderator_spec)
+    if runtime.max_memory is None and panel_obj.max_memory:
+        runtime = runtime.model_copy(update={"max_memory": parse_size(panel_obj.max_memory)})
+    backend = backend or _backend(runtime)
+    Debate(q, seats, settings, backend).check_fits()
+    models = {s.model.name: s.model for s in seats}
+    if moderator_spec is not None:
+        models[moderator_spec.name] = moderator_spec
+    manifest = Manifest(
+        kind="poll" if settings.rounds == 1 else "debate",
+        id="",
+        created_at=now(),
+        question=q.text,
+        options=q.options,
+        panel=panel_obj,
+        participants=[participant_record(s, store.expected_sha(s.model)[0]) for s in seats],
+        models=models,
+        sha256={name: store.expected_sha(spec)[0] for name, spec in models.items()},
+        moderator=moderator_spec.name if moderator_spec else None,
+        settings=settings,
+        runtime=runtime,
+        environment=backend.describe(),
+    )
+    path = Path(run_dir) if run_dir else unique_dir(store.runs_dir, run_id(q.text))
+    manifest.id = path.name
+    run = RunDir.create(path, manifest)
+    return continue_run(run, manifest, seats, backend, store, on_progress)
+
+
+def participant_record(seat: Seat, sha256: str) -> ParticipantRecord:
+    p = seat.participant
+    return ParticipantRecord(
+        name=p.name, model=seat.model.name, sha256=sha256, persona=p.persona, seed=p.seed,
+        temperature=p.temperature, top_k=p.top_k, top_p=p.top_p, min_p=p.min_p, repeat_penalty=p.repeat_penalty,
+    )
+
+
+def unique_dir(parent: Path, name: str) -> Path:
+    path, n = parent / name, 2
+    while path.exists():
+        path, n = parent / f"{name}-{n}", n + 1
+    return path
+
+
+def manifest_seats(manifest: Manifest, store: Store) -> list[Seat]:
+    """Seats rebuilt from a manifest: the exact weights it names, by sha256."""
+    return [
+        Seat(p, manifest.models[rec.model], store.verified_path(rec.model, rec.sha256))
+        for p, rec in zip(manifest.panel.participants, manifest.participants)
+    ]
+
+
+def continue_run(
+    run: RunDir,
+    manifest: Manifest,
+    seats: list[Seat],
+    backend: Backend,
+    store: Store,
+    on_progress: ProgressFn | None = None,
+) -> Transcript:
+    """Run (or finish) the turns not yet in the journal, then the moderator, then write the transcript."""
+    started = time.perf_counter()
+    done, report = run.journal()
+    earlier = sum(t.seconds + t.rebuild_seconds for t in done) + (report.seconds if report else 0.0)
+    q = Question(text=manifest.question, options=manifest.options)
+    debate = Debate(q, seats, manifest.settings, backend, done=done, on_turn=lambda t: run.append("turn", t), on_progress=on_progress)
+    stopped = debate.run()
+    turns = [t for r in debate.rounds for t in r.values()]
+    if report is None and manifest.moderator:
+        report = run_moderator(manifest, turns, stopped, backend, store)
+        run.append("moderator", report)
+    transcript = build_transcript(manifest, turns, stopped, report, earlier + time.perf_counter() - started)
+    run.write_transcript(transcript)
+    return transcript
+
+
+def run_moderator(manifest: Manifest, turns: list[Turn], stopped, backend: Backend, store: Store) -> ModeratorReport:
+    preview = build_transcript(manifest, turns, stopped, None, 0.0)
+    spec = manifest.models[manifest.moderator]
+    path = store.verified_path(spec.name, manifest.sha256[spec.name])
+    q = Question(text=manifest.question, options=manifest.options)
+    return moderate(q, [r.turns for r in preview.rounds], preview.result.line, spec, path, backend, manifest.settings.seed)
+
+
+def resume(ref: str | Path, *, store: Store, backend: Backend | None = None, on_progress: ProgressFn | None = None) -> Transcript:
+    """Finish an interrupted run with the settings it started with; a finished run is just loaded."""
+    run = find_run(ref, store.runs_dir)
+    if run.finished:
+        return run.transcript()
+    manifest = run.manifest()
+    seats = manifest_seats(manifest, store)
+    backend = backend or _backend(manifest.runtime)
+    return continue_run(run, manifest, seats, backend, store, on_progress)
+
+
+def load_run(ref: str | Path, store: Store) -> Transcript:
+    return find_run(ref, store.runs_dir).transcript()
+
+
+@dataclass
+class Divergence:
+    round: int
+    participant: str
+    index: int
+    original: str
+    replayed: str
+
+
+@dataclass
+class ReplayReport:
+    identical: bool
+    turns_compared: int
+    divergence: Divergence | None
+    environment_differences: dict[str, tuple[object, object]]
+    seconds: float
+
+
+class _Diverged(Exception):
+    pass
+
+
+def replay(ref: str | Path, *, store: Store, backend: Backend | None = None, on_progress: ProgressFn | None = None) -> ReplayReport:
+    """Run every turn of a saved run again from its manifest and compare the text, turn by turn."""
+    run = find_run(ref, store.runs_dir)
+    manifest = run.manifest()
+    original, original_report = run.journal()
+    if not original:
+        raise RunError(f"{run.path} has no finished turns to replay.")
+    expected = {(t.round, t.participant): t for t in original}
+    seats = manifest_seats(manifest, store)
+    backend = backend or _backend(manifest.runtime)
+    started = time.perf_counter()
+    compared = 0
+    divergence: Divergence | None = None
+
+    def check(turn: Turn) -> None:
+        nonlocal compared, divergence
+        want = expected.get((turn.round, turn.participant))
+        if want is None:
+            divergence = Divergence(turn.round, turn.participant, 0, "(no such turn in the original)", turn.text)
+            raise _Diverged
+        compared += 1
+        if turn.text != want.text or turn.confidence != want.confidence:
+            divergence = Divergence(turn.round, turn.participant, _first_difference(want.text, turn.text), want.text, turn.text)
+            raise _Diverged
+
+    q = Question(text=manifest.question, options=manifest.options)
+    debate = Debate(q, seats, manifest.settings, backend, on_turn=check, on_progress=on_progress)
+    try:
+        stopped = debate.run()
+        replayed = {(t.round, t.participant) for r in debate.rounds for t in r.values()}
+        missing = [t for t in original if (t.round, t.participant) not in replayed]
+        if missing:
+            divergence = Divergence(missing[0].round, missing[0].participant, 0, missing[0].text, "(the replay stopped before this turn)")
+        elif original_report is not None and manifest.moderator:
+            turns = [t for r in debate.rounds for t in r.values()]
+            report = run_moderator(manifest, turns, stopped, backend, store)
+            if report.text != original_report.text:
+                i = _first_difference(original_report.text, report.text)
+                divergence = Divergence(0, "moderator", i, original_report.text, report.text)
+    except _Diverged:
+        pass
+    env_now = backend.describe()
+    differences = {
+        k: (manifest.environment.get(k), env_now.get(k))
+        for k in sorted(set(manifest.environment) | set(env_now))
+        if manifest.environment.get(k) != env_now.get(k)
+    }
+    return ReplayReport(divergence is None, compared, divergence, differences, time.perf_counter() - started)
+
+
+def _first_difference(a: str, b: str) -> int:
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return min(len(a), len(b))
+
+
+def parse_size(text: str | int) -> int:
+    """'6GiB', '512MB', '2G' or a number of bytes."""
+    if isinstance(text, int):
+        return text
+    units = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 10**6, "mb": 10**6, "mib": 2**20,
+             "g": 10**9, "gb": 10**9, "gib": 2**30, "t": 10**12, "tb": 10**12, "tib": 2**40}
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", str(text))
+    if not m or m.group(2).lower() not in units:
+        raise InputError(f"{text!r} is not a size; write it like 6GiB, 512MB or 2G.")
+    return int(float(m.group(1)) * units[m.group(2).lower()])

@@ -1,0 +1,357 @@
+"""The protocol stage: who sees what, in which order, with which seed, round after round.
+
+A poll is one round of independent ballots. A debate adds rounds in which each participant sees every
+other participant's last vote and rationale and may change its vote, crediting whoever persuaded it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .ballot import ballot_model
+from .errors import ContextOverflowError, InputError
+from .registry import ModelSpec, Panel, Participant
+from .runtime import Backend, Generation, GenerationRequest, Message, Sampling
+
+MAX_OPTIONS = 26
+MAX_QUESTION_CHARS = 4000
+StopReason = Literal["consensus", "stable", "max_rounds"]
+
+
+class Turn(BaseModel):
+    """One participant's ballot in one round, with what it took to produce it."""
+
+    model_config = ConfigDict(extra="forbid")
+    participant: str
+    round: int
+    vote: str | None = None
+    rationale: str | None = None
+    attributed_to: str | None = None
+    confidence: dict[str, float] = Field(default_factory=dict, description="the model's probability of each option")
+    attribution_confidence: dict[str, float] | None = None
+    option_order: list[str]
+    peer_order: list[str] | None = None
+    seed: int
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    rebuild_seconds: float = 0.0
+    text: str = ""
+    tokens: list[int] = Field(default_factory=list)
+    failure: str | None = None
+
+    @property
+    def valid(self) -> bool:
+        return self.failure is None and self.vote is not None
+
+
+class Question(BaseModel):
+    """A question and its options, checked: this is where bad input is turned away."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str
+    options: list[str]
+
+    @classmethod
+    def checked(cls, text: str, options: list[str] | tuple[str, ...]) -> "Question":
+        text = (text or "").strip()
+        if not text:
+            raise InputError("The question is empty; pass the question as the first argument.")
+        if len(text) > MAX_QUESTION_CHARS:
+            raise InputError(f"The question is {len(text)} characters long; keep it under {MAX_QUESTION_CHARS}.")
+        opts = [o.strip() for o in options]
+        if any(not o for o in opts):
+            raise InputError("An option is empty or only whitespace; give every -o/--option some text.")
+        if len(opts) < 2:
+            raise InputError(f"A vote needs at least 2 options, got {len(opts)}; add more with -o/--option.")
+        if len(opts) > MAX_OPTIONS:
+            raise InputError(f"At most {MAX_OPTIONS} options are allowed, got {len(opts)}.")
+        seen: dict[str, str] = {}
+        for o in opts:
+            if o.casefold() in seen:
+                raise InputError(f"Options {seen[o.casefold()]!r} and {o!r} are the same; each option must differ.")
+            seen[o.casefold()] = o
+            if len(o) > 200:
+                raise InputError(f"Option {o[:40]!r}… is {len(o)} characters long; keep options under 200.")
+        return cls(text=text, options=opts)
+
+
+@dataclass
+class Seat:
+    """A participant with the model it runs on, ready to be asked."""
+
+    participant: Participant
+    model: ModelSpec
+    model_path: Path
+
+    @property
+    def name(self) -> str:
+        return self.participant.name
+
+
+class DebateSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rounds: int = Field(default=1, ge=1, le=20)
+    seed: int = Field(default=7, ge=0)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    max_tokens: int = Field(default=256, ge=32, le=4096)
+    anonymous: bool = False
+    early_stop: bool = True
+
+
+def turn_seed(run_seed: int, participant: Participant, round_no: int, salt: str = "ballot") -> int:
+    """A seed for one turn, derived from the run seed, the participant (name and seed) and the round."""
+    key = f"{run_seed}|{participant.seed}|{participant.name}|{round_no}|{salt}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:4], "little")
+
+
+def shuffled(items: list[str], seed: int) -> list[str]:
+    order = np.random.default_rng(seed).permutation(len(items))
+    return [items[i] for i in order]
+
+
+def labels_for(seats: list[Seat], anonymous: bool) -> dict[str, str]:
+    """How participants are named to each other: their names, or Panelist A, B, ... with --anonymous."""
+    if not anonymous:
+        return {s.name: s.name for s in seats}
+    return {s.name: f"Panelist {chr(ord('A') + i)}" for i, s in enumerate(seats)}
+
+
+def system_prompt(seat: Seat, n_seats: int, rounds: int, label: str) -> str:
+    persona = (seat.participant.persona or "You are a thoughtful, independent panelist.").strip()
+    if rounds == 1:
+        setting = f"You are {label}, one of {n_seats} panelists who each answer a question on their own."
+    else:
+        setting = (
+            f"You are {label}, one of {n_seats} panelists debating a question over up to {rounds} rounds. "
+            "After each round you read the other panelists' ballots and may keep or change your vote."
+        )
+    fields = (
+        'Reply with a JSON ballot. "vote" is exactly one of the options. '
+        '"rationale" states your main reason in one to three sentences of plain prose.'
+    )
+    if rounds > 1:
+        fields += ' From round 2 on, "attributed_to" names the panelist whose argument changed your vote, or null.'
+    return f"{persona}\n{setting}\n{fields}"
+
+
+def _options_block(options: list[str]) -> str:
+    return "Options (vote for exactly one):\n" + "\n".join(f"- {o}" for o in options)
+
+
+def first_round_prompt(question: Question, option_order: list[str]) -> str:
+    return f"Question: {question.text}\n{_options_block(option_order)}\nCast your ballot."
+
+
+def later_round_prompt(
+    question: Question, option_order: list[str], round_no: int, rounds: int, peers: list[tuple[str, Turn]]
+) -> str:
+    lines = [f"Round {round_no} of {rounds}. The other panelists' ballots from round {round_no - 1}:"]
+    for label, turn in peers:
+        if turn.valid:
+            lines.append(f"- {label} voted {turn.vote}: {turn.rationale}")
+        else:
+            lines.append(f"- {label} abstained (no valid ballot).")
+    lines += [
+        f"Question: {question.text}",
+        _options_block(option_order),
+        "Weigh these arguments, then cast your ballot for this round: keep your vote or change it.",
+    ]
+    return "\n".join(lines)
+
+
+@dataclass
+class TurnPlan:
+    """Everything a turn is decided by; rebuilt identically on resume and replay."""
+
+    seat: Seat
+    round: int
+    seed: int
+    option_order: list[str]
+    peer_order: list[str] | None
+    ballot: type[BaseModel]
+    messages: list[Message]
+
+    @property
+    def schema(self) -> dict:
+        return self.ballot.model_json_schema()
+
+
+class Debate:
+    """Runs the rounds. Finished turns come in through ``done`` (from a journal) and are never redone."""
+
+    def __init__(
+        self,
+        question: Question,
+        seats: list[Seat],
+        settings: DebateSettings,
+        backend: Backend,
+        done: list[Turn] | None = None,
+        on_turn: Callable[[Turn], None] | None = None,
+        on_progress: Callable[[str, Seat, int, int], None] | None = None,
+    ):
+        self.question, self.seats, self.settings, self.backend = question, seats, settings, backend
+        self.labels = labels_for(seats, settings.anonymous)
+        self.by_label = {label: name for name, label in self.labels.items()}
+        self.rounds: list[dict[str, Turn]] = []
+        for turn in done or []:
+            self._record(turn)
+        self.on_turn = on_turn or (lambda turn: None)
+        self.on_progress = on_progress or (lambda event, seat, round_no, tokens: None)
+
+    def _record(self, turn: Turn) -> None:
+        while len(self.rounds) < turn.round:
+            self.rounds.append({})
+        self.rounds[turn.round - 1][turn.participant] = turn
+
+    def turn(self, name: str, round_no: int) -> Turn | None:
+        return self.rounds[round_no - 1].get(name) if round_no <= len(self.rounds) else None
+
+    # -- what each participant sees ------------------------------------------------------------------
+
+    def plan(self, seat: Seat, round_no: int) -> TurnPlan:
+        """The ballot type and the whole conversation (earlier rounds included) for one turn."""
+        n, rounds = len(self.seats), self.settings.rounds
+        messages = [Message(role="system", content=system_prompt(seat, n, rounds, self.labels[seat.name]))]
+        for r in range(1, round_no + 1):
+            seed = turn_seed(self.settings.seed, seat.participant, r)
+            option_order = shuffled(self.question.options, seed ^ 0xA5A5)
+            peer_order = None
+            if r == 1:
+                content = first_round_prompt(self.question, option_order)
+            else:
+                peer_order = shuffled([s.name for s in self.seats if s.name != seat.name], seed ^ 0x5A5A)
+                peers = [(self.labels[p], t) for p in peer_order if (t := self.turn(p, r - 1)) is not None]
+                content = later_round_prompt(self.question, option_order, r, rounds, peers)
+            messages.append(Message(role="user", content=content))
+            ballot = self.ballot(seat, r)
+            if r == round_no:
+                return TurnPlan(seat, r, seed, option_order, peer_order, ballot, messages)
+            past = self.turn(seat.name, r)
+            if past is not None and past.tokens:
+                messages.append(
+                    Message(role="assistant", content=past.text, tokens=past.tokens, schema=ballot.model_json_schema())
+                )
+        raise AssertionError("unreachable")
+
+    def previous_vote(self, name: str, round_no: int) -> str | None:
+        """The participant's last valid vote before ``round_no``."""
+        for r in range(round_no - 1, 0, -1):
+            t = self.turn(name, r)
+            if t is not None and t.valid:
+                return t.vote
+        return None
+
+    def ballot(self, seat: Seat, round_no: int) -> type[BaseModel]:
+        if round_no == 1:
+            return ballot_model(self.question.options)
+        others = [self.labels[s.name] for s in self.seats if s.name != seat.name]
+        return ballot_model(self.question.options, others, self.previous_vote(seat.name, round_no))
+
+    # -- running ---------------------------------------------------------------------------------------
+
+    def check_fits(self) -> None:
+        """Before any weights load: the first prompt plus a ballot must fit every participant's context."""
+        for seat in self.seats:
+            plan = self.plan(seat, 1)
+            need = self.backend.count_tokens(seat.model, seat.model_path, plan.messages) + self.settings.max_tokens
+            window = self.backend.context_length(seat.model, seat.model_path)
+            if need > window:
+                raise ContextOverflowError(
+                    f"The question does not fit {seat.name}'s context: its prompt and a ballot of up to "
+                    f"{self.settings.max_tokens} tokens need {need} tokens, {seat.model.name} has {window}; "
+                    "shorten the question or lower --max-tokens."
+                )
+
+    def order(self, round_no: int) -> list[Seat]:
+        """Seats grouped by model, so that each model is loaded at most once per round; the model order
+        alternates between rounds so the last one used stays loaded into the next round."""
+        models = list(dict.fromkeys(s.model.name for s in self.seats))
+        if round_no % 2 == 0:
+            models.reverse()
+        return [s for m in models for s in self.seats if s.model.name == m]
+
+    def run(self) -> StopReason:
+        for round_no in range(1, self.settings.rounds + 1):
+            if round_no > 1 and (reason := self.stop_after(round_no - 1)):
+                return reason
+            for seat in self.order(round_no):
+                if self.turn(seat.name, round_no) is None:
+                    turn = self.cast(seat, round_no)
+                    self._record(turn)
+                    self.on_turn(turn)
+        return "max_rounds"
+
+    def stop_after(self, round_no: int) -> StopReason | None:
+        """consensus: everyone cast the same vote; stable: nobody changed their vote."""
+        if not self.settings.early_stop:
+            return None
+        turns = [self.turn(s.name, round_no) for s in self.seats]
+        if all(t is not None and t.valid for t in turns) and len({t.vote for t in turns}) == 1:
+            return "consensus"
+        if round_no > 1:
+            before = [self.turn(s.name, round_no - 1) for s in self.seats]
+            if all(t and b and t.valid and b.valid and t.vote == b.vote for t, b in zip(turns, before)):
+                return "stable"
+        return None
+
+    def cast(self, seat: Seat, round_no: int) -> Turn:
+        plan = self.plan(seat, round_no)
+        request = GenerationRequest(
+            key=seat.name,
+            model=seat.model,
+            model_path=seat.model_path,
+            messages=plan.messages,
+            schema=plan.schema,
+            sampling=Sampling.of(seat.participant, self.settings.temperature),
+            seed=plan.seed,
+            max_tokens=self.settings.max_tokens,
+        )
+        self.on_progress("start", seat, round_no, 0)
+        generation = self.backend.generate(request, lambda n: self.on_progress("token", seat, round_no, n))
+        turn = self.read_ballot(plan, generation)
+        self.on_progress("done", seat, round_no, turn.completion_tokens)
+        return turn
+
+    def read_ballot(self, plan: TurnPlan, g: Generation) -> Turn:
+        turn = Turn(
+            participant=plan.seat.name,
+            round=plan.round,
+            option_order=plan.option_order,
+            peer_order=plan.peer_order,
+            seed=plan.seed,
+            prompt_tokens=g.prompt_tokens,
+            cached_tokens=g.cached_tokens,
+            completion_tokens=g.completion_tokens,
+            seconds=round(g.seconds, 4),
+            rebuild_seconds=round(g.rebuild_seconds, 4),
+            text=g.text,
+            tokens=g.tokens,
+            failure=g.failure,
+        )
+        if g.failure:
+            return turn
+        try:
+            ballot = plan.ballot.model_validate_json(g.text)
+        except ValidationError as exc:
+            # The grammar makes this unreachable; if it happens anyway the turn is recorded, not dropped.
+            turn.failure = f"the ballot did not validate: {exc.errors()[0]['msg']}"
+            return turn
+        turn.vote, turn.rationale = ballot.vote, ballot.rationale
+        label = getattr(ballot, "attributed_to", None)
+        turn.attributed_to = self.by_label.get(label, label) if label is not None else None
+        if (vote := g.choices.get("vote")) is not None:
+            turn.confidence = {v: round(p, 6) for v, p in zip(vote.values, vote.probabilities)}
+        if (who := g.choices.get("attributed_to")) is not None:
+            turn.attribution_confidence = {
+                (self.by_label.get(v, v) if v is not None else "null"): round(p, 6)
+                for v, p in zip(who.values, who.probabilities)
+            }
+        return turn

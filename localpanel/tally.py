@@ -1,0 +1,142 @@
+"""The tally stage: numbers derived from the ballots alone (never from the moderator's prose)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel
+
+from .protocol import Turn
+
+Label = Literal["unanimous", "supermajority", "majority", "plurality", "tie", "no votes"]
+
+
+class Tally(BaseModel):
+    """One round's count. Shares are of all participants: an abstention (failed turn) counts against every option."""
+
+    options: list[str]
+    counts: dict[str, int]
+    abstentions: int
+    participants: int
+    shares: dict[str, float]
+    # Mean over valid ballots of the model's own probability of each option.
+    weighted: dict[str, float]
+    label: Label
+    winner: str | None
+    leaders: list[str]
+
+
+def tally(options: list[str], turns: list[Turn]) -> Tally:
+    counts = np.zeros(len(options), dtype=int)
+    probs = np.zeros(len(options))
+    index = {o: i for i, o in enumerate(options)}
+    valid = [t for t in turns if t.valid]
+    for t in valid:
+        counts[index[t.vote]] += 1
+        if t.confidence:
+            probs += np.array([t.confidence.get(o, 0.0) for o in options])
+    n = len(turns)
+    top = int(counts.max()) if len(counts) else 0
+    leaders = [options[i] for i in np.flatnonzero(counts == top)] if top else []
+    if top == 0:
+        label: Label = "no votes"
+    elif len(leaders) > 1:
+        label = "tie"
+    elif top == n:
+        label = "unanimous"
+    elif top * 3 >= n * 2:
+        label = "supermajority"
+    elif top * 2 > n:
+        label = "majority"
+    else:
+        label = "plurality"
+    weighted = probs / len(valid) if valid else probs
+    return Tally(
+        options=options,
+        counts={o: int(c) for o, c in zip(options, counts)},
+        abstentions=n - len(valid),
+        participants=n,
+        shares={o: round(float(c) / n, 6) if n else 0.0 for o, c in zip(options, counts)},
+        weighted={o: round(float(w), 6) for o, w in zip(options, weighted)},
+        label=label,
+        winner=leaders[0] if len(leaders) == 1 else None,
+        leaders=leaders,
+    )
+
+
+def result_line(t: Tally) -> str:
+    """'Unanimous — Yes (4/4 votes)', 'Majority — No (3/5 votes)', 'Tie — Yes/No (2/2)'."""
+    if t.label == "no votes":
+        return f"No votes — all {t.participants} ballots failed"
+    if t.label == "tie":
+        line = f"Tie — {'/'.join(t.leaders)} ({'/'.join(str(t.counts[o]) for o in t.leaders)})"
+    else:
+        line = f"{t.label.capitalize()} — {t.winner} ({t.counts[t.winner]}/{t.participants} votes)"
+    if t.abstentions:
+        line += f", {t.abstentions} abstained"
+    return line
+
+
+class TurningPoint(BaseModel):
+    round: int
+    participant: str
+    from_vote: str
+    to_vote: str
+    attributed_to: str | None
+    rationale: str | None
+
+
+class Influence(BaseModel):
+    source: str  # who persuaded
+    target: str  # whom
+    count: int
+
+
+def vote_matrix(participants: list[str], rounds: list[list[Turn]]) -> dict[str, list[str | None]]:
+    """participant -> vote in each round (None: abstained, or the debate had stopped)."""
+    matrix: dict[str, list[str | None]] = {p: [] for p in participants}
+    for turns in rounds:
+        by_name = {t.participant: t for t in turns}
+        for p in participants:
+            t = by_name.get(p)
+            matrix[p].append(t.vote if t is not None and t.valid else None)
+    return matrix
+
+
+def turning_points(participants: list[str], rounds: list[list[Turn]]) -> list[TurningPoint]:
+    """Every vote change, between a participant's consecutive valid ballots."""
+    points: list[TurningPoint] = []
+    last: dict[str, str] = {}
+    for turns in rounds:
+        for t in sorted((t for t in turns if t.valid), key=lambda t: participants.index(t.participant)):
+            before = last.get(t.participant)
+            if before is not None and before != t.vote:
+                points.append(
+                    TurningPoint(
+                        round=t.round, participant=t.participant, from_vote=before, to_vote=t.vote,
+                        attributed_to=t.attributed_to, rationale=t.rationale,
+                    )
+                )
+            last[t.participant] = t.vote
+    return points
+
+
+def persuasion_graph(points: list[TurningPoint]) -> list[Influence]:
+    edges: dict[tuple[str, str], int] = {}
+    for p in points:
+        if p.attributed_to:
+            edges[(p.attributed_to, p.participant)] = edges.get((p.attributed_to, p.participant), 0) + 1
+    return [Influence(source=s, target=t, count=c) for (s, t), c in sorted(edges.items(), key=lambda e: (-e[1], e[0]))]
+
+
+def most_persuasive(graph: list[Influence]) -> str | None:
+    """The participant credited with the most vote changes; None when nobody was, or on a tie."""
+    credit: dict[str, int] = {}
+    for edge in graph:
+        credit[edge.source] = credit.get(edge.source, 0) + edge.count
+    if not credit:
+        return None
+    best = max(credit.values())
+    top = [name for name, c in credit.items() if c == best]
+    return top[0] if len(top) == 1 else None

@@ -1,0 +1,282 @@
+"""The transcript stage: what a run leaves on disk, and the typed record of everything it measured.
+
+A run directory holds::
+
+    manifest.json    everything needed to run it again (question, options, panel with sha256, seeds, settings,
+                     versions), written before the first turn
+    turns.jsonl      a journal: each finished turn appended and fsynced before the next starts
+    transcript.json  the complete result, written atomically at the end
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .atomic import atomic_write_json, fsync_dir
+from .errors import RunError
+from .moderator import Argument, ModeratorReport
+from .protocol import DebateSettings, StopReason, Turn
+from .registry import ModelSpec, Panel
+from .runtime import RuntimeSettings
+from .tally import Influence, Tally, TurningPoint, most_persuasive, persuasion_graph, result_line, tally, turning_points, vote_matrix
+
+SCHEMA_VERSION = 1
+
+
+class ParticipantRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    model: str
+    sha256: str
+    persona: str | None = None
+    seed: int
+    temperature: float
+    top_k: int
+    top_p: float
+    min_p: float
+    repeat_penalty: float
+
+
+class Manifest(BaseModel):
+    """What a rerun needs. Written before the first turn; resume and replay read it back."""
+
+    model_config = ConfigDict(extra="forbid")
+    schema_version: int = SCHEMA_VERSION
+    kind: Literal["poll", "debate"]
+    id: str
+    created_at: str
+    question: str
+    options: list[str]
+    panel: Panel
+    participants: list[ParticipantRecord]
+    models: dict[str, ModelSpec]
+    sha256: dict[str, str]
+    moderator: str | None
+    settings: DebateSettings
+    runtime: RuntimeSettings
+    environment: dict
+
+
+class Round(BaseModel):
+    number: int
+    turns: list[Turn]
+    tally: Tally
+
+
+class Result(BaseModel):
+    label: str
+    winner: str | None
+    counts: dict[str, int]
+    line: str
+    consensus: bool
+    weighted: dict[str, float]
+    abstentions: int
+
+
+class Transcript(BaseModel):
+    schema_version: int = SCHEMA_VERSION
+    kind: Literal["poll", "debate"]
+    id: str
+    created_at: str
+    finished_at: str
+    question: str
+    options: list[str]
+    panel: str
+    participants: list[ParticipantRecord]
+    rounds: list[Round]
+    result: Result
+    stopped_because: StopReason
+    vote_matrix: dict[str, list[str | None]]
+    turning_points: list[TurningPoint]
+    persuasion: list[Influence]
+    most_persuasive: str | None
+    summary: str | None = None
+    strongest_arguments: dict[str, Argument] = Field(default_factory=dict)
+    moderator: ModeratorReport | None = None
+    settings: DebateSettings
+    runtime: RuntimeSettings
+    environment: dict
+    seconds: float
+
+
+def headline(kind: str, rounds: list[Round], stopped_because: str) -> str:
+    final = rounds[-1].tally if rounds else None
+    line = result_line(final) if final else "No ballots"
+    if kind == "poll":
+        return line
+    n = len(rounds)
+    if final and final.label == "unanimous":
+        return f"Consensus after {n} round{'s' if n != 1 else ''} · {line}"
+    return f"No agreement after {n} round{'s' if n != 1 else ''} · {line}"
+
+
+def build_transcript(
+    manifest: Manifest, turns: list[Turn], stopped_because: StopReason, report: ModeratorReport | None, seconds: float
+) -> Transcript:
+    """Derive every figure from the ballots and assemble the transcript."""
+    names = [p.name for p in manifest.participants]
+    by_round: dict[int, list[Turn]] = {}
+    for t in turns:
+        by_round.setdefault(t.round, []).append(t)
+    rounds = []
+    for number in sorted(by_round):
+        ordered = sorted(by_round[number], key=lambda t: names.index(t.participant))
+        rounds.append(Round(number=number, turns=ordered, tally=tally(manifest.options, ordered)))
+    final = rounds[-1].tally if rounds else tally(manifest.options, [])
+    round_turns = [r.turns for r in rounds]
+    points = turning_points(names, round_turns)
+    graph = persuasion_graph(points)
+    return Transcript(
+        kind=manifest.kind,
+        id=manifest.id,
+        created_at=manifest.created_at,
+        finished_at=now(),
+        question=manifest.question,
+        options=manifest.options,
+        panel=manifest.panel.name,
+        participants=manifest.participants,
+        rounds=rounds,
+        result=Result(
+            label=final.label,
+            winner=final.winner,
+            counts=final.counts,
+            line=headline(manifest.kind, rounds, stopped_because),
+            consensus=final.label == "unanimous",
+            weighted=final.weighted,
+            abstentions=final.abstentions,
+        ),
+        stopped_because=stopped_because,
+        vote_matrix=vote_matrix(names, round_turns),
+        turning_points=points,
+        persuasion=graph,
+        most_persuasive=most_persuasive(graph),
+        summary=report.summary if report else None,
+        strongest_arguments=report.strongest if report else {},
+        moderator=report,
+        settings=manifest.settings,
+        runtime=manifest.runtime,
+        environment=manifest.environment,
+        seconds=round(seconds, 3),
+    )
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def run_id(question: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", question.lower()).strip("-")[:40].strip("-") or "run"
+    return time.strftime("%Y%m%d-%H%M%S", time.localtime()) + "-" + slug
+
+
+class RunDir:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.manifest_path = self.path / "manifest.json"
+        self.journal_path = self.path / "turns.jsonl"
+        self.transcript_path = self.path / "transcript.json"
+
+    @classmethod
+    def create(cls, path: Path, manifest: Manifest) -> "RunDir":
+        path = Path(path)
+        if path.exists() and any(path.iterdir()):
+            raise RunError(f"{path} already holds a run; resume it with --resume {path} or choose another --run-dir.")
+        run = cls(path)
+        path.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run.manifest_path, manifest.model_dump(mode="json"))
+        run.journal_path.touch()
+        fsync_dir(path)
+        return run
+
+    @property
+    def finished(self) -> bool:
+        return self.transcript_path.is_file()
+
+    def manifest(self) -> Manifest:
+        try:
+            return Manifest.model_validate_json(self.manifest_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise RunError(f"{self.path} is not a run directory (no manifest.json).") from None
+        except (OSError, ValidationError) as exc:
+            raise RunError(f"{self.manifest_path} is damaged or from another localpanel version ({_first(exc)}).") from None
+
+    def append(self, kind: str, record: BaseModel) -> None:
+        """Add one finished record to the journal, durably, before anything else happens."""
+        line = json.dumps({"kind": kind, **record.model_dump(mode="json")}, ensure_ascii=False) + "\n"
+        with open(self.journal_path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def journal(self) -> tuple[list[Turn], ModeratorReport | None]:
+        """The journaled turns (and moderator report). A torn last line, from a crash mid-write, is cut off."""
+        try:
+            data = self.journal_path.read_bytes()
+        except FileNotFoundError:
+            return [], None
+        turns: list[Turn] = []
+        report = None
+        good = 0
+        for raw in data.splitlines(keepends=True):
+            if not raw.endswith(b"\n"):
+                break
+            try:
+                record = json.loads(raw)
+                kind = record.pop("kind")
+                if kind == "turn":
+                    turns.append(Turn.model_validate(record))
+                elif kind == "moderator":
+                    report = ModeratorReport.model_validate(record)
+            except (ValueError, KeyError, ValidationError):
+                break
+            good += len(raw)
+        if good < len(data):
+            with open(self.journal_path, "r+b") as f:
+                f.truncate(good)
+                os.fsync(f.fileno())
+        return turns, report
+
+    def write_transcript(self, transcript: Transcript) -> None:
+        atomic_write_json(self.transcript_path, transcript.model_dump(mode="json"))
+
+    def transcript(self) -> Transcript:
+        try:
+            return Transcript.model_validate_json(self.transcript_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise RunError(f"{self.path} has no transcript yet: the run did not finish; resume it with --resume.") from None
+        except (OSError, ValidationError) as exc:
+            raise RunError(f"{self.transcript_path} is damaged or from another localpanel version ({_first(exc)}).") from None
+
+
+def _first(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        return f"{'.'.join(map(str, err['loc']))}: {err['msg']}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def find_run(ref: str | Path, runs_dir: Path) -> RunDir:
+    """A run given as a directory, a transcript.json, or an id (or unique id prefix) under the store's runs."""
+    path = Path(ref)
+    if path.is_file() and path.name == "transcript.json":
+        return RunDir(path.parent)
+    if path.is_dir():
+        return RunDir(path)
+    if runs_dir.is_dir():
+        if ref == "last":
+            runs = sorted(p for p in runs_dir.iterdir() if (p / "manifest.json").is_file())
+            if runs:
+                return RunDir(runs[-1])
+        matches = sorted(p for p in runs_dir.iterdir() if p.name.startswith(str(ref)))
+        if len(matches) == 1:
+            return RunDir(matches[0])
+        if len(matches) > 1:
+            raise RunError(f"{ref!r} matches {len(matches)} runs in {runs_dir}; give more of the id.")
+    raise RunError(f"No run {str(ref)!r}: give a run directory, a transcript.json, or an id from `localpanel runs`.")

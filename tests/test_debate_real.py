@@ -1,0 +1,92 @@
+"""Real debates on the default panel: rounds that reuse the KV cache, kill -9 and resume, replay."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from localpanel import api
+from localpanel.protocol import DebateSettings
+from localpanel.transcript import RunDir
+
+pytestmark = pytest.mark.real
+
+QUESTION = "Is distilling a closed model's outputs ethical?"
+OPTIONS = ["Yes", "No", "It depends"]
+
+
+def test_three_round_debate_reuses_the_cache_and_replays_identically(store_with_weights, registry):
+    store = store_with_weights
+    t = api.start_run(QUESTION, OPTIONS, registry=registry, store=store,
+                      settings=DebateSettings(rounds=3, seed=5, early_stop=False), run_dir=store.runs_dir / "three")
+    assert t.kind == "debate" and len(t.rounds) == 3 and t.stopped_because == "max_rounds"
+    assert all(len(r.turns) == 4 and all(x.failure is None for x in r.turns) for r in t.rounds)
+    for r in t.rounds[1:]:
+        for turn in r.turns:
+            before = next(x for x in t.rounds[r.number - 2].turns if x.participant == turn.participant)
+            processed = before.prompt_tokens + before.completion_tokens
+            assert turn.cached_tokens >= 0.9 * processed, (turn.participant, turn.cached_tokens, processed)
+            assert turn.attribution_confidence is not None
+            if turn.vote == before.vote:
+                assert turn.attributed_to is None  # only a changed vote can be credited to someone
+    # Derived figures agree with the ballots they come from.
+    for name, votes in t.vote_matrix.items():
+        changes = sum(1 for a, b in zip(votes, votes[1:]) if a and b and a != b)
+        assert changes == sum(1 for p in t.turning_points if p.participant == name)
+    assert t.summary and len(t.summary) <= 600
+    for option, arg in t.strongest_arguments.items():
+        assert any(x.rationale == arg.text and x.vote == option for r in t.rounds for x in r.turns)
+    lines = RunDir(store.runs_dir / "three").journal_path.read_text().splitlines()
+    assert [json.loads(line)["kind"] for line in lines] == ["turn"] * 12 + ["moderator"]
+
+    report = api.replay(store.runs_dir / "three", store=store)
+    assert report.identical and report.turns_compared == 12, report.divergence
+    assert report.environment_differences == {}
+
+
+def cli(*args, home):
+    env = {**os.environ, "LOCALPANEL_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    return [sys.executable, "-m", "localpanel", *args], env
+
+
+def test_kill_9_mid_debate_then_resume_changes_no_journaled_turn(store_with_weights, tmp_path):
+    run_dir = tmp_path / "ethics"
+    cmd, env = cli("debate", QUESTION, *[a for o in OPTIONS for a in ("-o", o)], "--rounds", "3", "--seed", "9",
+                   "--no-early-stop", "--run-dir", str(run_dir), "-q", home=store_with_weights.home)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    journal = run_dir / "turns.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if journal.exists() and journal.read_bytes().count(b"\n") >= 6:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read().decode()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = journal.read_bytes()
+    kept = before[: before.rfind(b"\n") + 1]
+    assert 6 <= kept.count(b"\n") < 12 and not (run_dir / "transcript.json").exists()
+
+    cmd, env = cli("debate", "--resume", str(run_dir), "--json", "-q", home=store_with_weights.home)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    after = journal.read_bytes()
+    assert after.startswith(kept)
+    data = json.loads(done.stdout)
+    assert sum(len(r["turns"]) for r in data["rounds"]) == 12 and data["summary"]
+    resumed = [json.loads(line) for line in after.splitlines()[kept.count(b"\n"):]]
+    assert any(turn.get("rebuild_seconds", 0) > 0 for turn in resumed if turn["kind"] == "turn")
+
+    # The resumed run is the run an uninterrupted one would have been: replay runs it straight through.
+    cmd, env = cli("replay", str(run_dir), "--json", "-q", home=store_with_weights.home)
+    replayed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    report = json.loads(replayed.stdout)
+    assert replayed.returncode == 0 and report["identical"] and report["turns_compared"] == 12, report
+
+    shown = subprocess.run(cli("debate", "--resume", str(run_dir), "-q", home=store_with_weights.home)[0],
+                           env=env, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and "had already finished; showing it" in shown.stderr

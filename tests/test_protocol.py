@@ -1,0 +1,253 @@
+"""Polls and debates on a scripted backend: every derived figure checked against known vote sequences."""
+
+import json
+
+import pytest
+
+from localpanel import api
+from localpanel.errors import InputError, NotPulledError, UnknownPanelError
+from localpanel.grammar import NULL_WHEN
+from localpanel.protocol import DebateSettings, Question
+from localpanel.registry import load_registry
+from localpanel.scripted import Failed, ScriptedBackend
+from localpanel.store import Store
+from localpanel.transcript import RunDir
+
+from .ggufdata import sha, tiny_gguf
+
+NAMES = ["Ann", "Bob", "Cy", "Di"]
+
+
+@pytest.fixture
+def env(tmp_path):
+    """A registry of two tiny models (pulled from local files) and a four-seat panel."""
+    files = {}
+    for name in ("alpha", "beta"):
+        data = tiny_gguf(name)
+        (tmp_path / f"{name}.gguf").write_bytes(data)
+        files[name] = sha(data)
+    seats = "\n".join(
+        f"      - {{name: {n}, model: {'alpha' if i < 2 else 'beta'}, seed: {i + 1}, persona: Persona of {n}.}}"
+        for i, n in enumerate(NAMES)
+    )
+    (tmp_path / "models.yaml").write_text(
+        "models:\n"
+        + "".join(f"  {m}:\n    sha256: {s}\n    sources: [file://{tmp_path / (m + '.gguf')}]\n" for m, s in files.items())
+        + f"panels:\n  default:\n    moderator: alpha\n    participants:\n{seats}\n"
+    )
+    registry = load_registry(tmp_path / "models.yaml")
+    store = Store()
+    for spec in registry.models.values():
+        store.pull(spec)
+    return registry, store
+
+
+def ballot(vote, why="", who=None, **extra):
+    b = {"vote": vote, "rationale": why or f"My reason for {vote} is good."}
+    if who is not False:
+        b["attributed_to"] = who
+    b.update(extra)
+    return b
+
+
+def script(backend, rounds):
+    """rounds: a list of {name: ballot} per round."""
+    for r, by_name in enumerate(rounds):
+        for name, b in by_name.items():
+            if isinstance(b, dict) and r == 0:
+                b = {k: v for k, v in b.items() if k != "attributed_to"}
+            backend.enqueue(name, b)
+    return backend
+
+
+def run(env, backend, question="Is it?", options=("Yes", "No"), **settings):
+    registry, store = env
+    return api.start_run(question, list(options), registry=registry, store=store, backend=backend,
+                         settings=DebateSettings(**settings), with_moderator=False)
+
+
+def test_poll_counts_labels_and_saves_everything(env):
+    backend = script(ScriptedBackend(), [{"Ann": ballot("Yes", confidence={"Yes": 0.8, "No": 0.2}),
+                                          "Bob": ballot("Yes"), "Cy": ballot("No"), "Di": ballot("Yes")}])
+    t = run(env, backend, seed=3)
+    assert t.kind == "poll" and len(t.rounds) == 1
+    assert t.result.line == "Supermajority — Yes (3/4 votes)"
+    assert t.result.counts == {"Yes": 3, "No": 1}
+    ann = t.rounds[0].turns[0]
+    assert ann.participant == "Ann" and ann.confidence == {"Yes": 0.8, "No": 0.2}
+    run_dir = RunDir(env[1].runs_dir / t.id)
+    data = json.loads(run_dir.transcript_path.read_text())
+    for key in ("question", "options", "participants", "rounds", "result", "environment", "settings", "runtime"):
+        assert key in data
+    assert {"name", "model", "sha256"} <= set(data["participants"][0])
+    assert {"participant", "vote", "rationale", "confidence", "prompt_tokens", "completion_tokens", "seconds"} <= set(data["rounds"][0]["turns"][0])
+    assert set(data["result"]) >= {"label", "winner", "counts"}
+    assert data["participants"][2]["sha256"] == env[0].model("beta").sha256
+    assert len(run_dir.journal()[0]) == 4
+    assert json.loads(run_dir.manifest_path.read_text())["settings"]["seed"] == 3
+
+
+def test_poll_participants_do_not_see_each_other_and_options_are_shuffled(env):
+    backend = ScriptedBackend(default=lambda req: ballot("Yes", who=False))
+    t = run(env, backend, options=("Alpha", "Beta", "Gamma", "Delta"), seed=11)
+    for req in backend.requests:
+        text = "\n".join(m.content for m in req.messages)
+        assert "Alpha" in text and not any(f"{n} voted" in text for n in NAMES)
+        assert [m.role for m in req.messages] == ["system", "user"]
+    orders = [turn.option_order for turn in t.rounds[0].turns]
+    assert all(sorted(o) == ["Alpha", "Beta", "Delta", "Gamma"] for o in orders)
+    assert len({tuple(o) for o in orders}) > 1
+    prompt = backend.requests[0].messages[1].content
+    listed = [line[2:] for line in prompt.splitlines() if line.startswith("- ")]
+    assert listed == t.rounds[0].turns[[x.participant for x in t.rounds[0].turns].index(backend.requests[0].key)].option_order
+
+
+def test_same_seed_same_prompts_other_seed_other_order(env):
+    orders = []
+    for seed in (5, 5, 6):
+        backend = ScriptedBackend(default=lambda req: ballot("Yes", who=False))
+        t = run(env, backend, options=("A", "B", "C", "D", "E"), seed=seed)
+        orders.append([tuple(x.option_order) for x in t.rounds[0].turns] + [x.seed for x in t.rounds[0].turns])
+    assert orders[0] == orders[1] and orders[0] != orders[2]
+
+
+def test_debate_turning_points_graph_and_stop_at_consensus(env):
+    backend = script(ScriptedBackend(), [
+        {"Ann": ballot("Yes"), "Bob": ballot("No"), "Cy": ballot("No"), "Di": ballot("Yes")},
+        {"Ann": ballot("Yes"), "Bob": ballot("Yes", "Ann convinced me.", "Ann"), "Cy": ballot("No"), "Di": ballot("Yes")},
+        {"Ann": ballot("Yes"), "Bob": ballot("Yes"), "Cy": ballot("Yes", "Bob is right.", "Bob"), "Di": ballot("Yes")},
+    ])
+    t = run(env, backend, rounds=5)
+    assert t.stopped_because == "consensus"
+    assert [r.tally.label for r in t.rounds] == ["tie", "supermajority", "unanimous"]
+    assert t.result.line == "Consensus after 3 rounds · Unanimous — Yes (4/4 votes)"
+    assert [(p.round, p.participant, p.from_vote, p.to_vote, p.attributed_to, p.rationale) for p in t.turning_points] == [
+        (2, "Bob", "No", "Yes", "Ann", "Ann convinced me."), (3, "Cy", "No", "Yes", "Bob", "Bob is right.")]
+    assert [(e.source, e.target, e.count) for e in t.persuasion] == [("Ann", "Bob", 1), ("Bob", "Cy", 1)]
+    assert t.most_persuasive is None  # one credit each
+    assert t.vote_matrix["Cy"] == ["No", "No", "Yes"]
+
+
+def test_debate_stops_when_a_round_changes_no_vote(env):
+    first = {"Ann": ballot("Yes"), "Bob": ballot("No"), "Cy": ballot("No"), "Di": ballot("Yes")}
+    t = run(env, script(ScriptedBackend(), [first, first]), rounds=4)
+    assert t.stopped_because == "stable" and len(t.rounds) == 2
+    assert t.result.line.startswith("No agreement after 2 rounds · Tie — Yes/No (2/2)")
+
+
+def test_debate_runs_every_round_without_early_stop(env):
+    same = {n: ballot("Yes") for n in NAMES}
+    t = run(env, script(ScriptedBackend(), [same, same, same]), rounds=3, early_stop=False)
+    assert t.stopped_because == "max_rounds" and len(t.rounds) == 3 and t.turning_points == []
+
+
+def test_later_rounds_show_the_others_and_constrain_attribution(env):
+    backend = script(ScriptedBackend(), [
+        {"Ann": ballot("Yes", "Ann's first reason."), "Bob": ballot("No", "Bob's first reason."),
+         "Cy": Failed("cut off at 256 tokens"), "Di": ballot("No", "Di's first reason.")},
+        {n: ballot("No") for n in NAMES},
+    ])
+    t = run(env, backend, rounds=2)
+    ann_r2 = next(r for r in backend.requests if r.key == "Ann" and "Round 2" in r.messages[-1].content)
+    seen = ann_r2.messages[-1].content
+    assert "Bob voted No: Bob's first reason." in seen and "Di voted No: Di's first reason." in seen
+    assert "Cy abstained" in seen and "Ann's first reason" not in seen
+    assert [m.role for m in ann_r2.messages] == ["system", "user", "assistant", "user"]
+    assert ann_r2.messages[2].content == json.dumps({"vote": "Yes", "rationale": "Ann's first reason."})
+    who = ann_r2.schema_["properties"]["attributed_to"]
+    assert who["anyOf"][0]["enum"] == ["Bob", "Cy", "Di"]
+    assert who[NULL_WHEN] == {"field": "vote", "equals": "Yes"}
+    assert t.rounds[0].tally.abstentions == 1 and t.rounds[0].turns[2].failure == "cut off at 256 tokens"
+    peer_order = t.rounds[1].turns[0].peer_order
+    assert sorted(peer_order) == ["Bob", "Cy", "Di"]
+
+
+def test_anonymous_debates_use_panelist_letters_and_map_credit_back(env):
+    backend = script(ScriptedBackend(), [
+        {"Ann": ballot("Yes"), "Bob": ballot("No"), "Cy": ballot("No"), "Di": ballot("No")},
+        {"Ann": ballot("No", "B was right.", "Panelist B"), "Bob": ballot("No"), "Cy": ballot("No"), "Di": ballot("No")},
+    ])
+    t = run(env, backend, rounds=2, anonymous=True)
+    seen = "\n".join(m.content for m in backend.requests[-1].messages)
+    assert "Panelist A voted Yes" in seen and "Ann" not in seen.replace("Ann's", "")
+    assert t.turning_points[0].attributed_to == "Bob"
+    assert [(e.source, e.target) for e in t.persuasion] == [("Bob", "Ann")]
+
+
+def test_a_failed_or_invalid_ballot_is_recorded_never_dropped(env):
+    backend = script(ScriptedBackend(), [{"Ann": ballot("Perhaps"), "Bob": "not json at all",
+                                          "Cy": Failed("cut off at 256 tokens"), "Di": ballot("No")}])
+    t = run(env, backend)
+    failures = [x.failure for x in t.rounds[0].turns]
+    assert failures[0].startswith("the ballot did not validate") and failures[1].startswith("the ballot did not validate")
+    assert failures[2] == "cut off at 256 tokens" and failures[3] is None
+    assert t.result.line == "Plurality — No (1/4 votes), 3 abstained"
+
+
+def test_moderator_picks_among_given_rationales(env):
+    registry, store = env
+    backend = script(ScriptedBackend(), [{"Ann": ballot("Yes", "Because of A."), "Bob": ballot("No", "Because of B."),
+                                          "Cy": ballot("No", "Because of C."), "Di": ballot("Yes", "Because of D.")}])
+    backend.enqueue("[moderator]", {"strongest": {"Yes": 4, "No": 2}, "summary": "Ann and Di said yes, Bob and Cy said no, and nobody moved."})
+    t = api.start_run("Is it?", ["Yes", "No"], registry=registry, store=store, backend=backend)
+    schema = backend.requests[-1].schema_
+    strongest = schema["$defs"]["Strongest"]["properties"]
+    assert strongest["Yes"]["enum"] == [1, 4] and strongest["No"]["enum"] == [2, 3]
+    assert {o: (a.participant, a.text) for o, a in t.strongest_arguments.items()} == {"Yes": ("Di", "Because of D."), "No": ("Bob", "Because of B.")}
+    assert t.summary.startswith("Ann and Di said yes")
+
+
+def test_resume_continues_from_the_journal_without_touching_it(env):
+    registry, store = env
+    rounds = [{n: ballot("Yes" if i % 2 else "No") for i, n in enumerate(NAMES)},
+              {n: ballot("No") for n in NAMES}]
+
+    class Crash(ScriptedBackend):
+        def generate(self, request, on_token=None):
+            if len(self.requests) == 5:
+                raise KeyboardInterrupt
+            return super().generate(request, on_token)
+
+    run_dir = store.runs_dir / "crashy"
+    with pytest.raises(KeyboardInterrupt):
+        api.start_run("Is it?", ["Yes", "No"], registry=registry, store=store, backend=script(Crash(), rounds),
+                      settings=DebateSettings(rounds=2), run_dir=run_dir, with_moderator=False)
+    journal = RunDir(run_dir).journal_path
+    before = journal.read_bytes()
+    assert before.count(b"\n") == 5
+    journal.write_bytes(before + b'{"kind": "turn", "participant": "Bob", "rou')  # torn by the crash
+    rest = ScriptedBackend()
+    script(rest, [{}, {n: ballot("No") for n in NAMES}])
+    t = api.resume(run_dir, store=store, backend=rest)
+    assert journal.read_bytes().startswith(before)
+    assert len(rest.requests) == 3  # only the turns the journal did not have
+    assert len(t.rounds) == 2 and t.result.line.endswith("Unanimous — No (4/4 votes)")
+    assert api.resume(run_dir, store=store, backend=ScriptedBackend()).id == t.id  # finished: just shown
+
+
+@pytest.mark.parametrize(
+    "question, options, message",
+    [
+        ("Q?", ["Yes"], "A vote needs at least 2 options, got 1"),
+        ("Q?", [f"o{i}" for i in range(27)], "At most 26 options are allowed, got 27"),
+        ("Q?", ["Yes", "yes"], "Options 'Yes' and 'yes' are the same"),
+        ("Q?", ["Yes", "  "], "An option is empty or only whitespace"),
+        ("   ", ["Yes", "No"], "The question is empty"),
+    ],
+)
+def test_bad_questions_and_options(question, options, message):
+    with pytest.raises(InputError, match=message):
+        Question.checked(question, options)
+
+
+def test_bad_input_saves_nothing(env):
+    registry, store = env
+    for kwargs, error in ((dict(panel="nope"), UnknownPanelError), (dict(question=""), InputError)):
+        args = {"question": "Q?", **kwargs}
+        with pytest.raises(error):
+            api.start_run(args.pop("question"), ["Yes", "No"], registry=registry, store=store, backend=ScriptedBackend(), **args)
+    store.blob(registry.model("beta").sha256).unlink()
+    with pytest.raises(NotPulledError, match=r"run `localpanel pull beta`"):
+        api.start_run("Q?", ["Yes", "No"], registry=registry, store=store, backend=ScriptedBackend())
+    assert not store.runs_dir.exists()
+
