@@ -1,0 +1,447 @@
+"""The localpanel command line: a thin layer over `localpanel.api`, `localpanel.store` and `localpanel.render`."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from . import __version__, api
+from .atomic import atomic_write_text
+from .errors import LocalpanelError
+from .protocol import DebateSettings, Seat
+from .registry import Registry, load_registry
+from .render import FORMATS, render
+from .runtime import RuntimeSettings, busy_warning, physical_cores
+from .store import Store, add_from_hub
+from .transcript import RunDir, find_run, run_id
+
+
+class Failure(click.ClickException):
+    """One sentence on stderr and an exit code: 2 for bad input, 1 for everything else."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def errors_to_sentences(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except LocalpanelError as exc:
+            if os.environ.get("LOCALPANEL_DEBUG"):
+                raise
+            raise Failure(str(exc), exc.exit_code) from None
+
+    return wrapper
+
+
+class Context:
+    def __init__(self, models_file: str | None):
+        self.models_file = models_file
+        self._registry: Registry | None = None
+        self.store = Store()
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            self._registry = load_registry(self.models_file)
+        return self._registry
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--models", "models_file", metavar="FILE", envvar="LOCALPANEL_MODELS",
+              help="The model registry. Default: $LOCALPANEL_MODELS, ./models.yaml, else the one shipped.")
+@click.version_option(__version__, prog_name="localpanel")
+@click.pass_context
+def cli(ctx: click.Context, models_file: str | None) -> None:
+    """Polls and debates between open-weight LLMs, entirely on your own machine.
+
+    \b
+    Weights are pinned by sha256 in models.yaml and kept under $LOCALPANEL_HOME
+    (default: the user data directory). Every ballot is grammar-constrained, every
+    run is saved and can be shown, resumed and replayed.
+
+    \b
+    Quick start:
+      localpanel pull                          # the default panel's weights
+      localpanel poll "Tabs or spaces?" -o Tabs -o Spaces
+      localpanel debate "Is distillation ethical?" --rounds 3
+    """
+    ctx.obj = Context(models_file)
+
+
+# -- progress ------------------------------------------------------------------------------------------
+
+
+class ByteProgress:
+    """A one-line progress display for downloads and hashing, on stderr."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and sys.stderr.isatty()
+        self.last = 0.0
+
+    def __call__(self, label: str, done: int, total: int | None) -> None:
+        now = time.monotonic()
+        if not self.enabled or (now - self.last < 0.1 and done != total):
+            return
+        self.last = now
+        size = f"{done / 1e6:.1f}/{total / 1e6:.1f} MB" if total else f"{done / 1e6:.1f} MB"
+        click.echo(f"\r\033[K{label} {size}", nl=False, err=True)
+
+    def end(self) -> None:
+        if self.enabled:
+            click.echo("\r\033[K", nl=False, err=True)
+
+
+class TurnProgress:
+    """Who is voting and how many tokens so far; a line per finished turn."""
+
+    def __init__(self, rounds: int, quiet: bool = False, threads: int | None = None):
+        self.rounds, self.quiet = rounds, quiet
+        self.live = sys.stderr.isatty() and not quiet
+        self.started = 0.0
+        self.threads = threads or physical_cores()
+        self.checked = False
+
+    def __call__(self, event: str, seat: Seat, round_no: int, tokens: int) -> None:
+        if self.quiet:
+            return
+        if not self.checked:  # once, when the first turn starts: bad input never gets this far
+            self.checked = True
+            if warning := busy_warning(self.threads):
+                click.echo(f"Warning: {warning}.", err=True)
+        where = f"Round {round_no}/{self.rounds} · " if self.rounds > 1 else ""
+        if event == "start":
+            self.started = time.perf_counter()
+            if self.live:
+                click.echo(f"\r\033[K{where}{seat.name} ({seat.model.name}) is thinking…", nl=False, err=True)
+        elif event == "token" and self.live:
+            click.echo(f"\r\033[K{where}{seat.name} ({seat.model.name}) is voting… {tokens} tokens", nl=False, err=True)
+        elif event == "done":
+            took = time.perf_counter() - self.started
+            click.echo(("\r\033[K" if self.live else "") + f"{where}{seat.name}: done ({tokens} tokens, {took:.1f} s)", err=True)
+
+
+# -- models ----------------------------------------------------------------------------------------------
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return "?"
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@pass_ctx
+@errors_to_sentences
+def models(ctx: Context, as_json: bool) -> None:
+    """List the models in models.yaml and whether their weights are here and verified."""
+    rows = [ctx.store.status(spec) for spec in ctx.registry.models.values()]
+    if as_json:
+        click.echo(json.dumps([r.as_dict() for r in rows], indent=2))
+        return
+    click.echo(f"models.yaml: {ctx.registry.path}\nstore: {ctx.store.models_dir}\n")
+    header = f"{'NAME':<24} {'SIZE':>9}  {'SHA256':<12}  {'LICENSE':<14} {'STATUS':<10} SOURCE"
+    click.echo(header)
+    for r in rows:
+        state = "verified" if r.verified else "present" if r.present else "missing"
+        sha = r.sha256[:12] if r.sha256 else "unpinned"
+        source = r.spec.sources[0].uri
+        source = source if len(source) < 60 else source[:57] + "…"
+        click.echo(f"{r.spec.name:<24} {_size(r.size):>9}  {sha:<12}  {(r.spec.license or '?')[:14]:<14} {state:<10} {source}")
+
+
+@cli.command()
+@click.argument("names", nargs=-1)
+@click.option("--panel", help="Pull this panel's models (default: the default panel) when no NAME is given.")
+@click.option("--verify", is_flag=True, help="Re-hash models already present instead of trusting their marker.")
+@click.option("--frozen", is_flag=True, help="Refuse models that models.yaml does not pin by sha256.")
+@click.option("--json", "as_json", is_flag=True, help="Print what happened as JSON.")
+@pass_ctx
+@errors_to_sentences
+def pull(ctx: Context, names: tuple[str, ...], panel: str | None, verify: bool, frozen: bool, as_json: bool) -> None:
+    """Download, verify and store model weights (default: the default panel's models).
+
+    Sources are tried in the order models.yaml lists them; bytes are checked against the pinned sha256
+    before they are kept. Running it again does nothing for models already verified.
+    """
+    reg = ctx.registry
+    if not names:
+        chosen = reg.panel(panel)
+        names = tuple(dict.fromkeys([p.model for p in chosen.participants] + [chosen.moderator_model]))
+    specs = [reg.model(n) for n in names]
+    progress = ByteProgress(not as_json)
+    outcomes = []
+    for spec in specs:
+        outcome = ctx.store.pull(spec, verify=verify, frozen=frozen, progress=progress)
+        progress.end()
+        outcomes.append(outcome)
+        if as_json:
+            continue
+        if outcome.action == "present":
+            click.echo(f"{spec.name}: already present and verified, nothing to do ({outcome.path})")
+        elif outcome.action == "verified":
+            click.echo(f"{spec.name}: present, re-hashed and verified ({outcome.path})")
+        else:
+            click.echo(f"{spec.name}: fetched from {outcome.source}, sha256 {outcome.sha256[:12]}… verified ({outcome.path})")
+            if not spec.sha256:
+                click.echo(f"  {spec.name} was unpinned: pinned locally to sha256 {outcome.sha256}; add it to models.yaml to share the pin.")
+    if as_json:
+        click.echo(json.dumps([{"name": o.name, "action": o.action, "sha256": o.sha256, "path": str(o.path),
+                                "source": o.source} for o in outcomes], indent=2))
+
+
+@cli.command()
+@click.argument("uri")
+@click.option("--name", help="Name for the new entry (default: from the file name).")
+@pass_ctx
+@errors_to_sentences
+def add(ctx: Context, uri: str, name: str | None) -> None:
+    """Fetch hf://OWNER/REPO/FILE.gguf[@REVISION] and append a pinned entry to models.yaml.
+
+    The entry records the resolved commit, the size and the sha256, so that a shared models.yaml
+    gets the same weights elsewhere.
+    """
+    progress = ByteProgress(True)
+    name, entry, target = add_from_hub(ctx.store, ctx.registry, uri, name, progress)
+    progress.end()
+    click.echo(f"Added {name} to {target}: {_size(entry['size'])}, sha256 {entry['sha256']}, {entry['sources'][0]}")
+
+
+# -- runs -------------------------------------------------------------------------------------------------
+
+
+def runtime_options(fn):
+    options = [
+        click.option("--threads", type=click.IntRange(1), help=f"CPU threads (default: physical cores, {physical_cores()} here)."),
+        click.option("--batch-size", type=click.IntRange(8, 8192), default=512, show_default=True, help="Prompt tokens evaluated per batch."),
+        click.option("--ctx-size", type=click.IntRange(512), default=4096, show_default=True, help="Context window per participant (capped by the model's)."),
+        click.option("--gpu-layers", type=click.IntRange(-1), default=0, show_default=True, help="Layers to offload to the GPU (-1: all); needs a CUDA or Metal build."),
+        click.option("--max-memory", metavar="SIZE", help="Bound on loaded model weights, e.g. 6GiB; least recently used models are unloaded."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _runtime(threads, batch_size, ctx_size, gpu_layers, max_memory) -> RuntimeSettings:
+    return RuntimeSettings(threads=threads, batch_size=batch_size, context_length=ctx_size, gpu_layers=gpu_layers,
+                           max_memory=api.parse_size(max_memory) if max_memory else None)
+
+
+def run_options(fn):
+    options = [
+        click.option("-o", "--option", "options", multiple=True, metavar="TEXT", help="An answer to vote for (repeat; default: Yes and No)."),
+        click.option("--panel", help="Panel from models.yaml (default: its default panel)."),
+        click.option("--seed", type=click.IntRange(0), default=7, show_default=True, help="Run seed; every turn's seed derives from it."),
+        click.option("--temperature", type=click.FloatRange(0, 2), help="Override every participant's temperature."),
+        click.option("--max-tokens", type=click.IntRange(32, 4096), default=256, show_default=True, help="Most tokens one ballot may take; a ballot cut off is recorded as failed."),
+        click.option("--no-moderator", is_flag=True, help="Skip the moderator's summary and strongest arguments."),
+        click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), help="Where to save the run (default: under the store's runs/)."),
+        click.option("--json", "as_json", is_flag=True, help="Print the whole transcript as JSON on stdout."),
+        click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True, help="How to print the result."),
+        click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the result in --format to FILE."),
+        click.option("-q", "--quiet", is_flag=True, help="No progress on stderr."),
+    ]
+    fn = runtime_options(fn)
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _emit(transcript, fmt: str, out: Path | None, as_json: bool) -> None:
+    if out:
+        atomic_write_text(out, render(transcript, fmt))
+    if as_json:
+        click.echo(render(transcript, "json"), nl=False)
+    elif out:
+        click.echo(render(transcript, "text", color=sys.stdout.isatty()), nl=False)
+        click.echo(f"Wrote {fmt} to {out}", err=True)
+    else:
+        click.echo(render(transcript, fmt, color=sys.stdout.isatty() and fmt == "text"), nl=False)
+
+
+def _run(ctx: Context, question: str, settings: DebateSettings, kw: dict) -> None:
+    runtime = _runtime(kw["threads"], kw["batch_size"], kw["ctx_size"], kw["gpu_layers"], kw["max_memory"])
+    run_dir = kw["run_dir"] or api.unique_dir(ctx.store.runs_dir, run_id(question or "run"))
+    try:
+        transcript = api.start_run(
+            question, list(kw["options"]) or ["Yes", "No"], registry=ctx.registry, store=ctx.store, panel=kw["panel"],
+            settings=settings, runtime=runtime, run_dir=run_dir, with_moderator=not kw["no_moderator"],
+            on_progress=TurnProgress(settings.rounds, kw["quiet"], runtime.threads),
+        )
+    except KeyboardInterrupt:
+        _interrupted(run_dir, settings.rounds > 1)
+    _emit(transcript, kw["fmt"], kw["out"], kw["as_json"])
+
+
+def _interrupted(run_dir: Path, debate: bool) -> None:
+    click.echo("", err=True)
+    if (run_dir / "manifest.json").is_file():
+        cmd = "debate" if debate else "poll"
+        click.echo(f"Interrupted. Finished turns are saved in {run_dir}; continue with:\n  localpanel {cmd} --resume {run_dir}", err=True)
+    else:
+        click.echo("Interrupted before the run started; nothing was saved.", err=True)
+    sys.exit(130)
+
+
+def _resume(ctx: Context, ref: Path, kw: dict, rounds_hint: int) -> None:
+    run = find_run(ref, ctx.store.runs_dir)
+    was_finished = run.finished
+    try:
+        transcript = api.resume(run.path, store=ctx.store, on_progress=TurnProgress(rounds_hint, kw["quiet"]))
+    except KeyboardInterrupt:
+        _interrupted(run.path, True)
+    if was_finished:
+        click.echo(f"{run.path} had already finished; showing it.", err=True)
+    _emit(transcript, kw["fmt"], kw["out"], kw["as_json"])
+
+
+@cli.command()
+@click.argument("question", required=False)
+@run_options
+@click.option("--resume", "resume_dir", type=click.Path(path_type=Path), help="Finish an interrupted poll from its run directory.")
+@pass_ctx
+@errors_to_sentences
+def poll(ctx: Context, question: str | None, resume_dir: Path | None, seed, temperature, max_tokens, **kw) -> None:
+    """Ask every participant once, independently; tally the grammar-forced ballots.
+
+    \b
+    Examples:
+      localpanel poll "Is it hypocrisy that AI labs complain about distillation?" -o Yes -o No
+      localpanel poll "Which database for a 10 GB analytics job?" -o DuckDB -o PostgreSQL -o SQLite --seed 7
+      localpanel poll "..." --format markdown --out result.md
+    """
+    if resume_dir:
+        return _resume(ctx, resume_dir, kw, 1)
+    settings = DebateSettings(rounds=1, seed=seed, temperature=temperature, max_tokens=max_tokens)
+    _run(ctx, question or "", settings, kw)
+
+
+@cli.command()
+@click.argument("question", required=False)
+@click.option("--rounds", type=click.IntRange(1, 20), default=3, show_default=True, help="Most rounds to run.")
+@click.option("--anonymous", is_flag=True, help="Show other participants as Panelist A, B, ... instead of by name.")
+@click.option("--no-early-stop", is_flag=True, help="Run every round even after consensus or a round with no change.")
+@run_options
+@click.option("--resume", "resume_dir", type=click.Path(path_type=Path), help="Finish an interrupted debate from its run directory.")
+@pass_ctx
+@errors_to_sentences
+def debate(ctx: Context, question: str | None, rounds: int, anonymous: bool, no_early_stop: bool,
+           resume_dir: Path | None, seed, temperature, max_tokens, **kw) -> None:
+    """Rounds of persuasion: each round, participants read the others' ballots and may change their vote.
+
+    Stops at consensus (all agree), when a round changes no vote, or after --rounds. Every finished turn
+    is journaled first: after Ctrl-C, kill -9 or a power cut, --resume continues where it stopped.
+
+    \b
+    Examples:
+      localpanel debate "Is distilling a closed model's outputs ethical?" -o Yes -o No --rounds 3
+      localpanel debate "..." --run-dir runs/ethics --seed 5 --json
+      localpanel debate --resume runs/ethics
+    """
+    if resume_dir:
+        return _resume(ctx, resume_dir, kw, rounds)
+    settings = DebateSettings(rounds=rounds, seed=seed, temperature=temperature, max_tokens=max_tokens,
+                              anonymous=anonymous, early_stop=not no_early_stop)
+    _run(ctx, question or "", settings, kw)
+
+
+@cli.command()
+@click.argument("run")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write to FILE instead of stdout.")
+@pass_ctx
+@errors_to_sentences
+def show(ctx: Context, run: str, fmt: str, as_json: bool, out: Path | None) -> None:
+    """Render a saved run again: RUN is a run directory, its id (or a unique prefix), or 'last'."""
+    transcript = api.load_run(run, ctx.store)
+    fmt = "json" if as_json else fmt
+    if out:
+        atomic_write_text(out, render(transcript, fmt))
+        click.echo(f"Wrote {fmt} to {out}", err=True)
+    else:
+        click.echo(render(transcript, fmt, color=sys.stdout.isatty() and fmt == "text"), nl=False)
+
+
+@cli.command()
+@click.argument("run")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+@pass_ctx
+@errors_to_sentences
+def replay(ctx: Context, run: str, as_json: bool, quiet: bool) -> None:
+    """Rerun every turn of a saved run from its manifest and report identical, or where it diverged.
+
+    Exit status 0 when every turn is reproduced exactly, 1 when one differs.
+    """
+    manifest = find_run(run, ctx.store.runs_dir).manifest()
+    report = api.replay(run, store=ctx.store, on_progress=TurnProgress(manifest.settings.rounds, quiet))
+    if as_json:
+        click.echo(json.dumps({
+            "identical": report.identical, "turns_compared": report.turns_compared, "seconds": round(report.seconds, 3),
+            "divergence": report.divergence.__dict__ if report.divergence else None,
+            "environment_differences": {k: list(v) for k, v in report.environment_differences.items()},
+        }, indent=2))
+    elif report.identical:
+        click.echo(f"Identical: all {report.turns_compared} turns reproduced exactly ({report.seconds:.1f} s).")
+    else:
+        d = report.divergence
+        who = "the moderator" if d.participant == "moderator" else f"round {d.round}, {d.participant}"
+        click.echo(f"Diverged at {who}, character {d.index}:")
+        click.echo(f"  original: …{d.original[max(0, d.index - 30): d.index + 50]}")
+        click.echo(f"  replayed: …{d.replayed[max(0, d.index - 30): d.index + 50]}")
+    if report.environment_differences and not as_json:
+        click.echo("Differences between the two environments:")
+        for key, (was, now) in report.environment_differences.items():
+            click.echo(f"  {key}: {was} → {now}")
+    if not report.identical:
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@errors_to_sentences
+def runs(ctx: Context, as_json: bool) -> None:
+    """List saved runs, newest last."""
+    rows = []
+    if ctx.store.runs_dir.is_dir():
+        for path in sorted(ctx.store.runs_dir.iterdir()):
+            run = RunDir(path)
+            if not run.manifest_path.is_file():
+                continue
+            try:
+                m = run.manifest()
+            except LocalpanelError:
+                continue
+            line = run.transcript().result.line if run.finished else "unfinished (resume it with --resume)"
+            rows.append({"id": path.name, "kind": m.kind, "question": m.question, "result": line, "path": str(path)})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo(f"No runs yet in {ctx.store.runs_dir}.")
+    for r in rows:
+        click.echo(f"{r['id']}  {r['kind']:<6}  {r['result']}\n    {r['question'][:100]}")
+
+
+def main() -> None:  # pragma: no cover
+    cli()

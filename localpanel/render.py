@@ -1,0 +1,234 @@
+"""The render stage: a transcript as a terminal card, Markdown, a self-contained HTML page, or JSON."""
+
+from __future__ import annotations
+
+import html
+import textwrap
+
+from .transcript import Round, Transcript
+
+FORMATS = ("text", "markdown", "html", "json")
+
+
+def render(t: Transcript, fmt: str = "text", *, color: bool = False, width: int = 88) -> str:
+    if fmt == "json":
+        return t.model_dump_json(indent=2) + "\n"
+    if fmt == "markdown":
+        return markdown(t)
+    if fmt == "html":
+        return page(t)
+    return card(t, color=color, width=width)
+
+
+def _bar(share: float, width: int = 20) -> str:
+    full = round(share * width)
+    return "█" * full + "·" * (width - full)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def _title(t: Transcript) -> str:
+    what = "Poll" if t.kind == "poll" else "Debate"
+    return f"localpanel {what} · {len(t.participants)} participants · panel {t.panel} · seed {t.settings.seed}"
+
+
+def _final(t: Transcript) -> Round | None:
+    return t.rounds[-1] if t.rounds else None
+
+
+def _confidence(turn) -> str:
+    return " · ".join(f"{o} {p:.2f}" for o, p in sorted(turn.confidence.items(), key=lambda kv: -kv[1]))
+
+
+def _model_of(t: Transcript) -> dict[str, str]:
+    return {p.name: p.model for p in t.participants}
+
+
+def card(t: Transcript, *, color: bool = False, width: int = 88) -> str:
+    """The terminal result card."""
+
+    def style(text: str, **kw) -> str:
+        if not color:
+            return text
+        import click
+
+        return click.style(text, **kw)
+
+    def wrap(text: str, indent: str = "    ") -> str:
+        return textwrap.fill(text, width=width, initial_indent=indent, subsequent_indent=indent)
+
+    out: list[str] = [style(_title(t), dim=True), style(t.question, bold=True), ""]
+    out.append("Result: " + style(t.result.line, bold=True, fg="green" if t.result.consensus else "yellow"))
+    final = _final(t)
+    if final:
+        out += ["", "Options" + " " * 22 + "votes   model's own probability (mean)"]
+        name_w = max(len(o) for o in t.options)
+        for o in t.options:
+            share = final.tally.shares[o]
+            out.append(f"  {o:<{name_w}}  {_bar(share)}  {final.tally.counts[o]:>3}    {_pct(final.tally.weighted[o])}")
+        if final.tally.abstentions:
+            out.append(f"  ({final.tally.abstentions} abstained: their ballot failed)")
+        out += ["", "Votes" + (f" (round {final.number})" if t.kind == "debate" else "")]
+        models = _model_of(t)
+        for turn in final.turns:
+            out.append("  " + style(turn.participant, bold=True) + style(f" · {models[turn.participant]}", dim=True))
+            if turn.valid:
+                extra = f"   (p: {_confidence(turn)})" if turn.confidence else ""
+                out.append(f"    Vote: {style(turn.vote, bold=True)}{extra}")
+                if turn.attributed_to:
+                    out.append(f"    Persuaded by: {turn.attributed_to}")
+                out.append(wrap(turn.rationale or ""))
+            else:
+                out.append(style(f"    Abstained: {turn.failure}", fg="red"))
+    if t.kind == "debate":
+        out += ["", "Vote matrix"]
+        name_w = max(len(p) for p in t.vote_matrix)
+        out.append("  " + " " * name_w + "  " + "  ".join(f"R{r.number:<8}" for r in t.rounds))
+        for name, votes in t.vote_matrix.items():
+            out.append("  " + f"{name:<{name_w}}  " + "  ".join(f"{(v or '—')[:9]:<9}" for v in votes))
+        out += ["", "Turning points"]
+        if not t.turning_points:
+            out.append("  None: nobody changed their vote.")
+        for p in t.turning_points:
+            who = f" (persuaded by {p.attributed_to})" if p.attributed_to else ""
+            out.append(f"  Round {p.round}: {p.participant} {p.from_vote} → {p.to_vote}{who}")
+            if p.rationale:
+                out.append(wrap(f"“{p.rationale}”", "      "))
+        if t.persuasion:
+            out += ["", "Who moved whom"]
+            out += [f"  {e.source} → {e.target}" + (f" ×{e.count}" if e.count > 1 else "") for e in t.persuasion]
+            if t.most_persuasive:
+                out.append(f"  Most persuasive: {t.most_persuasive}")
+    if t.summary:
+        out += ["", "Summary", wrap(t.summary, "  ")]
+    if t.strongest_arguments:
+        out += ["", "Strongest arguments (picked by the moderator among the rationales given)"]
+        for option, arg in t.strongest_arguments.items():
+            out.append(f"  {style(option, bold=True)} — {arg.participant}, round {arg.round}:")
+            out.append(wrap(f"“{arg.text}”"))
+    elif t.moderator and t.moderator.failure:
+        out += ["", style(f"Moderator: no report ({t.moderator.failure})", fg="red")]
+    out += ["", style(_footer(t), dim=True)]
+    return "\n".join(out) + "\n"
+
+
+def _footer(t: Transcript) -> str:
+    per_round = " + ".join(f"{sum(x.seconds for x in r.turns):.1f}" for r in t.rounds)
+    stop = {"consensus": "consensus", "stable": "no vote changed", "max_rounds": "last round"}[t.stopped_because]
+    rounds = f"rounds {per_round} s · stopped: {stop} · " if t.kind == "debate" else ""
+    return f"run {t.id} · {t.seconds:.1f} s · {rounds}again: localpanel show {t.id}"
+
+
+def markdown(t: Transcript) -> str:
+    out = [f"# {t.question}", "", f"*{_title(t)}*", "", f"**Result: {t.result.line}**", ""]
+    final = _final(t)
+    if final:
+        out += ["| Option | Votes | Share | Model's own probability |", "|---|---:|---:|---:|"]
+        out += [
+            f"| {_md(o)} | {final.tally.counts[o]} | {_pct(final.tally.shares[o])} | {_pct(final.tally.weighted[o])} |"
+            for o in t.options
+        ]
+        out.append("")
+    if t.summary:
+        out += ["## Summary", "", _md(t.summary), ""]
+    if t.strongest_arguments:
+        out += ["## Strongest arguments", ""]
+        out += [f"- **{_md(o)}** — {a.participant}, round {a.round}: “{_md(a.text)}”" for o, a in t.strongest_arguments.items()]
+        out.append("")
+    if t.kind == "debate":
+        out += ["## Vote matrix", "", "| Participant | " + " | ".join(f"Round {r.number}" for r in t.rounds) + " |"]
+        out.append("|---|" + "---|" * len(t.rounds))
+        out += [f"| {_md(n)} | " + " | ".join(_md(v or "—") for v in votes) + " |" for n, votes in t.vote_matrix.items()]
+        out += ["", "## Turning points", ""]
+        if not t.turning_points:
+            out.append("Nobody changed their vote.")
+        for p in t.turning_points:
+            who = f", persuaded by {p.attributed_to}" if p.attributed_to else ""
+            out.append(f"- Round {p.round}: **{_md(p.participant)}** {_md(p.from_vote)} → {_md(p.to_vote)}{who}: “{_md(p.rationale or '')}”")
+        if t.most_persuasive:
+            out += ["", f"Most persuasive: **{_md(t.most_persuasive)}**"]
+        out.append("")
+    for r in t.rounds:
+        out += [f"## Round {r.number}" if t.kind == "debate" else "## Votes", ""]
+        for turn in r.turns:
+            head = f"### {_md(turn.participant)} ({_model_of(t)[turn.participant]})"
+            if turn.valid:
+                conf = f" — p: {_confidence(turn)}" if turn.confidence else ""
+                persuaded = f" — persuaded by {turn.attributed_to}" if turn.attributed_to else ""
+                out += [head, "", f"**Vote: {_md(turn.vote)}**{conf}{persuaded}", "", _md(turn.rationale or ""), ""]
+            else:
+                out += [head, "", f"*Abstained: {_md(turn.failure or '')}*", ""]
+    out.append(f"---\n{_footer(t)}")
+    return "\n".join(out) + "\n"
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("*", "\\*").replace("_", "\\_")
+
+
+_CSS = """
+body{font:16px/1.5 system-ui,sans-serif;max-width:52rem;margin:2rem auto;padding:0 1rem;color:#222}
+h1{font-size:1.4rem}.meta{color:#777}.result{font-size:1.2rem;font-weight:600;margin:1rem 0}
+table{border-collapse:collapse;margin:.5rem 0}td,th{padding:.3rem .7rem;border-bottom:1px solid #ddd;text-align:left}
+.bar{display:inline-block;height:.7rem;background:#4a7;border-radius:2px}.turn{margin:1rem 0;padding:.5rem 1rem;border-left:3px solid #4a7}
+.abstain{border-color:#c44}.vote{font-weight:600}.p{color:#777;font-size:.9rem}blockquote{margin:.3rem 0 .3rem 1rem;color:#444}
+"""
+
+
+def page(t: Transcript) -> str:
+    """A self-contained HTML page (no scripts, no external assets); all text escaped."""
+    e = html.escape
+    parts = [
+        "<!doctype html><html lang=en><meta charset=utf-8>",
+        f"<title>{e(t.question[:80])}</title><style>{_CSS}</style><body>",
+        f"<p class=meta>{e(_title(t))}</p><h1>{e(t.question)}</h1><p class=result>Result: {e(t.result.line)}</p>",
+    ]
+    final = _final(t)
+    if final:
+        parts.append("<table><tr><th>Option<th>Votes<th><th>Model's own probability</tr>")
+        for o in t.options:
+            w = round(200 * final.tally.shares[o])
+            parts.append(
+                f"<tr><td>{e(o)}<td>{final.tally.counts[o]}<td><span class=bar style='width:{w}px'></span>"
+                f"<td>{_pct(final.tally.weighted[o])}</tr>"
+            )
+        parts.append("</table>")
+    if t.summary:
+        parts.append(f"<h2>Summary</h2><p>{e(t.summary)}</p>")
+    if t.strongest_arguments:
+        parts.append("<h2>Strongest arguments</h2>")
+        for o, a in t.strongest_arguments.items():
+            parts.append(f"<p><b>{e(o)}</b> — {e(a.participant)}, round {a.round}<blockquote>{e(a.text)}</blockquote>")
+    if t.kind == "debate":
+        parts.append("<h2>Vote matrix</h2><table><tr><th>Participant" + "".join(f"<th>Round {r.number}" for r in t.rounds) + "</tr>")
+        for name, votes in t.vote_matrix.items():
+            parts.append(f"<tr><td>{e(name)}" + "".join(f"<td>{e(v or '—')}" for v in votes) + "</tr>")
+        parts.append("</table><h2>Turning points</h2>")
+        if not t.turning_points:
+            parts.append("<p>Nobody changed their vote.</p>")
+        for p in t.turning_points:
+            who = f", persuaded by {e(p.attributed_to)}" if p.attributed_to else ""
+            parts.append(
+                f"<p>Round {p.round}: <b>{e(p.participant)}</b> {e(p.from_vote)} → {e(p.to_vote)}{who}"
+                f"<blockquote>{e(p.rationale or '')}</blockquote>"
+            )
+        if t.most_persuasive:
+            parts.append(f"<p>Most persuasive: <b>{e(t.most_persuasive)}</b></p>")
+    models = _model_of(t)
+    for r in t.rounds:
+        parts.append(f"<h2>{'Round ' + str(r.number) if t.kind == 'debate' else 'Votes'}</h2>")
+        for turn in r.turns:
+            head = f"<b>{e(turn.participant)}</b> <span class=p>{e(models[turn.participant])}</span>"
+            if turn.valid:
+                conf = f" <span class=p>p: {e(_confidence(turn))}</span>" if turn.confidence else ""
+                parts.append(
+                    f"<div class=turn>{head}<div class=vote>Vote: {e(turn.vote)}{conf}</div>"
+                    + (f"<div class=p>Persuaded by {e(turn.attributed_to)}</div>" if turn.attributed_to else "")
+                    + f"<p>{e(turn.rationale or '')}</p></div>"
+                )
+            else:
+                parts.append(f"<div class='turn abstain'>{head}<p>Abstained: {e(turn.failure or '')}</p></div>")
+    parts.append(f"<p class=meta>{e(_footer(t))}</p></body></html>\n")
+    return "\n".join(parts)
