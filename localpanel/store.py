@@ -137,7 +137,7 @@ class Store:
         size = spec.size
         if size is None and pinned == "locally":
             size = self._local_pin(spec).get("size")
-        return ModelStatus(spec, sha, pinned, present, present and self._marker_ok(sha), path, size)
+        return ModelStatus(spec, sha, pinned, present, present and self._marker_ok(sha), path if present else None, size)
 
     def verify(self, spec: ModelSpec, progress: Progress | None = None) -> bool:
         """Re-hash a present model; a bad file is deleted (so the next pull fetches it again)."""
@@ -165,7 +165,7 @@ class Store:
         """The weights with this sha256, checked against their verified marker (re-hashed if it is stale)."""
         path = self.blob(sha256)
         if not path.is_file():
-            raise NotPulledError(f"Model {name!r} (sha256 {sha256[:12]}…) is not in the store; run `localpanel pull {name}`.")
+            raise NotPulledError(f"Model {name!r} is not pulled yet (sha256 {sha256[:12]}…); run `localpanel pull {name}`.")
         if not self._marker_ok(sha256) and not self._rehash(sha256, name):
             raise NotPulledError(f"Model {name!r} was corrupt on disk and has been removed; run `localpanel pull {name}`.")
         return path
