@@ -48,6 +48,11 @@ class Vocab:
         self._special_re: re.Pattern | None = None
         self._char_lengths: np.ndarray | None = None
 
+    def adopt(self, other: "Vocab") -> None:
+        """Take over the tables another handle on the same vocabulary already built."""
+        self._tables, self._char_lengths = other._tables, other._char_lengths
+        self._closing, self._special_re = other._closing, other._special_re
+
     def _text(self, token: int) -> str:
         if token < 0:
             return ""

@@ -186,6 +186,10 @@ class LlamaBackend:
         lm = _load_model(spec, path, gpu)
         self.model_loads += 1
         self.loaded[path] = lm
+        counted = self.vocab_only.pop(path, None)
+        if counted is not None:  # its vocabulary tables are already built: keep them, free the rest
+            lm.vocab.adopt(counted.vocab)
+            counted.close()
         return lm
 
     def _make_room(self, size: int) -> None:
@@ -221,15 +225,21 @@ class LlamaBackend:
             for m in messages
         ]
 
-    def _context(self, lm: LoadedModel, key: str) -> Context:
+    def _context(self, lm: LoadedModel, key: str, hint: int | None) -> Context:
+        """The conversation's context, as large as it will need (KV memory grows with it), within the window."""
+        window = self.context_length(lm.spec, lm.path)
+        n_ctx = min(window, max(512, -(-hint // 256) * 256)) if hint else window
         ctx = lm.contexts.get(key)
+        if ctx is not None and ctx.n_ctx != n_ctx:
+            ctx.close()
+            ctx = None
         if ctx is None:
-            ctx = lm.contexts[key] = Context(lm, self.context_length(lm.spec, lm.path), self.settings, self.threads)
+            ctx = lm.contexts[key] = Context(lm, n_ctx, self.settings, self.threads)
         return ctx
 
     def generate(self, request: GenerationRequest, on_token: TokenCallback | None = None) -> Generation:
         lm = self._model(request.model, request.model_path)
-        ctx = self._context(lm, request.key)
+        ctx = self._context(lm, request.key, request.context_hint)
         messages = self._clean(lm, request.messages)
         started = time.perf_counter()
         rebuilt = self._sync(lm, ctx, messages, request)
@@ -282,7 +292,9 @@ class LlamaBackend:
                 f"do not fit the {ctx.n_ctx}-token context",
             )
         try:
+            t0 = time.perf_counter()
             ctx.eval(to_eval)
+            prompt_seconds = time.perf_counter() - t0
             decoded = decode_plan(
                 ctx, lm.vocab, plan, request.sampling, request.seed, request.max_tokens, forced=forced, on_token=on_token
             )
@@ -300,6 +312,7 @@ class LlamaBackend:
             prompt_tokens=prompt_tokens,
             cached_tokens=cached,
             completion_tokens=len(decoded.tokens),
+            prompt_seconds=prompt_seconds,
             failure=decoded.failure,
         )
 

@@ -87,11 +87,13 @@ def moderate(
         report.failure = "no valid ballots to moderate"
         return report
     report_cls = moderator_model(candidates)
+    messages = moderator_messages(question, result, args)
     request = GenerationRequest(
         key=MODERATOR_KEY,
         model=model,
         model_path=model_path,
-        messages=moderator_messages(question, result, args),
+        messages=messages,
+        context_hint=backend.count_tokens(model, model_path, messages) + max_tokens,
         schema=report_cls.model_json_schema(by_alias=True),
         sampling=MODERATOR_SAMPLING,
         seed=seed,

@@ -20,6 +20,9 @@ from .registry import ModelSpec, Panel, Participant
 from .runtime import Backend, Generation, GenerationRequest, Message, Sampling
 
 MAX_OPTIONS = 26
+# Context sizing: what one other participant's ballot and one round's framing take in a prompt, at most.
+PEER_BALLOT_TOKENS = 160
+ROUND_FRAMING_TOKENS = 96
 MAX_QUESTION_CHARS = 4000
 StopReason = Literal["consensus", "stable", "max_rounds"]
 
@@ -42,6 +45,7 @@ class Turn(BaseModel):
     cached_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
+    prompt_seconds: float = 0.0
     rebuild_seconds: float = 0.0
     text: str = ""
     tokens: list[int] = Field(default_factory=list)
@@ -201,6 +205,7 @@ class Debate:
         self.labels = labels_for(seats, settings.anonymous)
         self.by_label = {label: name for name, label in self.labels.items()}
         self.rounds: list[dict[str, Turn]] = []
+        self.needs: dict[str, int] = {}
         for turn in done or []:
             self._record(turn)
         self.on_turn = on_turn or (lambda turn: None)
@@ -256,6 +261,13 @@ class Debate:
         return ballot_model(self.question.options, others, self.previous_vote(seat.name, round_no))
 
     # -- running ---------------------------------------------------------------------------------------
+
+    def context_need(self, seat: Seat) -> int:
+        """Tokens a participant's conversation can reach: its first prompt, then per round a ballot and the
+        others' ballots (a rationale is at most 400 characters) with the round's framing."""
+        first = self.backend.count_tokens(seat.model, seat.model_path, self.plan(seat, 1).messages)
+        per_round = self.settings.max_tokens + (len(self.seats) - 1) * PEER_BALLOT_TOKENS + ROUND_FRAMING_TOKENS
+        return first + self.settings.max_tokens + (self.settings.rounds - 1) * per_round
 
     def check_fits(self) -> None:
         """Before any weights load: the first prompt plus a ballot must fit every participant's context."""
@@ -313,6 +325,7 @@ class Debate:
             sampling=Sampling.of(seat.participant, self.settings.temperature),
             seed=plan.seed,
             max_tokens=self.settings.max_tokens,
+            context_hint=self.needs.setdefault(seat.name, self.context_need(seat)),
         )
         self.on_progress("start", seat, round_no, 0)
         generation = self.backend.generate(request, lambda n: self.on_progress("token", seat, round_no, n))
@@ -331,6 +344,7 @@ class Debate:
             cached_tokens=g.cached_tokens,
             completion_tokens=g.completion_tokens,
             seconds=round(g.seconds, 4),
+            prompt_seconds=round(g.prompt_seconds, 4),
             rebuild_seconds=round(g.rebuild_seconds, 4),
             text=g.text,
             tokens=g.tokens,

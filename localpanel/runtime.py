@@ -69,6 +69,8 @@ class GenerationRequest(BaseModel):
     sampling: Sampling
     seed: int
     max_tokens: int = Field(default=512, ge=8)
+    # The most tokens this conversation will need: contexts are sized to it (at most the model's window).
+    context_hint: int | None = Field(default=None, ge=1)
 
 
 class ChoiceRecord(BaseModel):
@@ -87,6 +89,7 @@ class Generation(BaseModel):
     cached_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
+    prompt_seconds: float = 0.0  # of ``seconds``, evaluating the prompt's new tokens
     # Time spent re-evaluating earlier turns because the state was lost (resume, unloaded model).
     rebuild_seconds: float = 0.0
     failure: str | None = None
