@@ -239,11 +239,13 @@ class Decoded:
     values: dict[str, object]
     failure: str | None = None
     unevaluated: int = 0
+    sampled: int = 0  # tokens drawn by the sampler (the rest were fixed text or chosen alternatives)
 
 
 @dataclass
 class _State:
     tokens: list[int] = field(default_factory=list)  # the ballot so far
+    sampled: int = 0
     unevaluated: list[int] = field(default_factory=list)  # its tail, not yet in the KV cache
     pending: str = ""  # fixed text not yet tokenized
     skip_literal: bool = False
@@ -298,10 +300,10 @@ def decode_plan(
             else:
                 failure = _free_text(ev, vocab, seg, plan.literal_after(i), st, values, sampler, max_tokens, forced, flush, on_token)
                 if failure:
-                    return Decoded(st.tokens, choices, values, failure, len(st.unevaluated))
+                    return Decoded(st.tokens, choices, values, failure, len(st.unevaluated), st.sampled)
         if st.pending:
             take_forced(vocab.tokenize(st.pending))
-        return Decoded(st.tokens, choices, values, None, len(st.unevaluated))
+        return Decoded(st.tokens, choices, values, None, len(st.unevaluated), st.sampled)
     finally:
         if sampler:
             sampler.close()
@@ -435,6 +437,7 @@ def _free_text(ev, vocab, seg: Text, after: str, st: _State, values, sampler, ma
                 return f"no token the grammar allows could continue the {seg.field}"
             sampler.accept(tok)
         kind, info, c = verdict
+        st.sampled += 1
         st.tokens.append(tok)
         st.unevaluated.append(tok)
         if on_token:
