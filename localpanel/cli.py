@@ -301,11 +301,13 @@ def _interrupted(run_dir: Path, debate: bool) -> None:
     sys.exit(130)
 
 
-def _resume(ctx: Context, ref: Path, kw: dict, rounds_hint: int) -> None:
+def _resume(ctx: Context, ref: Path, kw: dict) -> None:
     run = find_run(ref, ctx.store.runs_dir)
     was_finished = run.finished
+    manifest = run.manifest()
+    progress = TurnProgress(manifest.settings.rounds, kw["quiet"], manifest.runtime.threads)
     try:
-        transcript = api.resume(run.path, store=ctx.store, on_progress=TurnProgress(rounds_hint, kw["quiet"]))
+        transcript = api.resume(run.path, store=ctx.store, on_progress=progress)
     except KeyboardInterrupt:
         _interrupted(run.path, True)
     if was_finished:
@@ -329,7 +331,7 @@ def poll(ctx: Context, question: str | None, resume_dir: Path | None, seed, temp
       localpanel poll "..." --format markdown --out result.md
     """
     if resume_dir:
-        return _resume(ctx, resume_dir, kw, 1)
+        return _resume(ctx, resume_dir, kw)
     settings = DebateSettings(rounds=1, seed=seed, temperature=temperature, max_tokens=max_tokens)
     _run(ctx, question or "", settings, kw)
 
@@ -357,7 +359,7 @@ def debate(ctx: Context, question: str | None, rounds: int, anonymous: bool, no_
       localpanel debate --resume runs/ethics
     """
     if resume_dir:
-        return _resume(ctx, resume_dir, kw, rounds)
+        return _resume(ctx, resume_dir, kw)
     settings = DebateSettings(rounds=rounds, seed=seed, temperature=temperature, max_tokens=max_tokens,
                               anonymous=anonymous, early_stop=not no_early_stop)
     _run(ctx, question or "", settings, kw)

@@ -20,7 +20,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .atomic import atomic_write_json, fsync_dir
-from .errors import RunError
+from .errors import InputError, RunError
 from .moderator import Argument, ModeratorReport
 from .protocol import DebateSettings, StopReason, Turn
 from .registry import ModelSpec, Panel
@@ -186,8 +186,8 @@ class RunDir:
     @classmethod
     def create(cls, path: Path, manifest: Manifest) -> "RunDir":
         path = Path(path)
-        if path.exists() and any(path.iterdir()):
-            raise RunError(f"{path} already holds a run; resume it with --resume {path} or choose another --run-dir.")
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise InputError(f"{path} already exists and is not empty; resume a run there with --resume {path} or choose another --run-dir.")
         run = cls(path)
         path.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run.manifest_path, manifest.model_dump(mode="json"))

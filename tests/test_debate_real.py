@@ -90,3 +90,21 @@ def test_kill_9_mid_debate_then_resume_changes_no_journaled_turn(store_with_weig
     shown = subprocess.run(cli("debate", "--resume", str(run_dir), "-q", home=store_with_weights.home)[0],
                            env=env, capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0 and "had already finished; showing it" in shown.stderr
+
+
+def test_max_memory_unloads_models_and_changes_no_ballot(store_with_weights, registry):
+    store = store_with_weights
+    settings = DebateSettings(rounds=2, seed=3, early_stop=False)
+    from localpanel.llama import LlamaBackend
+    from localpanel.runtime import RuntimeSettings
+
+    results = {}
+    for label, limit in (("free", None), ("bounded", 300_000_000)):  # both models are 351 MB: one at a time
+        with LlamaBackend(RuntimeSettings(max_memory=limit)) as backend:
+            t = api.start_run(QUESTION, OPTIONS, registry=registry, store=store, settings=settings, backend=backend,
+                              run_dir=store.runs_dir / label, with_moderator=False)
+            results[label] = (t, backend.model_loads)
+    (free, free_loads), (bounded, bounded_loads) = results["free"], results["bounded"]
+    assert free_loads == 2 and bounded_loads >= 3
+    assert [x.text for r in bounded.rounds for x in r.turns] == [x.text for r in free.rounds for x in r.turns]
+    assert any(x.rebuild_seconds > 0 for r in bounded.rounds for x in r.turns)

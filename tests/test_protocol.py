@@ -251,3 +251,22 @@ def test_bad_input_saves_nothing(env):
         api.start_run("Q?", ["Yes", "No"], registry=registry, store=store, backend=ScriptedBackend())
     assert not store.runs_dir.exists()
 
+
+
+def test_turns_are_grouped_by_model_and_alternate_between_rounds(env):
+    registry, store = env
+    seats, _ = api.seats_for(registry, store, None)
+    from localpanel.protocol import Debate
+
+    debate = Debate(Question(text="Q?", options=["Yes", "No"]), seats, DebateSettings(rounds=3), ScriptedBackend())
+    assert [s.name for s in debate.order(1)] == ["Ann", "Bob", "Cy", "Di"]
+    assert [s.name for s in debate.order(2)] == ["Cy", "Di", "Ann", "Bob"]  # beta stays loaded into round 2
+
+
+def test_a_run_dir_that_is_taken_is_refused(env, tmp_path):
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="already exists and is not empty"):
+        api.start_run("Q?", ["Yes", "No"], registry=env[0], store=env[1], backend=ScriptedBackend(), run_dir=taken)
+    assert (taken / "notes.txt").read_text() == "mine" and len(list(taken.iterdir())) == 1
