@@ -51,11 +51,3 @@ def moderator_model(candidates: dict[str, list[int]]) -> type[BaseModel]:
         summary=(str, Field(min_length=40, max_length=SUMMARY_MAX, pattern=TEXT_PATTERN)),
     )
 
-
-class BallotParse(BaseModel):
-    """A ballot as read back from generated text (options are validated by the per-turn model)."""
-
-    model_config = ConfigDict(extra="forbid")
-    vote: str
-    rationale: str
-    attributed_to: str | None = None

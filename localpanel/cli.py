@@ -43,7 +43,9 @@ def errors_to_sentences(fn):
     return wrapper
 
 
-class Context:
+class CliState:
+    """What every command shares: the registry (loaded on first use) and the store."""
+
     def __init__(self, models_file: str | None):
         self.models_file = models_file
         self._registry: Registry | None = None
@@ -56,7 +58,7 @@ class Context:
         return self._registry
 
 
-pass_ctx = click.make_pass_decorator(Context)
+pass_ctx = click.make_pass_decorator(CliState)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -78,7 +80,7 @@ def cli(ctx: click.Context, models_file: str | None) -> None:
       localpanel poll "Tabs or spaces?" -o Tabs -o Spaces
       localpanel debate "Is distillation ethical?" --rounds 3
     """
-    ctx.obj = Context(models_file)
+    ctx.obj = CliState(models_file)
 
 
 # -- progress ------------------------------------------------------------------------------------------
@@ -150,7 +152,7 @@ def _size(n: int | None) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
 @pass_ctx
 @errors_to_sentences
-def models(ctx: Context, as_json: bool) -> None:
+def models(ctx: CliState, as_json: bool) -> None:
     """List the models in models.yaml and whether their weights are here and verified."""
     rows = [ctx.store.status(spec) for spec in ctx.registry.models.values()]
     if as_json:
@@ -175,7 +177,7 @@ def models(ctx: Context, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print what happened as JSON.")
 @pass_ctx
 @errors_to_sentences
-def pull(ctx: Context, names: tuple[str, ...], panel: str | None, verify: bool, frozen: bool, as_json: bool) -> None:
+def pull(ctx: CliState, names: tuple[str, ...], panel: str | None, verify: bool, frozen: bool, as_json: bool) -> None:
     """Download, verify and store model weights (default: the default panel's models).
 
     Sources are tried in the order models.yaml lists them; bytes are checked against the pinned sha256
@@ -212,7 +214,7 @@ def pull(ctx: Context, names: tuple[str, ...], panel: str | None, verify: bool, 
 @click.option("--name", help="Name for the new entry (default: from the file name).")
 @pass_ctx
 @errors_to_sentences
-def add(ctx: Context, uri: str, name: str | None) -> None:
+def add(ctx: CliState, uri: str, name: str | None) -> None:
     """Fetch hf://OWNER/REPO/FILE.gguf[@REVISION] and append a pinned entry to models.yaml.
 
     The entry records the resolved commit, the size and the sha256, so that a shared models.yaml
@@ -231,7 +233,7 @@ def runtime_options(fn):
     options = [
         click.option("--threads", type=click.IntRange(1), help=f"CPU threads (default: physical cores, {physical_cores()} here)."),
         click.option("--batch-size", type=click.IntRange(8, 8192), default=512, show_default=True, help="Prompt tokens evaluated per batch."),
-        click.option("--ctx-size", type=click.IntRange(512), default=4096, show_default=True, help="Context window per participant (capped by the model's)."),
+        click.option("--ctx-size", type=click.IntRange(512), default=4096, show_default=True, help="Largest context per participant; each is sized to what its conversation can reach, within the model's window."),
         click.option("--gpu-layers", type=click.IntRange(-1), default=0, show_default=True, help="Layers to offload to the GPU (-1: all); needs a CUDA or Metal build."),
         click.option("--max-memory", metavar="SIZE", help="Bound on loaded model weights, e.g. 6GiB; least recently used models are unloaded."),
     ]
@@ -277,7 +279,7 @@ def _emit(transcript, fmt: str, out: Path | None, as_json: bool) -> None:
         click.echo(render(transcript, fmt, color=sys.stdout.isatty() and fmt == "text"), nl=False)
 
 
-def _run(ctx: Context, question: str, settings: DebateSettings, kw: dict) -> None:
+def _run(ctx: CliState, question: str, settings: DebateSettings, kw: dict) -> None:
     runtime = _runtime(kw["threads"], kw["batch_size"], kw["ctx_size"], kw["gpu_layers"], kw["max_memory"])
     run_dir = kw["run_dir"] or api.unique_dir(ctx.store.runs_dir, run_id(question or "run"))
     try:
@@ -301,7 +303,7 @@ def _interrupted(run_dir: Path, debate: bool) -> None:
     sys.exit(130)
 
 
-def _resume(ctx: Context, ref: Path, kw: dict) -> None:
+def _resume(ctx: CliState, ref: Path, kw: dict) -> None:
     run = find_run(ref, ctx.store.runs_dir)
     was_finished = run.finished
     manifest = run.manifest()
@@ -321,7 +323,7 @@ def _resume(ctx: Context, ref: Path, kw: dict) -> None:
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path), help="Finish an interrupted poll from its run directory.")
 @pass_ctx
 @errors_to_sentences
-def poll(ctx: Context, question: str | None, resume_dir: Path | None, seed, temperature, max_tokens, **kw) -> None:
+def poll(ctx: CliState, question: str | None, resume_dir: Path | None, seed, temperature, max_tokens, **kw) -> None:
     """Ask every participant once, independently; tally the grammar-forced ballots.
 
     \b
@@ -345,7 +347,7 @@ def poll(ctx: Context, question: str | None, resume_dir: Path | None, seed, temp
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path), help="Finish an interrupted debate from its run directory.")
 @pass_ctx
 @errors_to_sentences
-def debate(ctx: Context, question: str | None, rounds: int, anonymous: bool, no_early_stop: bool,
+def debate(ctx: CliState, question: str | None, rounds: int, anonymous: bool, no_early_stop: bool,
            resume_dir: Path | None, seed, temperature, max_tokens, **kw) -> None:
     """Rounds of persuasion: each round, participants read the others' ballots and may change their vote.
 
@@ -372,7 +374,7 @@ def debate(ctx: Context, question: str | None, rounds: int, anonymous: bool, no_
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write to FILE instead of stdout.")
 @pass_ctx
 @errors_to_sentences
-def show(ctx: Context, run: str, fmt: str, as_json: bool, out: Path | None) -> None:
+def show(ctx: CliState, run: str, fmt: str, as_json: bool, out: Path | None) -> None:
     """Render a saved run again: RUN is a run directory, its id (or a unique prefix), or 'last'."""
     transcript = api.load_run(run, ctx.store)
     fmt = "json" if as_json else fmt
@@ -389,7 +391,7 @@ def show(ctx: Context, run: str, fmt: str, as_json: bool, out: Path | None) -> N
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 @pass_ctx
 @errors_to_sentences
-def replay(ctx: Context, run: str, as_json: bool, quiet: bool) -> None:
+def replay(ctx: CliState, run: str, as_json: bool, quiet: bool) -> None:
     """Rerun every turn of a saved run from its manifest and report identical, or where it diverged.
 
     Exit status 0 when every turn is reproduced exactly, 1 when one differs.
@@ -422,7 +424,7 @@ def replay(ctx: Context, run: str, as_json: bool, quiet: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
 @errors_to_sentences
-def runs(ctx: Context, as_json: bool) -> None:
+def runs(ctx: CliState, as_json: bool) -> None:
     """List saved runs, newest last."""
     rows = []
     if ctx.store.runs_dir.is_dir():

@@ -16,7 +16,7 @@ import ctypes
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Protocol
 
 import llama_cpp as L
 import numpy as np
@@ -222,7 +222,7 @@ class Sampler:
             self.chain = None
 
 
-class Evaluator:
+class Evaluator(Protocol):
     """What the decoder needs from a context: evaluate tokens, read logits, roll back."""
 
     n_past: int

@@ -22,7 +22,7 @@ import platformdirs
 
 from .atomic import atomic_write_json, atomic_write_text
 from .errors import ChecksumMismatch, GGUFError, InputError, NotPulledError, StoreError
-from .gguf import GGUFInfo, read_gguf
+from .gguf import read_gguf
 from .registry import (
     NAME_RE,
     HFSource,
@@ -247,9 +247,6 @@ class Store:
         }
         atomic_write_json(self.pins_path, pins)
 
-    def info(self, spec: ModelSpec) -> GGUFInfo:
-        """The GGUF header of a pulled model."""
-        return read_gguf(self.path_for(spec))
 
 
 def add_from_hub(store: Store, registry: Registry, uri: str, name: str | None = None,
