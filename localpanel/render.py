@@ -85,9 +85,10 @@ def card(t: Transcript, *, color: bool = False, width: int = 88) -> str:
     if t.kind == "debate":
         out += ["", "Vote matrix"]
         name_w = max(len(p) for p in t.vote_matrix)
-        out.append("  " + " " * name_w + "  " + "  ".join(f"R{r.number:<8}" for r in t.rounds))
+        col = min(max(3, *(len(o) for o in t.options)), 16)
+        out.append("  " + " " * name_w + "  " + "  ".join(f"{'R' + str(r.number):<{col}}" for r in t.rounds))
         for name, votes in t.vote_matrix.items():
-            out.append("  " + f"{name:<{name_w}}  " + "  ".join(f"{(v or '—')[:9]:<9}" for v in votes))
+            out.append("  " + f"{name:<{name_w}}  " + "  ".join(f"{(v or '—')[:col]:<{col}}" for v in votes))
         out += ["", "Turning points"]
         if not t.turning_points:
             out.append("  None: nobody changed their vote.")
@@ -111,7 +112,7 @@ def card(t: Transcript, *, color: bool = False, width: int = 88) -> str:
     elif t.moderator and t.moderator.failure:
         out += ["", style(f"Moderator: no report ({t.moderator.failure})", fg="red")]
     out += ["", style(_footer(t), dim=True)]
-    return "\n".join(out) + "\n"
+    return "\n".join(line.rstrip() for line in out) + "\n"
 
 
 def _footer(t: Transcript) -> str:
