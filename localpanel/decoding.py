@@ -11,10 +11,8 @@ How it stays fast and exact:
 
 from __future__ import annotations
 
-import codecs
 import ctypes
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -23,158 +21,13 @@ import numpy as np
 
 from .grammar import Choice, Literal, Plan, Text
 from .runtime import ChoiceRecord, Sampling
+from .vocab import Vocab, char_count, closes, utf8_advance
 
-_FORBIDDEN = frozenset(b'"\\\x7f') | frozenset(range(0x20))
 _SENTENCE_END = (".", "!", "?")
-_ATTR_OK = L.LLAMA_TOKEN_ATTR_NORMAL | L.LLAMA_TOKEN_ATTR_BYTE
-_ATTR_BAD = L.LLAMA_TOKEN_ATTR_CONTROL | L.LLAMA_TOKEN_ATTR_UNKNOWN | L.LLAMA_TOKEN_ATTR_UNUSED
 
 
 class ReplayMismatch(RuntimeError):
     """Recorded tokens do not fit the plan: the run was made with another model, build or localpanel."""
-
-
-class Vocab:
-    """One model's vocabulary: tokenizing, the bytes of every token, and the masks free text needs."""
-
-    def __init__(self, vocab_ptr):
-        self.ptr = vocab_ptr
-        self.n = L.llama_vocab_n_tokens(vocab_ptr)
-        self.add_bos = bool(L.llama_vocab_get_add_bos(vocab_ptr))
-        self.bos_text = self._text(L.llama_vocab_bos(vocab_ptr))
-        self.eos_text = self._text(L.llama_vocab_eos(vocab_ptr))
-        self._tables: tuple | None = None
-        self._closing: dict[bytes, np.ndarray] = {}
-        self._special_re: re.Pattern | None = None
-        self._char_lengths: np.ndarray | None = None
-
-    def adopt(self, other: "Vocab") -> None:
-        """Take over the tables another handle on the same vocabulary already built."""
-        self._tables, self._char_lengths = other._tables, other._char_lengths
-        self._closing, self._special_re = other._closing, other._special_re
-
-    def _text(self, token: int) -> str:
-        if token < 0:
-            return ""
-        raw = L.llama_vocab_get_text(self.ptr, token)
-        return raw.decode("utf-8", errors="replace") if raw else ""
-
-    def tokenize(self, text: str, *, add_bos: bool = False, special: bool = False) -> list[int]:
-        data = text.encode("utf-8")
-        buf = (L.llama_token * (len(data) + 8))()
-        n = L.llama_tokenize(self.ptr, data, len(data), buf, len(buf), add_bos, special)
-        if n < 0:
-            buf = (L.llama_token * (-n))()
-            n = L.llama_tokenize(self.ptr, data, len(data), buf, len(buf), add_bos, special)
-        return list(buf[:n])
-
-    def prompt_tokens(self, text: str) -> list[int]:
-        """Tokens for a whole rendered prompt: special tokens parsed, BOS added unless the template wrote it."""
-        add_bos = self.add_bos and not (self.bos_text and text.startswith(self.bos_text))
-        return self.tokenize(text, add_bos=add_bos, special=True)
-
-    def neutralize(self, text: str) -> str:
-        """Break up control-token texts in untrusted content so they stay plain text (e.g. '<|im_end|>')."""
-        if self._special_re is None:
-            texts = {self._text(t) for t in range(self.n) if L.llama_vocab_get_attr(self.ptr, t) & L.LLAMA_TOKEN_ATTR_CONTROL}
-            texts = sorted((t for t in texts if len(t) > 1), key=len, reverse=True)
-            self._special_re = re.compile("|".join(map(re.escape, texts))) if texts else re.compile(r"(?!)")
-        return self._special_re.sub(lambda m: m.group(0)[0] + "\u200b" + m.group(0)[1:], text)
-
-    # -- token tables, built on first use ---------------------------------------------------------------
-
-    @property
-    def tables(self) -> tuple[list[bytes], np.ndarray, np.ndarray, np.ndarray]:
-        """(pieces, body_ok, leading continuation bytes, whole token is continuation bytes)."""
-        if self._tables is None:
-            self._tables = self._build_tables()
-        return self._tables
-
-    def _build_tables(self) -> tuple[list[bytes], np.ndarray, np.ndarray, np.ndarray]:
-        buf = ctypes.create_string_buffer(256)
-        pieces: list[bytes] = []
-        for t in range(self.n):
-            k = L.llama_token_to_piece(self.ptr, t, buf, 256, 0, False)
-            pieces.append(buf.raw[:k] if k > 0 else b"")
-        attrs = np.array([L.llama_vocab_get_attr(self.ptr, t) for t in range(self.n)], dtype=np.int64)
-        lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=self.n)
-        blob = np.frombuffer(b"".join(pieces), dtype=np.uint8)
-        owner = np.repeat(np.arange(self.n), lengths)  # token of each byte
-        forbidden = np.zeros(self.n, dtype=bool)
-        bad = (blob < 0x20) | (blob == 0x22) | (blob == 0x5C) | (blob == 0x7F)
-        forbidden[owner[bad]] = True
-        cont = (blob & 0xC0) == 0x80
-        self._char_lengths = lengths - np.bincount(owner[cont], minlength=self.n)
-        high = np.zeros(self.n, dtype=bool)
-        high[owner[blob >= 0x80]] = True
-        body_ok = (lengths > 0) & ((attrs & _ATTR_OK) != 0) & ((attrs & _ATTR_BAD) == 0) & ~forbidden
-        lead = np.zeros(self.n, dtype=np.int8)
-        all_cont = np.zeros(self.n, dtype=bool)
-        for t in np.flatnonzero(body_ok & high):  # only tokens with non-ASCII bytes need a UTF-8 check
-            piece = pieces[t]
-            c = 0
-            while c < len(piece) and piece[c] & 0xC0 == 0x80:
-                c += 1
-            try:
-                codecs.utf_8_decode(piece[c:], "strict", False)
-            except UnicodeDecodeError:
-                body_ok[t] = False
-                continue
-            lead[t], all_cont[t] = min(c, 3), c == len(piece)
-        return pieces, body_ok, lead, all_cont
-
-    @property
-    def pieces(self) -> list[bytes]:
-        return self.tables[0]
-
-    @property
-    def char_lengths(self) -> np.ndarray:
-        self.tables  # built together
-        return self._char_lengths
-
-    def body_mask(self, need: int) -> np.ndarray:
-        """Tokens that may continue free text when ``need`` UTF-8 continuation bytes are owed."""
-        _, body_ok, lead, all_cont = self.tables
-        if need == 0:
-            return body_ok & (lead == 0)
-        return body_ok & ((lead == need) | (all_cont & (lead <= need)))
-
-    def closing_mask(self, literal: bytes) -> np.ndarray:
-        """Tokens that end free text: text, then the closing quote, then a prefix of the literal after it."""
-        mask = self._closing.get(literal)
-        if mask is None:
-            mask = np.zeros(self.n, dtype=bool)
-            for t, piece in enumerate(self.pieces):
-                j = piece.find(b'"')
-                if j >= 0 and closes(piece, j, literal):
-                    mask[t] = True
-            self._closing[literal] = mask
-        return mask
-
-
-def utf8_advance(need: int, data: bytes) -> int:
-    """UTF-8 continuation bytes still owed after ``data`` (``need`` owed before it), or -1 if invalid."""
-    for b in data:
-        if need:
-            if b & 0xC0 != 0x80:
-                return -1
-            need -= 1
-        elif b < 0x80:
-            continue
-        elif 0xC2 <= b <= 0xDF:
-            need = 1
-        elif 0xE0 <= b <= 0xEF:
-            need = 2
-        elif 0xF0 <= b <= 0xF4:
-            need = 3
-        else:
-            return -1
-    return need
-
-
-def closes(piece: bytes, j: int, literal: bytes) -> bool:
-    body, tail = piece[:j], piece[j:]
-    return not _FORBIDDEN.intersection(body) and utf8_advance(0, body) == 0 and literal.startswith(tail)
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -383,10 +236,6 @@ def _common_prefix(seqs: list[list[int]]) -> int:
     return n
 
 
-def _chars(data: bytes) -> int:
-    return sum(1 for b in data if b & 0xC0 != 0x80)
-
-
 def _free_text(ev, vocab, seg: Text, after: str, st: _State, values, sampler, max_tokens, forced, flush, on_token):
     """Sample the inside of a string until the model closes it; returns a failure reason or None."""
     after_b = after.encode()
@@ -399,13 +248,13 @@ def _free_text(ev, vocab, seg: Text, after: str, st: _State, values, sampler, ma
         piece = pieces[tok]
         if vocab.tables[1][tok]:
             owed = utf8_advance(need, piece)
-            c = _chars(piece)
+            c = char_count(piece)
             if owed >= 0 and chars + c <= seg.max_chars:
                 return "body", owed, c
             return None
         j = piece.find(b'"')
         if j >= 0 and need == 0 and closes(piece, j, after_b):
-            c = _chars(piece[:j])
+            c = char_count(piece[:j])
             if seg.min_chars <= chars + c <= seg.max_chars:
                 return "close", j, c
         return None

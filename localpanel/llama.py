@@ -22,13 +22,14 @@ import llama_cpp as L
 import numpy as np
 
 from . import __version__
-from .decoding import ReplayMismatch, Vocab, decode_plan
+from .decoding import ReplayMismatch, decode_plan
 from .errors import ModelLoadError
 from .gguf import read_gguf
 from .grammar import compile_schema
 from .prompting import PromptFormat, prompt_format
 from .registry import ModelSpec
 from .runtime import Generation, GenerationRequest, Message, RuntimeSettings, TokenCallback, physical_cores
+from .vocab import Vocab
 
 _LOG: collections.deque[str] = collections.deque(maxlen=50)
 _log_callback = None
