@@ -183,7 +183,7 @@ class NaiveBackend:
         self.inner.close()
 
 
-def phase_debate(naive: bool, threads: int, rounds: int) -> dict:
+def phase_debate(naive: bool, threads: int, rounds: int, panel: str) -> dict:
     registry = load_registry(shipped_registry_path())
     real = Store()
     with tempfile.TemporaryDirectory() as home:
@@ -191,7 +191,7 @@ def phase_debate(naive: bool, threads: int, rounds: int) -> dict:
         store = Store(Path(home))
         backend = NaiveBackend(threads) if naive else LlamaBackend(RuntimeSettings(threads=threads))
         t0 = time.perf_counter()
-        t = api.start_run(QUESTION, OPTIONS, registry=registry, store=store, backend=backend,
+        t = api.start_run(QUESTION, OPTIONS, registry=registry, store=store, backend=backend, panel=panel,
                           settings=DebateSettings(rounds=rounds, seed=7, early_stop=False))
         wall = time.perf_counter() - t0
         loads = backend.model_loads
@@ -241,6 +241,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64, help="tokens per free-sampling run")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=physical_cores())
+    ap.add_argument("--panel", default="tiny", help="the panel of the fixed debate (default: tiny; default is real size)")
     ap.add_argument("--skip-naive", action="store_true", help="skip the naive debate (the slowest phase)")
     ap.add_argument("--phase", choices=["decode", "debate", "naive"], help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -249,7 +250,7 @@ def main() -> None:
         print(json.dumps(phase_decode(a.runs, a.tokens, a.threads)))
         return
     if a.phase in ("debate", "naive"):
-        print(json.dumps(phase_debate(a.phase == "naive", a.threads, a.rounds)))
+        print(json.dumps(phase_debate(a.phase == "naive", a.threads, a.rounds, a.panel)))
         return
 
     warnings = []
@@ -259,7 +260,7 @@ def main() -> None:
         warnings.append(f"the machine is not idle (load average {load:.2f}, {busy or 0:.1f} cores busy now): figures are unreliable")
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
-    common = ["--threads", str(a.threads)]
+    common = ["--threads", str(a.threads), "--panel", a.panel]
     decode = run_phase(["--phase", "decode", "--runs", str(a.runs), "--tokens", str(a.tokens), *common])
     debate = run_phase(["--phase", "debate", "--rounds", str(a.rounds), *common])
     naive = None if a.skip_naive else run_phase(["--phase", "naive", "--rounds", str(a.rounds), *common])
@@ -277,6 +278,7 @@ def main() -> None:
         "model_loads": debate["model_loads"],
         "peak_rss_mib": debate["peak_rss_mib"],
         "threads": a.threads,
+        "panel": a.panel,
         "decode": decode,
         "debate": debate,
         "naive": naive,
@@ -292,7 +294,7 @@ def main() -> None:
         lib = m["library"]
         print(f"  {name:<14} {m['unconstrained_tok_s']:>8.1f} {m['constrained_tok_s']:>8.1f} {m['ratio']:>6.2f}"
               f"             {lib['unconstrained_tok_s']:>6.1f} {lib['grammar_tok_s']:>8.1f} {lib['ratio']:>6.2f}")
-    print(f"\nFixed debate: default panel, 4 participants x {a.rounds} rounds, seed 7, no early stop, moderator")
+    print(f"\nFixed debate: {a.panel} panel, 4 participants x {a.rounds} rounds, seed 7, no early stop, moderator")
     rows = [("localpanel", debate)] + ([("naive", naive)] if naive else [])
     print(f"  {'':<11} {'wall s':>7} {'rounds s':<22} {'loads':>5} {'prompt tok/s':>12} {'decode tok/s':>12} {'reuse':>6} {'peak MiB':>9}")
     for label, d in rows:

@@ -43,6 +43,15 @@ def real_store() -> Store:
     return store
 
 
+@pytest.fixture(scope="session")
+def real_size_store(real_store) -> Store:
+    """The same store with the real-size default panel's weights as well (Qwen2.5-Coder 1.5B and 0.5B)."""
+    registry = load_registry(shipped_registry_path())
+    for participant in registry.panel("default").participants:
+        real_store.pull(registry.model(participant.model))
+    return real_store
+
+
 @pytest.fixture
 def store_with_weights(real_store, isolated) -> Store:
     """A fresh store for this test that shares the real weights (runs and pins stay private)."""

@@ -45,13 +45,20 @@ def test_the_minimal_form_from_the_issue_loads(tmp_path):
     assert hf.uri.endswith("@ab810cf68114990406fdf996510dd3d3c6adbdf5")
 
 
-def test_shipped_registry_has_the_offline_default_panel(registry):
+def test_shipped_registry_has_the_real_size_default_and_the_tiny_panel(registry):
     panel = registry.panel()
-    assert panel.name == "default"
-    assert len(panel.participants) == 4
-    assert sorted(p.model for p in panel.participants) == ["gemma3-270m", "gemma3-270m", "smollm2-135m", "smollm2-135m"]
-    assert len({p.seed for p in panel.participants}) == 4
-    assert len({p.persona for p in panel.participants}) == 4
+    assert panel.name == "default" and panel.moderator_model == "qwen2.5-coder-1.5b"
+    assert sorted(p.model for p in panel.participants) == ["qwen2.5-coder-0.5b"] * 2 + ["qwen2.5-coder-1.5b"] * 2
+    tiny = registry.panel("tiny")
+    assert sorted(p.model for p in tiny.participants) == ["gemma3-270m", "gemma3-270m", "smollm2-135m", "smollm2-135m"]
+    for p in (panel, tiny):
+        assert len({x.seed for x in p.participants}) == 4 and len({x.persona for x in p.participants}) == 4
+    # The real-size models: Qwen's own Hub file first (same sha256), the PyPI parts as the mirror.
+    for name, size, n_parts in (("qwen2.5-coder-1.5b", 1117320768, 22), ("qwen2.5-coder-0.5b", 491400064, 6)):
+        spec = registry.model(name)
+        assert spec.size == size and spec.sources[0].uri.startswith("hf://Qwen/Qwen2.5-Coder-")
+        assert "@" in spec.sources[0].uri and len(spec.sources[1].parts) == n_parts
+        assert spec.sources[1].parts[-1].uri.endswith(f"/data/part{n_parts:02d}.bin")
     gemma = registry.model("gemma3-270m")
     assert isinstance(gemma.sources[1], PartsSource) and len(gemma.sources[1].parts) == 4
     assert gemma.prompt_format == "completion"
@@ -81,7 +88,7 @@ def test_broken_files_name_the_line_and_key(tmp_path, text, message):
 def test_unknown_model_and_panel_are_one_sentence(registry):
     with pytest.raises(UnknownModelError, match=r"Unknown model 'gpt-9' \(known models: .*smollm2-135m.*\)"):
         registry.model("gpt-9")
-    with pytest.raises(UnknownPanelError, match=r"Unknown panel 'nope' \(panels in .*: default, hub-small\)"):
+    with pytest.raises(UnknownPanelError, match=r"Unknown panel 'nope' \(panels in .*: default, hub-small, tiny\)"):
         registry.panel("nope")
 
 
