@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -21,9 +22,7 @@ import numpy as np
 
 from .grammar import Choice, Literal, Plan, Text
 from .runtime import ChoiceRecord, Sampling
-from .vocab import Vocab, char_count, closes, utf8_advance
-
-_SENTENCE_END = (".", "!", "?")
+from .vocab import Vocab, char_count, utf8_advance
 
 
 class ReplayMismatch(RuntimeError):
@@ -236,73 +235,153 @@ def _common_prefix(seqs: list[list[int]]) -> int:
     return n
 
 
-def _free_text(ev, vocab, seg: Text, after: str, st: _State, values, sampler, max_tokens, forced, flush, on_token):
-    """Sample the inside of a string until the model closes it; returns a failure reason or None."""
-    after_b = after.encode()
-    pieces = vocab.pieces
-    body = bytearray()
-    need = chars = 0
-    soft_limit = int(seg.max_chars * 0.6)
+class FreeText:
+    """The rule for free text inside a JSON string, in one place: which token may come next, and when it ends.
 
-    def judge(tok: int):
-        piece = pieces[tok]
-        if vocab.tables[1][tok]:
-            owed = utf8_advance(need, piece)
-            c = char_count(piece)
-            if owed >= 0 and chars + c <= seg.max_chars:
-                return "body", owed, c
+    The text is built from body tokens (no quote, backslash or control character; valid UTF-8; within the
+    length) and ends only at a sentence end: either the model writes the closing quote right after one, or,
+    once the text is past ``soft_chars``, the decoder closes it at the first sentence end itself. ``accepts``
+    judges one token and ``allowed`` masks the vocabulary with the same rule, so a token drawn under the
+    mask is always accepted; the mask is empty only when the text reached its limit before a sentence ended.
+    """
+
+    def __init__(self, vocab: Vocab, seg: Text, after: str):
+        self.vocab, self.seg = vocab, seg
+        self.after = after.encode()
+        self.soft_chars = max(seg.min_chars, seg.max_chars // 2)
+        self.body = bytearray()
+        self.need = 0  # UTF-8 continuation bytes owed
+        self.chars = 0
+
+    def accepts(self, tok: int):
+        """("body", owed, chars) or ("close", index of the quote, chars before it), or None if not allowed."""
+        piece = self.vocab.pieces[tok]
+        if self.vocab.body_ok_at(tok, self.need):
+            c = int(self.vocab.char_lengths[tok])
+            if self.chars + c <= self.seg.max_chars:
+                return "body", utf8_advance(self.need, piece), c
             return None
-        j = piece.find(b'"')
-        if j >= 0 and need == 0 and closes(piece, j, after_b):
+        if self.need == 0 and self.vocab.closing_mask(self.after)[tok]:
+            j = piece.find(b'"')
             c = char_count(piece[:j])
-            if seg.min_chars <= chars + c <= seg.max_chars:
+            if self.seg.min_chars <= self.chars + c <= self.seg.max_chars and ends_sentence(bytes(self.body) + piece[:j]):
                 return "close", j, c
         return None
 
+    def allowed(self) -> np.ndarray:
+        """Every token ``accepts`` admits now, as a mask over the vocabulary."""
+        mask = self.vocab.body_mask(self.need) & (self.vocab.char_lengths <= self.seg.max_chars - self.chars)
+        if self.need == 0 and self.chars + 1 >= self.seg.min_chars - max_closing_chars(self.vocab, self.after):
+            for tok in np.flatnonzero(self.vocab.closing_mask(self.after)):
+                if self.accepts(int(tok)) is not None:
+                    mask[tok] = True
+        return mask
+
+    def take(self, tok: int, verdict) -> None:
+        kind, info, c = verdict
+        piece = self.vocab.pieces[tok]
+        self.body += piece[:info] if kind == "close" else piece
+        if kind == "body":
+            self.need = info
+        self.chars += c
+
+    @property
+    def complete(self) -> bool:
+        """Long enough and at a sentence end: the decoder closes the text here."""
+        return (
+            self.need == 0
+            and self.chars >= self.soft_chars
+            and self.chars >= self.seg.min_chars
+            and ends_sentence(bytes(self.body))
+        )
+
+    def ending_bias(self) -> float:
+        """A logit bonus for tokens that end a sentence, growing from 0 at ``soft_chars`` to ``ENDING_BIAS`` at
+        the limit, so that a long sentence comes to an end (as transformers' exponential_decay_length_penalty
+        does for end-of-sequence). Nothing is cut: past the limit the text still fails."""
+        over = (self.chars - self.soft_chars) / max(1, self.seg.max_chars - self.soft_chars)
+        return ENDING_BIAS * over * over if over > 0 else 0.0
+
+    def failure(self) -> str:
+        if self.chars >= self.seg.max_chars - 1:
+            return f"the {self.seg.field} reached {self.seg.max_chars} characters before a sentence ended"
+        return f"no token the grammar allows could continue the {self.seg.field}"
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+
+ENDING_BIAS = 10.0
+# A sentence ends with . ! or ? (not an ellipsis), then possibly a closing bracket or quote.
+_SENTENCE_END = re.compile(rb"(?:^|[^.])[.!?](?:\)|\]|'|\xe2\x80\x99|\xe2\x80\x9d|\xc2\xbb)*\Z")
+
+
+def ends_sentence(text: bytes) -> bool:
+    return _SENTENCE_END.search(text) is not None
+
+
+def sentence_enders(vocab: Vocab) -> np.ndarray:
+    """Text tokens that end a sentence when they follow a word."""
+    return vocab.derived("sentence-enders", lambda: np.array(
+        [bool(ok) and ends_sentence(b"a" + piece) for ok, piece in zip(vocab.tables[1], vocab.pieces)], dtype=bool
+    ))
+
+
+def max_closing_chars(vocab: Vocab, after: bytes) -> int:
+    """The most text characters a single closing token carries before its quote."""
+    def build() -> int:
+        toks = np.flatnonzero(vocab.closing_mask(after))
+        return max((char_count(vocab.pieces[t][: vocab.pieces[t].find(b'"')]) for t in toks), default=0)
+
+    return vocab.derived(("max-closing-chars", after), build)
+
+
+def _free_text(ev, vocab, seg: Text, after: str, st: _State, values, sampler, max_tokens, forced, flush, on_token):
+    """Sample the inside of a string until it ends at a sentence end; returns a failure reason or None."""
+    text = FreeText(vocab, seg, after)
     while True:
         if len(st.tokens) >= max_tokens:
-            values[seg.field] = body.decode("utf-8", errors="replace")
+            values[seg.field] = text.text
             return f"cut off at {max_tokens} tokens (--max-tokens) before the {seg.field} ended"
         logits = flush()
         if forced is not None:
             if len(st.tokens) >= len(forced):
                 raise ReplayMismatch("recorded tokens end inside free text")
             tok = forced[len(st.tokens)]
-            verdict = judge(tok)
+            verdict = text.accepts(tok)
             if verdict is None:
                 raise ReplayMismatch(f"recorded token {tok} is not allowed at this point of the {seg.field}")
         else:
+            if bias := text.ending_bias():
+                logits[sentence_enders(vocab)] += bias
             tok = sampler.sample(logits)
-            verdict = judge(tok)
+            verdict = text.accepts(tok)
             if verdict is None:
-                allowed = vocab.body_mask(need) & (vocab.char_lengths <= seg.max_chars - chars)
-                if need == 0 and chars >= seg.min_chars - 1:
-                    allowed |= vocab.closing_mask(after_b)
+                allowed = text.allowed()
+                if not allowed.any():
+                    values[seg.field] = text.text
+                    return text.failure()
                 logits[~allowed] = -np.inf
                 tok = sampler.sample(logits)
-                verdict = judge(tok)
-            if verdict is None:  # the mask admits only tokens the judge accepts, so this is a bug if reached
-                values[seg.field] = body.decode("utf-8", errors="replace")
-                return f"no token the grammar allows could continue the {seg.field}"
+                verdict = text.accepts(tok)
+                if verdict is None:  # allowed() admits only tokens accepts() admits: a bug if reached
+                    raise AssertionError(f"token {tok} passed the {seg.field} mask but not its check")
             sampler.accept(tok)
-        kind, info, c = verdict
         st.sampled += 1
         st.tokens.append(tok)
         st.unevaluated.append(tok)
         if on_token:
             on_token(len(st.tokens))
-        piece = pieces[tok]
-        if kind == "close":
-            body += piece[:info]
-            st.pending = after_b[len(piece) - info :].decode("utf-8")
+        text.take(tok, verdict)
+        if verdict[0] == "close":
+            piece = vocab.pieces[tok]
+            st.pending = text.after[len(piece) - verdict[1] :].decode("utf-8")
             st.skip_literal = True
-            values[seg.field] = body.decode("utf-8")
+            values[seg.field] = text.text
             return None
-        body += piece
-        need, chars = info, chars + c
-        at_sentence_end = chars >= soft_limit and body.rstrip().endswith(tuple(e.encode() for e in _SENTENCE_END))
-        if need == 0 and chars >= seg.min_chars and (chars >= seg.max_chars or at_sentence_end):
+        if text.complete:
             st.pending = after
             st.skip_literal = True
-            values[seg.field] = body.decode("utf-8")
+            values[seg.field] = text.text
             return None

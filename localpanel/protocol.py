@@ -105,7 +105,8 @@ class DebateSettings(BaseModel):
     rounds: int = Field(default=1, ge=1, le=20)
     seed: int = Field(default=7, ge=0)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    max_tokens: int = Field(default=256, ge=32, le=4096)
+    # A rationale of 400 one-character tokens plus its JSON fits: the character limit binds before this does.
+    max_tokens: int = Field(default=512, ge=32, le=4096)
     anonymous: bool = False
     early_stop: bool = True
 

@@ -28,11 +28,19 @@ class Vocab:
         self._closing: dict[bytes, np.ndarray] = {}
         self._special_re: re.Pattern | None = None
         self._char_lengths: np.ndarray | None = None
+        self._derived: dict = {}
 
     def adopt(self, other: "Vocab") -> None:
         """Take over the tables another handle on the same vocabulary already built."""
         self._tables, self._char_lengths = other._tables, other._char_lengths
         self._closing, self._special_re = other._closing, other._special_re
+        self._derived = other._derived
+
+    def derived(self, key, build):
+        """A table the decoder derives from this vocabulary, built once (``build()``) and kept with it."""
+        if key not in self._derived:
+            self._derived[key] = build()
+        return self._derived[key]
 
     def _text(self, token: int) -> str:
         if token < 0:
@@ -97,11 +105,13 @@ class Vocab:
             while c < len(piece) and piece[c] & 0xC0 == 0x80:
                 c += 1
             try:
+                if c > 3:  # no character has more than three continuation bytes
+                    raise UnicodeDecodeError("utf-8", piece, 0, c, "too many continuation bytes")
                 codecs.utf_8_decode(piece[c:], "strict", False)
             except UnicodeDecodeError:
                 body_ok[t] = False
                 continue
-            lead[t], all_cont[t] = min(c, 3), c == len(piece)
+            lead[t], all_cont[t] = c, c == len(piece)
         return pieces, body_ok, lead, all_cont
 
     @property
@@ -119,6 +129,13 @@ class Vocab:
         if need == 0:
             return body_ok & (lead == 0)
         return body_ok & ((lead == need) | (all_cont & (lead <= need)))
+
+    def body_ok_at(self, token: int, need: int) -> bool:
+        """``body_mask(need)[token]`` for one token, without building the mask."""
+        _, body_ok, lead, all_cont = self.tables
+        if not body_ok[token]:
+            return False
+        return bool(lead[token] == need or (need > 0 and all_cont[token] and lead[token] <= need))
 
     def closing_mask(self, literal: bytes) -> np.ndarray:
         """Tokens that end free text: text, then the closing quote, then a prefix of the literal after it."""

@@ -6,6 +6,7 @@ import math
 import pytest
 
 from localpanel.ballot import ballot_model
+from localpanel.decoding import ends_sentence
 from localpanel.llama import LlamaBackend
 from localpanel.protocol import first_round_prompt, shuffled
 from localpanel.runtime import GenerationRequest, Message, RuntimeSettings, Sampling
@@ -36,7 +37,7 @@ def request(spec, path, question, options, seed, temperature=0.8, key="probe"):
                 Message(role="user", content=first_round_prompt_for(question, options, seed))]
     return ballot, GenerationRequest(key=key, model=spec, model_path=path, messages=messages,
                                      schema=ballot.model_json_schema(), sampling=Sampling(temperature=temperature),
-                                     seed=seed, max_tokens=256)
+                                     seed=seed, max_tokens=512)
 
 
 def first_round_prompt_for(question, options, seed):
@@ -58,6 +59,7 @@ def test_every_ballot_parses_on_every_seed(model, backend, real_store, registry)
             parsed = ballot.model_validate(data)
             assert parsed.vote in options
             assert 12 <= len(parsed.rationale) <= 400
+            assert ends_sentence(parsed.rationale.encode()), parsed.rationale
             probs = g.choices["vote"].probabilities
             assert math.isclose(sum(probs), 1.0, abs_tol=1e-9) and all(p >= 0 for p in probs)
             assert g.choices["vote"].values == options
@@ -96,3 +98,16 @@ def test_a_ballot_cut_off_by_max_tokens_is_a_recorded_failure(backend, real_stor
     g = backend.generate(req.model_copy(update={"max_tokens": 12}))
     assert g.failure == "cut off at 12 tokens (--max-tokens) before the rationale ended"
     assert g.text.startswith('{"vote": ') and len(g.tokens) == 12
+
+
+def test_the_poll_whose_rationale_used_to_stop_at_eleven_characters(store_with_weights, registry):
+    """Issue 8's reproduction: the SmolLM2 Optimist's rationale stopped at 11 characters, one short of the minimum,
+    because the mask admitted a closing quote that the token check then refused."""
+    from localpanel import api
+    from localpanel.protocol import DebateSettings
+
+    t = api.start_run("Should the panel choose option A or B?", ["A", "B", "A and B", "Neither A nor B"], registry=registry,
+                      store=store_with_weights, panel="tiny", settings=DebateSettings(seed=8), with_moderator=False)
+    turns = t.rounds[0].turns
+    assert [x.failure for x in turns] == [None] * 4
+    assert all(ends_sentence(x.rationale.encode()) for x in turns)
