@@ -45,8 +45,11 @@ def start_run(
     backend: Backend | None = None,
     with_moderator: bool = True,
     on_progress: ProgressFn | None = None,
+    on_start: Callable[[Path], None] | None = None,
 ) -> Transcript:
-    """Run a poll (one round) or a debate (several) and save it; every input is checked before anything is written."""
+    """Run a poll (one round) or a debate (several) and save it; every input is checked before anything is written.
+
+    ``on_start`` is told the run directory once it is claimed (under the store's runs unless ``run_dir``)."""
     settings = settings or DebateSettings()
     runtime = runtime or RuntimeSettings()
     q = Question.checked(question, options)
@@ -77,9 +80,12 @@ def start_run(
         runtime=runtime,
         environment=backend.describe(),
     )
-    path = Path(run_dir) if run_dir else unique_dir(store.runs_dir, run_id(q.text))
-    manifest.id = path.name
-    run = RunDir.create(path, manifest)
+    if run_dir:
+        run = RunDir.create(Path(run_dir), manifest)
+    else:
+        run = RunDir.create_unique(store.runs_dir, run_id(q.text), manifest)
+    if on_start:
+        on_start(run.path)
     return continue_run(run, manifest, seats, backend, store, on_progress)
 
 
@@ -89,13 +95,6 @@ def participant_record(seat: Seat, sha256: str) -> ParticipantRecord:
         name=p.name, model=seat.model.name, sha256=sha256, persona=p.persona, seed=p.seed,
         temperature=p.temperature, top_k=p.top_k, top_p=p.top_p, min_p=p.min_p, repeat_penalty=p.repeat_penalty,
     )
-
-
-def unique_dir(parent: Path, name: str) -> Path:
-    path, n = parent / name, 2
-    while path.exists():
-        path, n = parent / f"{name}-{n}", n + 1
-    return path
 
 
 def manifest_seats(manifest: Manifest, store: Store) -> list[Seat]:
@@ -135,7 +134,8 @@ def run_moderator(manifest: Manifest, turns: list[Turn], stopped, backend: Backe
     spec = manifest.models[manifest.moderator]
     path = store.verified_path(spec.name, manifest.sha256[spec.name])
     q = Question(text=manifest.question, options=manifest.options)
-    return moderate(q, [r.turns for r in preview.rounds], preview.result.line, spec, path, backend, manifest.settings.seed)
+    names = [p.name for p in manifest.participants]
+    return moderate(q, names, [r.turns for r in preview.rounds], spec, path, backend, manifest.settings.seed)
 
 
 def resume(ref: str | Path, *, store: Store, backend: Backend | None = None, on_progress: ProgressFn | None = None) -> Transcript:

@@ -10,7 +10,8 @@ from .grammar import NULL_WHEN, TEXT_PATTERN
 
 RATIONALE_MIN = 12
 RATIONALE_MAX = 400
-SUMMARY_MAX = 600
+CASE_MIN = 30
+CASE_MAX = 300
 
 
 def ballot_model(
@@ -33,21 +34,12 @@ def ballot_model(
     return create_model("Ballot", __config__=ConfigDict(extra="forbid"), **fields)
 
 
-def moderator_model(candidates: dict[str, list[int]]) -> type[BaseModel]:
-    """The moderator's report: for each option that got votes, the number of its strongest rationale, then a summary.
-
-    ``candidates`` maps an option to the numbers of the rationales given for it; the moderator can only pick
-    one of those, so it cannot invent an argument.
-    """
-    strongest = create_model(
-        "Strongest",
-        __config__=ConfigDict(extra="forbid"),
-        **{f"option_{i}": (Literal[tuple(nums)], Field(..., alias=option)) for i, (option, nums) in enumerate(candidates.items())},
-    )
+def case_model(numbers: list[int]) -> type[BaseModel]:
+    """The moderator's passage for one option: the number of its strongest rationale (one of those given, so it
+    cannot invent one), then the case made for it in the moderator's words."""
     return create_model(
-        "ModeratorReport",
+        "Case",
         __config__=ConfigDict(extra="forbid"),
-        strongest=(strongest, ...),
-        summary=(str, Field(min_length=40, max_length=SUMMARY_MAX, pattern=TEXT_PATTERN)),
+        strongest=(Literal[tuple(numbers)], ...),
+        case=(str, Field(min_length=CASE_MIN, max_length=CASE_MAX, pattern=TEXT_PATTERN)),
     )
-

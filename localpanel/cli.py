@@ -19,7 +19,7 @@ from .registry import Registry, load_registry
 from .render import FORMATS, render
 from .runtime import RuntimeSettings, busy_warning, physical_cores
 from .store import Store, add_from_hub
-from .transcript import RunDir, find_run, run_id
+from .transcript import RunDir, find_run
 
 
 class Failure(click.ClickException):
@@ -201,12 +201,20 @@ def pull(ctx: CliState, names: tuple[str, ...], panel: str | None, verify: bool,
         elif outcome.action == "verified":
             click.echo(f"{spec.name}: present, re-hashed and verified ({outcome.path})")
         else:
-            click.echo(f"{spec.name}: fetched from {outcome.source}, sha256 {outcome.sha256[:12]}… verified ({outcome.path})")
+            click.echo(f"{spec.name}: fetched from {_short_source(outcome.source)}, sha256 {outcome.sha256[:12]}… verified ({outcome.path})")
             if not spec.sha256:
                 click.echo(f"  {spec.name} was unpinned: pinned locally to sha256 {outcome.sha256}; add it to models.yaml to share the pin.")
     if as_json:
         click.echo(json.dumps([{"name": o.name, "action": o.action, "sha256": o.sha256, "path": str(o.path),
                                 "source": o.source} for o in outcomes], indent=2))
+
+
+def _short_source(source: str | None) -> str:
+    """A source as one readable line: a file split into many parts shows its first and last part."""
+    parts = (source or "").split(" + ")
+    if len(parts) <= 2:
+        return source or ""
+    return f"{parts[0]} + … + {parts[-1]} ({len(parts)} parts)"
 
 
 @cli.command()
@@ -253,7 +261,7 @@ def run_options(fn):
         click.option("--panel", help="Panel from models.yaml (default: its default panel)."),
         click.option("--seed", type=click.IntRange(0), default=7, show_default=True, help="Run seed; every turn's seed derives from it."),
         click.option("--temperature", type=click.FloatRange(0, 2), help="Override every participant's temperature."),
-        click.option("--max-tokens", type=click.IntRange(32, 4096), default=256, show_default=True, help="Most tokens one ballot may take; a ballot cut off is recorded as failed."),
+        click.option("--max-tokens", type=click.IntRange(32, 4096), default=512, show_default=True, help="Most tokens one ballot may take; a ballot cut off is recorded as failed."),
         click.option("--no-moderator", is_flag=True, help="Skip the moderator's summary and strongest arguments."),
         click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), help="Where to save the run (default: under the store's runs/)."),
         click.option("--json", "as_json", is_flag=True, help="Print the whole transcript as JSON on stdout."),
@@ -281,21 +289,21 @@ def _emit(transcript, fmt: str, out: Path | None, as_json: bool) -> None:
 
 def _run(ctx: CliState, question: str, settings: DebateSettings, kw: dict) -> None:
     runtime = _runtime(kw["threads"], kw["batch_size"], kw["ctx_size"], kw["gpu_layers"], kw["max_memory"])
-    run_dir = kw["run_dir"] or api.unique_dir(ctx.store.runs_dir, run_id(question or "run"))
+    started: list[Path] = []
     try:
         transcript = api.start_run(
             question, list(kw["options"]) or ["Yes", "No"], registry=ctx.registry, store=ctx.store, panel=kw["panel"],
-            settings=settings, runtime=runtime, run_dir=run_dir, with_moderator=not kw["no_moderator"],
-            on_progress=TurnProgress(settings.rounds, kw["quiet"], runtime.threads),
+            settings=settings, runtime=runtime, run_dir=kw["run_dir"], with_moderator=not kw["no_moderator"],
+            on_progress=TurnProgress(settings.rounds, kw["quiet"], runtime.threads), on_start=started.append,
         )
     except KeyboardInterrupt:
-        _interrupted(run_dir, settings.rounds > 1)
+        _interrupted(started[0] if started else None, settings.rounds > 1)
     _emit(transcript, kw["fmt"], kw["out"], kw["as_json"])
 
 
-def _interrupted(run_dir: Path, debate: bool) -> None:
+def _interrupted(run_dir: Path | None, debate: bool) -> None:
     click.echo("", err=True)
-    if (run_dir / "manifest.json").is_file():
+    if run_dir is not None and (run_dir / "manifest.json").is_file():
         cmd = "debate" if debate else "poll"
         click.echo(f"Interrupted. Finished turns are saved in {run_dir}; continue with:\n  localpanel {cmd} --resume {run_dir}", err=True)
     else:

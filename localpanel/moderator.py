@@ -1,5 +1,11 @@
-"""The moderator: picks the strongest argument for each option (by number, so it cannot invent one) and
-writes a short summary, both under a grammar. Everything else in a result is derived from the ballots."""
+"""The moderator: a summary that cannot misstate the result, and the strongest argument for each option.
+
+What the summary says about the result and about who changed their mind is written by localpanel from the
+ballots (``facts``), never by a model. The model writes one short passage per option, reading only the
+rationales given for that option, and picks that option's strongest argument by number, so it can neither
+invent an argument nor credit one side with the other side's case. An option argued by one panelist alone
+needs no model: its one rationale is quoted.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +15,16 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from .ballot import moderator_model
+from .ballot import case_model
 from .protocol import Question, Turn
 from .registry import ModelSpec
 from .runtime import Backend, GenerationRequest, Message, Sampling
+from .tally import tally, turning_points
 
 MODERATOR_KEY = "[moderator]"
 MODERATOR_SAMPLING = Sampling(temperature=0.3, top_k=40, top_p=0.9, min_p=0.05, repeat_penalty=1.1)
+# The most rationales read for one option: the latest ones, which is where a debate ended up.
+MAX_ARGUMENTS_READ = 4
 
 
 class Argument(BaseModel):
@@ -26,8 +35,27 @@ class Argument(BaseModel):
     text: str
 
 
+class Passage(BaseModel):
+    """The case made for one option: a model's passage from that option's rationales, or its only rationale."""
+
+    option: str
+    text: str | None = None
+    strongest: Argument | None = None
+    arguments: list[int] = []  # the numbers of the rationales it was written from
+    by_model: bool = False
+    failure: str | None = None
+    seed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    raw: str = ""
+    tokens: list[int] = []
+
+
 class ModeratorReport(BaseModel):
     model: str
+    facts: str = ""
+    passages: list[Passage] = []
     strongest: dict[str, Argument] = {}
     summary: str | None = None
     failure: str | None = None
@@ -35,8 +63,7 @@ class ModeratorReport(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
-    text: str = ""
-    tokens: list[int] = []
+    text: str = ""  # every passage's raw output, in order: what replay compares
 
 
 def numbered_arguments(rounds: list[list[Turn]]) -> list[Argument]:
@@ -51,27 +78,101 @@ def numbered_arguments(rounds: list[list[Turn]]) -> list[Argument]:
     return args
 
 
-def moderator_seed(run_seed: int) -> int:
-    return int.from_bytes(hashlib.sha256(f"{run_seed}|moderator".encode()).digest()[:4], "little")
+def _names(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
-def moderator_messages(question: Question, result: str, args: list[Argument]) -> list[Message]:
+def facts(options: list[str], participants: list[str], rounds: list[list[Turn]]) -> str:
+    """The result and every change of mind, in plain sentences, computed from the ballots alone."""
+    if not rounds:
+        return "No ballots were cast."
+    final = tally(options, rounds[-1])
+    n = final.participants
+    if final.label == "no votes":
+        return f"None of the {n} panelists cast a valid ballot."
+    lead = f"After {len(rounds)} rounds, " if len(rounds) > 1 else ""
+    voted = sorted((o for o in options if final.counts[o]), key=lambda o: -final.counts[o])
+    if final.label == "unanimous":
+        sentences = [f"{lead}all {n} panelists voted {final.winner}."]
+    elif final.label == "tie":
+        split = ", ".join(f"{final.counts[o]} voted {o}" for o in voted)
+        sentences = [f"{lead}the panel was split: {split}."]
+    else:
+        rest = "".join(f"; {final.counts[o]} voted {o}" for o in voted[1:])
+        sentences = [f"{lead}{final.counts[final.winner]} of {n} panelists voted {final.winner} ({final.label}){rest}."]
+    if final.abstentions:
+        sentences.append(f"{final.abstentions} ballot{'s' if final.abstentions > 1 else ''} failed and counted as abstentions.")
+    if len(rounds) > 1:
+        points = turning_points(participants, rounds)
+        for p in points:
+            credit = f", crediting {p.attributed_to}" if p.attributed_to else ", crediting no one"
+            sentences.append(f"In round {p.round}, {p.participant} moved from {p.from_vote} to {p.to_vote}{credit}.")
+        if not points:
+            sentences.append("Nobody changed their vote.")
+    return " ".join(s[0].upper() + s[1:] for s in sentences)
+
+
+def moderator_seed(run_seed: int, option: str = "") -> int:
+    return int.from_bytes(hashlib.sha256(f"{run_seed}|moderator|{option}".encode()).digest()[:4], "little")
+
+
+def case_messages(question: Question, option: str, args: list[Argument]) -> list[Message]:
     system = (
-        "You are the neutral moderator of a panel of AI models. You report what the panelists argued and add "
-        'no opinion of your own. Reply with JSON: "strongest" gives, for each option, the number of the '
-        'strongest argument made for it; "summary" recounts the discussion in two to four plain sentences, '
-        "naming the panelists."
+        "You are the neutral moderator of a panel of AI models. You read the arguments some panelists gave for "
+        "one option and report them faithfully, adding no opinion or argument of your own. Reply with JSON: "
+        '"strongest" is the number of the strongest argument; "case" restates, in one or two plain sentences, '
+        f"the case these panelists made for {option}."
     )
-    lines = [f"Question: {question.text}", f"Result: {result}", "Arguments made (numbered):"]
-    lines += [f"[{a.number}] {a.participant}, round {a.round}, for {a.vote}: {a.text}" for a in args]
-    lines.append("Pick the strongest argument for each option, then summarize the discussion.")
+    lines = [f"Question: {question.text}", f"The arguments given for {option} (numbered):"]
+    lines += [f"[{a.number}] {a.participant}: {a.text}" for a in args]
+    lines.append(f"Pick the strongest, then state the case for {option}.")
     return [Message(role="system", content=system), Message(role="user", content="\n".join(lines))]
+
+
+def write_case(
+    question: Question, option: str, args: list[Argument], model: ModelSpec, model_path: Path,
+    backend: Backend, run_seed: int, max_tokens: int,
+) -> Passage:
+    """One option's passage: quoted when one rationale argued it, else written by the model from those alone."""
+    passage = Passage(option=option, arguments=[a.number for a in args])
+    if len(args) == 1:
+        passage.text, passage.strongest = args[0].text, args[0]
+        return passage
+    cls = case_model([a.number for a in args])
+    messages = case_messages(question, option, args)
+    passage.seed = moderator_seed(run_seed, option)
+    request = GenerationRequest(
+        key=MODERATOR_KEY,
+        model=model,
+        model_path=model_path,
+        messages=messages,
+        context_hint=backend.count_tokens(model, model_path, messages) + max_tokens,
+        schema=cls.model_json_schema(),
+        sampling=MODERATOR_SAMPLING,
+        seed=passage.seed,
+        max_tokens=max_tokens,
+    )
+    g = backend.generate(request)
+    passage.by_model = True
+    passage.prompt_tokens, passage.completion_tokens = g.prompt_tokens, g.completion_tokens
+    passage.seconds, passage.raw, passage.tokens = round(g.seconds, 4), g.text, g.tokens
+    if g.failure:
+        passage.failure = g.failure
+        return passage
+    try:
+        data = cls.model_validate(json.loads(g.text))
+    except (ValueError, ValidationError) as exc:
+        passage.failure = f"the moderator's passage did not validate ({str(exc).splitlines()[0]})"
+        return passage
+    passage.text = data.case.strip()
+    passage.strongest = next(a for a in args if a.number == data.strongest)
+    return passage
 
 
 def moderate(
     question: Question,
+    participants: list[str],
     rounds: list[list[Turn]],
-    result: str,
     model: ModelSpec,
     model_path: Path,
     backend: Backend,
@@ -79,39 +180,26 @@ def moderate(
     max_tokens: int = 384,
 ) -> ModeratorReport:
     args = numbered_arguments(rounds)
-    seed = moderator_seed(run_seed)
-    report = ModeratorReport(model=model.name, seed=seed)
-    candidates = {o: [a.number for a in args if a.vote == o] for o in question.options}
-    candidates = {o: nums for o, nums in candidates.items() if nums}
-    if not candidates:
+    report = ModeratorReport(model=model.name, seed=moderator_seed(run_seed), facts=facts(question.options, participants, rounds))
+    if not args:
         report.failure = "no valid ballots to moderate"
+        report.summary = report.facts
         return report
-    report_cls = moderator_model(candidates)
-    messages = moderator_messages(question, result, args)
-    request = GenerationRequest(
-        key=MODERATOR_KEY,
-        model=model,
-        model_path=model_path,
-        messages=messages,
-        context_hint=backend.count_tokens(model, model_path, messages) + max_tokens,
-        schema=report_cls.model_json_schema(by_alias=True),
-        sampling=MODERATOR_SAMPLING,
-        seed=seed,
-        max_tokens=max_tokens,
-    )
-    g = backend.generate(request)
-    report.prompt_tokens, report.completion_tokens = g.prompt_tokens, g.completion_tokens
-    report.seconds, report.text, report.tokens = round(g.seconds, 4), g.text, g.tokens
-    if g.failure:
-        report.failure = g.failure
-        return report
-    try:
-        data = json.loads(g.text)
-        report_cls.model_validate(data)
-    except (ValueError, ValidationError) as exc:
-        report.failure = f"the moderator's report did not validate ({str(exc).splitlines()[0]})"
-        return report
-    by_number = {a.number: a for a in args}
-    report.strongest = {option: by_number[n] for option, n in data["strongest"].items()}
-    report.summary = data["summary"].strip()
+    for option in question.options:
+        given = [a for a in args if a.vote == option][-MAX_ARGUMENTS_READ:]
+        if given:
+            report.passages.append(write_case(question, option, given, model, model_path, backend, run_seed, max_tokens))
+    for p in report.passages:
+        report.prompt_tokens += p.prompt_tokens
+        report.completion_tokens += p.completion_tokens
+        report.seconds += p.seconds
+        if p.strongest is not None:
+            report.strongest[p.option] = p.strongest
+    report.seconds = round(report.seconds, 4)
+    report.text = "\n".join(p.raw for p in report.passages)
+    failed = [p for p in report.passages if p.failure]
+    if failed:
+        report.failure = f"no passage for {_names([p.option for p in failed])} ({failed[0].failure})"
+    cases = [f"The case for {p.option}: {p.text}" for p in report.passages if p.text]
+    report.summary = " ".join([report.facts, *cases])
     return report

@@ -102,8 +102,10 @@ def card(t: Transcript, *, color: bool = False, width: int = 88) -> str:
             out += [f"  {e.source} → {e.target}" + (f" ×{e.count}" if e.count > 1 else "") for e in t.persuasion]
             if t.most_persuasive:
                 out.append(f"  Most persuasive: {t.most_persuasive}")
-    if t.summary:
-        out += ["", "Summary", wrap(t.summary, "  ")]
+    if summary := summary_parts(t):
+        out += ["", "Summary"]
+        for heading, text in summary:
+            out += [f"  {heading}:", wrap(text)] if heading else [wrap(text, "  ")]
     if t.strongest_arguments:
         out += ["", "Strongest arguments (picked by the moderator among the rationales given)"]
         for option, arg in t.strongest_arguments.items():
@@ -113,6 +115,22 @@ def card(t: Transcript, *, color: bool = False, width: int = 88) -> str:
         out += ["", style(f"Moderator: no report ({t.moderator.failure})", fg="red")]
     out += ["", style(_footer(t), dim=True)]
     return "\n".join(line.rstrip() for line in out) + "\n"
+
+
+def summary_parts(t: Transcript) -> list[tuple[str | None, str]]:
+    """The summary as (heading, text): localpanel's facts first, then the case made for each option."""
+    report = t.moderator
+    if report is None or not report.facts:
+        return [(None, t.summary)] if t.summary else []
+    parts: list[tuple[str | None, str]] = [(None, report.facts)]
+    for p in report.passages:
+        if p.failure or not p.text:
+            continue
+        if p.by_model:
+            parts.append((f"The case for {p.option} (the moderator, from {len(p.arguments)} rationales)", p.text))
+        elif p.strongest is not None:
+            parts.append((f"The case for {p.option}", f"argued by {p.strongest.participant} alone (quoted below)."))
+    return parts
 
 
 def _footer(t: Transcript) -> str:
@@ -132,8 +150,9 @@ def markdown(t: Transcript) -> str:
             for o in t.options
         ]
         out.append("")
-    if t.summary:
-        out += ["## Summary", "", _md(t.summary), ""]
+    if summary := summary_parts(t):
+        out += ["## Summary", ""]
+        out += [(f"**{_md(h)}:** " if h else "") + _md(text) + "\n" for h, text in summary]
     if t.strongest_arguments:
         out += ["## Strongest arguments", ""]
         out += [f"- **{_md(o)}** — {a.participant}, round {a.round}: “{_md(a.text)}”" for o, a in t.strongest_arguments.items()]
@@ -196,8 +215,9 @@ def page(t: Transcript) -> str:
                 f"<td>{_pct(final.tally.weighted[o])}</tr>"
             )
         parts.append("</table>")
-    if t.summary:
-        parts.append(f"<h2>Summary</h2><p>{e(t.summary)}</p>")
+    if summary := summary_parts(t):
+        parts.append("<h2>Summary</h2>")
+        parts += [f"<p>{'<b>' + e(h) + ':</b> ' if h else ''}{e(text)}</p>" for h, text in summary]
     if t.strongest_arguments:
         parts.append("<h2>Strongest arguments</h2>")
         for o, a in t.strongest_arguments.items():

@@ -185,15 +185,43 @@ class RunDir:
 
     @classmethod
     def create(cls, path: Path, manifest: Manifest) -> "RunDir":
+        """Start a run in ``path`` (new, or an empty directory). Claimed atomically: of two runs given the same
+        directory at once, one gets it and the other is told it is taken."""
         path = Path(path)
+        taken = f"{path} already exists and is not empty; resume a run there with --resume {path} or choose another --run-dir."
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise InputError(f"{path} already exists and is not empty; resume a run there with --resume {path} or choose another --run-dir.")
-        run = cls(path)
+            raise InputError(taken)
         path.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run.manifest_path, manifest.model_dump(mode="json"))
-        run.journal_path.touch()
-        fsync_dir(path)
+        run = cls(path)
+        try:
+            run.journal_path.open("x").close()
+        except FileExistsError:
+            raise InputError(taken) from None
+        run._start(manifest)
         return run
+
+    @classmethod
+    def create_unique(cls, parent: Path, name: str, manifest: Manifest) -> "RunDir":
+        """Start a run in a new directory under ``parent`` named ``name``, or ``name-2``, ``name-3``... when
+        another run (perhaps started in the same second) already took it. ``mkdir`` is the atomic claim."""
+        parent.mkdir(parents=True, exist_ok=True)
+        n = 1
+        while True:
+            path = parent / (name if n == 1 else f"{name}-{n}")
+            try:
+                path.mkdir()
+                break
+            except FileExistsError:
+                n += 1
+        run = cls(path)
+        run.journal_path.touch()
+        run._start(manifest)
+        return run
+
+    def _start(self, manifest: Manifest) -> None:
+        manifest.id = self.path.name
+        atomic_write_json(self.manifest_path, manifest.model_dump(mode="json"))
+        fsync_dir(self.path)
 
     @property
     def finished(self) -> bool:

@@ -108,14 +108,15 @@ def test_poll_bad_input_exits_2_and_saves_nothing(args, message, monkeypatch):
 def test_poll_on_a_model_not_pulled_names_the_pull_to_run():
     result = invoke("poll", "Q?")
     assert result.exit_code == 2
-    assert result.output == "Error: Model 'smollm2-135m' is not pulled yet (sha256 b179c9523d0e…); run `localpanel pull smollm2-135m`.\n"
+    assert result.output == ("Error: Model 'qwen2.5-coder-1.5b' is not pulled yet (sha256 cc324af070c2…); "
+                             "run `localpanel pull qwen2.5-coder-1.5b`.\n")
 
 
 @pytest.mark.real
 def test_question_too_long_for_the_context_is_refused_before_any_model_loads(store_with_weights, monkeypatch):
     monkeypatch.setattr(LlamaBackend, "_model", lambda *a: pytest.fail("no model may load"))
     question = "Why? " + "Consider all of this carefully and in detail. " * 70
-    result = invoke("poll", question, "--ctx-size", "512")
+    result = invoke("poll", question, "--ctx-size", "512", "--panel", "tiny")
     assert result.exit_code == 2, result.output
     assert "The question does not fit SmolLM2 Skeptic's context" in result.output
     assert "has 512" in result.output
@@ -152,9 +153,9 @@ def test_show_renders_every_format(saved_run, tmp_path):
 
 
 @pytest.mark.real
-def test_real_poll_on_the_default_panel(store_with_weights):
+def test_real_poll_on_the_tiny_panel(store_with_weights):
     result = invoke("poll", "Is it hypocrisy that AI labs complain about distillation?", "-o", "Yes", "-o", "No",
-                    "--json", "-q")
+                    "--json", "-q", "--panel", "tiny")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert [p["name"] for p in data["participants"]] == ["SmolLM2 Skeptic", "SmolLM2 Optimist", "Gemma Pragmatist", "Gemma Ethicist"]
@@ -162,6 +163,7 @@ def test_real_poll_on_the_default_panel(store_with_weights):
     assert all(t["vote"] in ("Yes", "No") and t["failure"] is None for t in turns)
     assert sum(data["result"]["counts"].values()) == 4
     assert data["summary"] and set(data["strongest_arguments"]) <= {"Yes", "No"}
+    assert data["summary"].startswith(data["moderator"]["facts"])
     env = data["environment"]
     assert env["llama_cpp_python"] == "0.3.36" and "AVX2 = 1" in env["llama_cpp_system_info"] and env["threads"] >= 1
     again = invoke("show", data["id"])

@@ -1,6 +1,8 @@
 """Polls and debates on a scripted backend: every derived figure checked against known vote sequences."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -9,6 +11,7 @@ from localpanel.errors import InputError, NotPulledError, UnknownPanelError
 from localpanel.grammar import NULL_WHEN
 from localpanel.protocol import DebateSettings, Question
 from localpanel.registry import load_registry
+from localpanel.render import render
 from localpanel.scripted import Failed, ScriptedBackend
 from localpanel.store import Store
 from localpanel.transcript import RunDir
@@ -184,17 +187,69 @@ def test_a_failed_or_invalid_ballot_is_recorded_never_dropped(env):
     assert t.result.line == "Plurality — No (1/4 votes), 3 abstained"
 
 
-def test_moderator_picks_among_given_rationales(env):
+def test_moderator_writes_each_case_from_that_options_rationales_alone(env):
     registry, store = env
     backend = script(ScriptedBackend(), [{"Ann": ballot("Yes", "Because of A."), "Bob": ballot("No", "Because of B."),
                                           "Cy": ballot("No", "Because of C."), "Di": ballot("Yes", "Because of D.")}])
-    backend.enqueue("[moderator]", {"strongest": {"Yes": 4, "No": 2}, "summary": "Ann and Di said yes, Bob and Cy said no, and nobody moved."})
+    backend.enqueue("[moderator]", {"strongest": 4, "case": "Ann and Di argued that A and D hold."},
+                    {"strongest": 2, "case": "Bob and Cy argued that B and C hold."})
     t = api.start_run("Is it?", ["Yes", "No"], registry=registry, store=store, backend=backend)
-    schema = backend.requests[-1].schema_
-    strongest = schema["$defs"]["Strongest"]["properties"]
-    assert strongest["Yes"]["enum"] == [1, 4] and strongest["No"]["enum"] == [2, 3]
+    yes, no = backend.requests[-2:]
+    assert yes.schema_["properties"]["strongest"]["enum"] == [1, 4]
+    assert no.schema_["properties"]["strongest"]["enum"] == [2, 3]
+    yes_prompt, no_prompt = yes.messages[-1].content, no.messages[-1].content
+    assert "Because of A." in yes_prompt and "Because of D." in yes_prompt
+    assert "Because of B." not in yes_prompt and "Because of C." not in yes_prompt
+    assert "Because of B." in no_prompt and "Because of A." not in no_prompt
     assert {o: (a.participant, a.text) for o, a in t.strongest_arguments.items()} == {"Yes": ("Di", "Because of D."), "No": ("Bob", "Because of B.")}
-    assert t.summary.startswith("Ann and Di said yes")
+    assert t.moderator.facts == "The panel was split: 2 voted Yes, 2 voted No."
+    assert t.summary == ("The panel was split: 2 voted Yes, 2 voted No. The case for Yes: Ann and Di argued that A and D hold. "
+                         "The case for No: Bob and Cy argued that B and C hold.")
+    assert "The case for Yes (the moderator, from 2 rationales):" in render(t, "text")
+
+
+def test_an_option_argued_once_is_quoted_and_facts_tell_who_moved(env):
+    registry, store = env
+    backend = script(ScriptedBackend(), [
+        {"Ann": ballot("Yes", "Because of A."), "Bob": ballot("No", "Because of B."), "Cy": ballot("No", "Because of C."), "Di": ballot("No", "Because of D.")},
+        {"Ann": ballot("Yes", "Still because of A.", None), "Bob": ballot("Yes", "A convinced me.", "Ann"),
+         "Cy": ballot("No", "Still because of C.", None), "Di": ballot("No", "Still because of D.", None)},
+    ])
+    backend.enqueue("[moderator]", {"strongest": 6, "case": "Ann held, and Bob came round to her view."},
+                    {"strongest": 3, "case": "Cy and Di kept to C and D."})
+    t = api.start_run("Is it?", ["Yes", "No", "Maybe"], registry=registry, store=store, backend=backend,
+                      settings=DebateSettings(rounds=2))
+    assert t.moderator.facts == ("After 2 rounds, the panel was split: 2 voted Yes, 2 voted No. "
+                                 "In round 2, Bob moved from No to Yes, crediting Ann.")
+    assert [p.option for p in t.moderator.passages] == ["Yes", "No"]  # nobody argued Maybe: no passage
+    assert len([r for r in backend.requests if r.key == "[moderator]"]) == 2
+
+
+def test_a_single_rationale_needs_no_model(env):
+    registry, store = env
+    backend = script(ScriptedBackend(), [{"Ann": ballot("Yes", "Because of A."), "Bob": ballot("No", "Because of B."),
+                                          "Cy": ballot("No", "Because of C."), "Di": ballot("No", "Because of D.")}])
+    backend.enqueue("[moderator]", {"strongest": 3, "case": "Three panelists said no for B, C and D."})
+    t = api.start_run("Is it?", ["Yes", "No"], registry=registry, store=store, backend=backend)
+    assert len([r for r in backend.requests if r.key == "[moderator]"]) == 1
+    yes = t.moderator.passages[0]
+    assert (yes.option, yes.by_model, yes.text, yes.strongest.participant) == ("Yes", False, "Because of A.", "Ann")
+    assert t.moderator.facts == "3 of 4 panelists voted No (supermajority); 1 voted Yes."
+
+
+def test_runs_started_at_once_never_collide(tmp_path):
+    """Many processes claim run directories under one name at the same moment: each gets its own."""
+    script_text = (
+        "import sys\nfrom pathlib import Path\nfrom localpanel.transcript import RunDir\n"
+        "from unittest import mock\nm = mock.MagicMock()\nm.model_dump.return_value = {}\n"
+        "for _ in range(15):\n    print(RunDir.create_unique(Path(sys.argv[1]), 'same-second-question', m).path.name)\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script_text, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    names = [line for p in procs for line in p.communicate(timeout=60)[0].split()]
+    assert all(p.returncode == 0 for p in procs)
+    assert len(names) == 60 and len(set(names)) == 60
+    assert all((tmp_path / n / "manifest.json").is_file() for n in names)
 
 
 def test_resume_continues_from_the_journal_without_touching_it(env):
