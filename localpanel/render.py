@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import textwrap
 
+from .charts import option_colors, persuasion_chart, probability_bar, votes_chart
 from .transcript import Round, Transcript
 
 FORMATS = ("text", "markdown", "html", "json")
@@ -189,11 +190,15 @@ def _md(text: str) -> str:
 
 
 _CSS = """
-body{font:16px/1.5 system-ui,sans-serif;max-width:52rem;margin:2rem auto;padding:0 1rem;color:#222}
+:root{color-scheme:light dark}
+body{font:16px/1.5 system-ui,sans-serif;max-width:52rem;margin:2rem auto;padding:0 1rem;color:#222;background:#fff}
 h1{font-size:1.4rem}.meta{color:#777}.result{font-size:1.2rem;font-weight:600;margin:1rem 0}
 table{border-collapse:collapse;margin:.5rem 0}td,th{padding:.3rem .7rem;border-bottom:1px solid #ddd;text-align:left}
 .bar{display:inline-block;height:.7rem;background:#4a7;border-radius:2px}.turn{margin:1rem 0;padding:.5rem 1rem;border-left:3px solid #4a7}
 .abstain{border-color:#c44}.vote{font-weight:600}.p{color:#777;font-size:.9rem}blockquote{margin:.3rem 0 .3rem 1rem;color:#444}
+svg.chart{display:block;max-width:100%;height:auto;margin:.5rem 0 1rem}svg.pbar{vertical-align:middle;margin-left:.6rem;border-radius:2px}
+.legend span{display:inline-block;margin-right:1rem;font-size:.9rem}.legend i{display:inline-block;width:.8rem;height:.8rem;border-radius:2px;margin-right:.3rem;vertical-align:-1px}
+@media (prefers-color-scheme:dark){body{color:#e6e6e6;background:#15171b}td,th{border-color:#333}blockquote{color:#c8c8c8}.meta,.p{color:#9a9a9a}}
 """
 
 
@@ -215,6 +220,11 @@ def page(t: Transcript) -> str:
                 f"<td>{_pct(final.tally.weighted[o])}</tr>"
             )
         parts.append("</table>")
+        colors = option_colors(t.options)
+        parts.append("<p class=legend>" + "".join(f"<span><i style='background:{colors[o]}'></i>{e(o)}</span>" for o in t.options) + "</p>")
+    if t.kind == "debate" and t.rounds:
+        parts.append("<h2>Votes over the rounds</h2>" + votes_chart(t))
+        parts.append("<h2>Who moved whom</h2>" + persuasion_chart(t))
     if summary := summary_parts(t):
         parts.append("<h2>Summary</h2>")
         parts += [f"<p>{'<b>' + e(h) + ':</b> ' if h else ''}{e(text)}</p>" for h, text in summary]
@@ -243,7 +253,7 @@ def page(t: Transcript) -> str:
         for turn in r.turns:
             head = f"<b>{e(turn.participant)}</b> <span class=p>{e(models[turn.participant])}</span>"
             if turn.valid:
-                conf = f" <span class=p>p: {e(_confidence(turn))}</span>" if turn.confidence else ""
+                conf = f"{probability_bar(turn.confidence, t.options)} <span class=p>p: {e(_confidence(turn))}</span>" if turn.confidence else ""
                 parts.append(
                     f"<div class=turn>{head}<div class=vote>Vote: {e(turn.vote)}{conf}</div>"
                     + (f"<div class=p>Persuaded by {e(turn.attributed_to)}</div>" if turn.attributed_to else "")

@@ -1,0 +1,151 @@
+"""Charts for the HTML card, as inline SVG: no scripts, no external assets, colours that read in light and dark.
+
+- ``votes_chart``: votes per option over the rounds, one line per option, so a changed mind shows at a glance;
+- ``persuasion_chart``: participants as nodes, an arrow per persuasion from who persuaded to whom, with its round;
+- ``probability_bar``: one ballot's option probabilities as a small stacked bar.
+
+Text takes its colour from the page (``currentColor``); the option colours are mid-tone, legible on both.
+"""
+
+from __future__ import annotations
+
+import math
+from html import escape
+
+from .tally import TurningPoint
+from .transcript import Transcript
+
+# Tableau 10: distinct, colour-blind aware, mid-tone.
+PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"]
+
+
+def option_colors(options: list[str]) -> dict[str, str]:
+    return {o: PALETTE[i % len(PALETTE)] for i, o in enumerate(options)}
+
+
+def _svg(width: int, height: int, cls: str, label: str, body: list[str]) -> str:
+    return (
+        f'<svg class="chart {cls}" role="img" aria-label="{escape(label)}" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}" font-family="system-ui,sans-serif" '
+        f'font-size="12" fill="currentColor">' + "".join(body) + "</svg>"
+    )
+
+
+def votes_chart(t: Transcript) -> str:
+    """Votes for each option in each round: a line per option, its count at every point."""
+    colors = option_colors(t.options)
+    rounds = [r.number for r in t.rounds]
+    n = max(1, len(t.participants))
+    width, height, left, right, top, bottom = 560, 220, 40, 150, 16, 34
+    plot_w, plot_h = width - left - right, height - top - bottom
+    step = plot_w / max(1, len(rounds) - 1)
+
+    def x(i: int) -> float:
+        return left + (i * step if len(rounds) > 1 else plot_w / 2)
+
+    def y(v: int) -> float:
+        return top + plot_h * (1 - v / n)
+
+    body = []
+    for v in range(n + 1):  # grid and axis labels
+        body.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="currentColor" stroke-opacity="0.15"/>')
+        body.append(f'<text x="{left - 8}" y="{y(v) + 4:.1f}" text-anchor="end" fill-opacity="0.7">{v}</text>')
+    for i, number in enumerate(rounds):
+        body.append(f'<text x="{x(i):.1f}" y="{height - 12}" text-anchor="middle" fill-opacity="0.7">Round {number}</text>')
+    labels: list[tuple[float, str, str]] = []
+    for option in t.options:
+        counts = [r.tally.counts[option] for r in t.rounds]
+        if not any(counts):
+            continue
+        color = colors[option]
+        points = " ".join(f"{x(i):.1f},{y(c):.1f}" for i, c in enumerate(counts))
+        body.append(f'<polyline class="series" points="{points}" fill="none" stroke="{color}" stroke-width="3" stroke-linejoin="round"/>')
+        for i, c in enumerate(counts):
+            body.append(
+                f'<circle cx="{x(i):.1f}" cy="{y(c):.1f}" r="4.5" fill="{color}">'
+                f"<title>{escape(option)}: {c} vote{'s' if c != 1 else ''} in round {rounds[i]}</title></circle>"
+            )
+        labels.append((y(counts[-1]), option, color))
+    # Series labels at the right end, nudged apart so that equal counts do not overlap.
+    placed: list[float] = []
+    for ly, option, color in sorted(labels):
+        while any(abs(ly - p) < 14 for p in placed):
+            ly += 14
+        placed.append(ly)
+        text = option if len(option) <= 20 else option[:19] + "…"
+        body.append(f'<text x="{left + plot_w + 12}" y="{ly + 4:.1f}" fill="{color}" font-weight="600">{escape(text)}</text>')
+    return _svg(width, height, "votes", "Votes for each option, round by round", body)
+
+
+def persuasion_chart(t: Transcript) -> str:
+    """Participants on a circle; each persuasion an arrow from the persuader to the persuaded, labelled with its round."""
+    names = [p.name for p in t.participants]
+    width, height = 560, 300
+    cx, cy, radius = width / 2, height / 2, min(width, height) / 2 - 48
+    pos = {}
+    for i, name in enumerate(names):
+        angle = -math.pi / 2 + 2 * math.pi * i / max(1, len(names))
+        pos[name] = (cx + radius * math.cos(angle), cy + radius * math.sin(angle))
+    moves: list[TurningPoint] = [p for p in t.turning_points if p.attributed_to and p.attributed_to in pos]
+    final = {x.participant: x.vote for x in t.rounds[-1].turns if x.valid} if t.rounds else {}
+    colors = option_colors(t.options)
+    body = [
+        '<defs><marker id="lp-arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
+        'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="currentColor"/></marker></defs>'
+    ]
+    seen: dict[tuple[str, str], int] = {}
+    node_r = 20
+    for p in moves:
+        (x1, y1), (x2, y2) = pos[p.attributed_to], pos[p.participant]
+        k = seen.get((p.attributed_to, p.participant), 0)
+        seen[(p.attributed_to, p.participant)] = k + 1
+        dx, dy = x2 - x1, y2 - y1
+        dist = math.hypot(dx, dy) or 1.0
+        ux, uy = dx / dist, dy / dist
+        bend = 24 + 18 * k  # several arrows between the same two: each bends further out
+        mx, my = (x1 + x2) / 2 - uy * bend, (y1 + y2) / 2 + ux * bend
+        sx, sy = x1 + ux * node_r, y1 + uy * node_r
+        ex, ey = x2 - ux * (node_r + 3), y2 - uy * (node_r + 3)
+        label = f"R{p.round}"
+        body.append(
+            f'<path class="arrow" d="M{sx:.1f},{sy:.1f} Q{mx:.1f},{my:.1f} {ex:.1f},{ey:.1f}" fill="none" '
+            f'stroke="currentColor" stroke-opacity="0.75" stroke-width="1.8" marker-end="url(#lp-arrow)">'
+            f"<title>Round {p.round}: {escape(p.attributed_to)} moved {escape(p.participant)} from "
+            f"{escape(p.from_vote)} to {escape(p.to_vote)}</title></path>"
+        )
+        lx, ly = (sx + 2 * mx + ex) / 4, (sy + 2 * my + ey) / 4  # the curve's midpoint
+        body.append(f'<text class="arrow-label" x="{lx:.1f}" y="{ly + 4:.1f}" text-anchor="middle" font-weight="600">{label}</text>')
+    for name in names:
+        x0, y0 = pos[name]
+        vote = final.get(name)
+        fill = colors.get(vote, "#888888") if vote else "#888888"
+        body.append(
+            f'<circle class="node" cx="{x0:.1f}" cy="{y0:.1f}" r="{node_r}" fill="{fill}" fill-opacity="0.85">'
+            f"<title>{escape(name)}: {escape(vote or 'abstained')} in the last round</title></circle>"
+        )
+        below = y0 >= cy
+        ty = y0 + (node_r + 15 if below else -node_r - 7)
+        body.append(f'<text x="{x0:.1f}" y="{ty:.1f}" text-anchor="middle">{escape(name)}</text>')
+    if not moves:
+        body.append(f'<text x="{cx:.1f}" y="{cy + 4:.1f}" text-anchor="middle" fill-opacity="0.7">Nobody was persuaded</text>')
+    return _svg(width, height, "persuasion", "Who persuaded whom", body)
+
+
+def probability_bar(confidence: dict[str, float], options: list[str], width: int = 220) -> str:
+    """One ballot's probability of each option, as a stacked bar in the options' colours."""
+    colors = option_colors(options)
+    body, x = [], 0.0
+    for option in options:
+        p = confidence.get(option, 0.0)
+        w = p * width
+        if w <= 0:
+            continue
+        body.append(
+            f'<rect x="{x:.2f}" y="0" width="{w:.2f}" height="10" fill="{colors[option]}">'
+            f"<title>{escape(option)}: {p:.2f}</title></rect>"
+        )
+        x += w
+    return (
+        f'<svg class="pbar" role="img" aria-label="option probabilities" viewBox="0 0 {width} 10" width="{width}" '
+        f'height="10">' + "".join(body) + "</svg>"
+    )
