@@ -13,12 +13,13 @@ import click
 
 from . import __version__, api
 from .atomic import atomic_write_text
+from .discover import scan, size_label
 from .errors import LocalpanelError
 from .protocol import DebateSettings, Seat
 from .registry import Registry, load_registry
 from .render import FORMATS, render
 from .runtime import RuntimeSettings, busy_warning, physical_cores
-from .store import Store, add_from_hub
+from .store import Store, add_model
 from .transcript import RunDir, find_run
 
 
@@ -150,10 +151,20 @@ def _size(n: int | None) -> str:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@click.option("--scan", is_flag=True, help="List GGUFs on this machine (Ollama, LM Studio, the HF cache) that models.yaml does not list yet, with the command that adds each.")
 @pass_ctx
 @errors_to_sentences
-def models(ctx: CliState, as_json: bool) -> None:
-    """List the models in models.yaml and whether their weights are here and verified."""
+def models(ctx: CliState, as_json: bool, scan: bool) -> None:
+    """List the models in models.yaml and whether their weights are here and verified.
+
+    \b
+    With --scan: GGUF files that Ollama (~/.ollama/models or $OLLAMA_MODELS), LM Studio
+    (~/.lmstudio/models) and the Hugging Face cache already hold, and the exact `localpanel add`
+    for each. Only files are read; Ollama is never started or called.
+    """
+    if scan:
+        _scan(ctx, as_json)
+        return
     rows = [ctx.store.status(spec) for spec in ctx.registry.models.values()]
     if as_json:
         click.echo(json.dumps([r.as_dict() for r in rows], indent=2))
@@ -167,6 +178,29 @@ def models(ctx: CliState, as_json: bool) -> None:
         source = r.spec.sources[0].uri
         source = source if len(source) < 60 else source[:57] + "…"
         click.echo(f"{r.spec.name:<24} {_size(r.size):>9}  {sha:<12}  {(r.spec.license or '?')[:14]:<14} {state:<10} {source}")
+
+
+def _scan(ctx: CliState, as_json: bool) -> None:
+    listed_sha = {m.sha256 for m in ctx.registry.models.values() if m.sha256}
+    listed_uris = {u for m in ctx.registry.models.values() for s in m.sources for u in s.uri.split(" + ")}
+    listed_paths = {u[len("file://"):] for u in listed_uris if u.startswith("file://")}
+
+    def listed(item) -> bool:
+        add_uri = item.add.split(" ", 2)[-1]
+        return item.sha256 in listed_sha or str(item.path.resolve()) in listed_paths or add_uri in listed_uris
+
+    found = [item for item in scan() if not listed(item)]
+    if as_json:
+        click.echo(json.dumps([item.as_dict() for item in found], indent=2))
+        return
+    if not found:
+        click.echo("No GGUF found in Ollama, LM Studio or the Hugging Face cache that models.yaml does not list already.")
+        return
+    click.echo(f"{'WHERE':<9} {'MODEL':<48} {'SIZE':>8} {'ARCH':<10} {'PARAMS':>6}")
+    for item in found:
+        label = item.label if len(item.label) <= 48 else item.label[:47] + "…"
+        click.echo(f"{item.where:<9} {label:<48} {_size(item.size):>8} {(item.architecture or '?')[:10]:<10} {size_label(item.parameters):>6}")
+        click.echo(f"  {item.add}" if not item.problem else f"  cannot be used: {item.problem}")
 
 
 @cli.command()
@@ -218,20 +252,32 @@ def _short_source(source: str | None) -> str:
 
 
 @cli.command()
-@click.argument("uri")
-@click.option("--name", help="Name for the new entry (default: from the file name).")
+@click.argument("ref", metavar="SOURCE")
+@click.option("--name", help="Name for the new entry (default: from the file or model name).")
 @pass_ctx
 @errors_to_sentences
-def add(ctx: CliState, uri: str, name: str | None) -> None:
-    """Fetch hf://OWNER/REPO/FILE.gguf[@REVISION] and append a pinned entry to models.yaml.
+def add(ctx: CliState, ref: str, name: str | None) -> None:
+    """Pin a GGUF in models.yaml (sha256, size, source) and put it in the store.
 
-    The entry records the resolved commit, the size and the sha256, so that a shared models.yaml
-    gets the same weights elsewhere.
+    \b
+    SOURCE is one of:
+      hf://OWNER/REPO/FILE.gguf[@REVISION]   from the Hub (or the HF cache), pinned to its commit
+      ollama://NAME[:TAG]                    the weights Ollama already has (read from its files)
+      PATH/TO/FILE.gguf                      a file on this machine, hashed once
+    Local weights are hard-linked into the store where the file system allows it, not copied.
+    Weights that models.yaml already pins are not pinned twice. Then use it:
+      localpanel poll "Question?" --model NAME --model OTHER
     """
     progress = ByteProgress(True)
-    name, entry, target = add_from_hub(ctx.store, ctx.registry, uri, name, progress)
+    added = add_model(ctx.store, ctx.registry, ref, name, progress)
     progress.end()
-    click.echo(f"Added {name} to {target}: {_size(entry['size'])}, sha256 {entry['sha256']}, {entry['sources'][0]}")
+    how = "hard-linked into the store, no copy" if added.linked else "copied into the store"
+    if added.already:
+        click.echo(f"Already in models.yaml as {added.name} (sha256 {added.entry['sha256']}); nothing added. Weights {how}.")
+        return
+    entry = added.entry
+    click.echo(f"Added {added.name} to {added.target}: {_size(entry['size'])}, sha256 {entry['sha256']}, {entry['sources'][0]}")
+    click.echo(f"Weights {how}. Use it: localpanel poll \"Question?\" --model {added.name}")
 
 
 # -- runs -------------------------------------------------------------------------------------------------
@@ -259,6 +305,7 @@ def run_options(fn):
     options = [
         click.option("-o", "--option", "options", multiple=True, metavar="TEXT", help="An answer to vote for (repeat; default: Yes and No)."),
         click.option("--panel", help="Panel from models.yaml (default: its default panel)."),
+        click.option("-m", "--model", "seat_models", multiple=True, metavar="NAME", help="Seat this model from models.yaml instead of a panel (repeat for more seats; the first also moderates)."),
         click.option("--seed", type=click.IntRange(0), default=7, show_default=True, help="Run seed; every turn's seed derives from it."),
         click.option("--temperature", type=click.FloatRange(0, 2), help="Override every participant's temperature."),
         click.option("--max-tokens", type=click.IntRange(32, 4096), default=512, show_default=True, help="Most tokens one ballot may take; a ballot cut off is recorded as failed."),
@@ -289,10 +336,16 @@ def _emit(transcript, fmt: str, out: Path | None, as_json: bool) -> None:
 
 def _run(ctx: CliState, question: str, settings: DebateSettings, kw: dict) -> None:
     runtime = _runtime(kw["threads"], kw["batch_size"], kw["ctx_size"], kw["gpu_layers"], kw["max_memory"])
+    registry = ctx.registry
+    if kw["seat_models"]:
+        if kw["panel"]:
+            raise Failure("Give either --panel or --model, not both.", 2)
+        panel = registry.models_panel(list(kw["seat_models"]))
+        registry, kw["panel"] = registry.with_panel(panel), panel.name
     started: list[Path] = []
     try:
         transcript = api.start_run(
-            question, list(kw["options"]) or ["Yes", "No"], registry=ctx.registry, store=ctx.store, panel=kw["panel"],
+            question, list(kw["options"]) or ["Yes", "No"], registry=registry, store=ctx.store, panel=kw["panel"],
             settings=settings, runtime=runtime, run_dir=kw["run_dir"], with_moderator=not kw["no_moderator"],
             on_progress=TurnProgress(settings.rounds, kw["quiet"], runtime.threads), on_start=started.append,
         )

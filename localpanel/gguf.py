@@ -42,6 +42,7 @@ class GGUFInfo:
     tensor_count: int
     metadata: dict[str, Any] = field(default_factory=dict)
     data_end: int = 0
+    parameters: int = 0  # elements in all tensors
 
     @property
     def architecture(self) -> str | None:
@@ -173,6 +174,7 @@ def _parse(r: _Reader) -> GGUFInfo:
     alignment = int(info.metadata.get("general.alignment", 32) or 32)
     data_start = -(-r.pos // alignment) * alignment
     end = data_start
+    parameters = 0
     for name, dims, ggml_type, offset in tensors:
         if ggml_type not in GGML_BLOCKS:
             raise GGUFError(f"{path}: tensor {name!r} has ggml type {ggml_type}, which this llama.cpp does not know.")
@@ -181,10 +183,11 @@ def _parse(r: _Reader) -> GGUFInfo:
         for d in dims:
             n *= d
         end = max(end, data_start + offset + (n // per_block) * block_bytes)
+        parameters += n
     if end > size:
         raise GGUFError(
             f"{path} is truncated: its tensors need {end} bytes but the file has {size}; "
             "delete it and pull the model again."
         )
-    info.data_end = end
+    info.data_end, info.parameters = end, parameters
     return info

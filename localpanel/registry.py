@@ -15,6 +15,7 @@ from .errors import RegistryError, UnknownModelError, UnknownPanelError
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+MODELS_PANEL = "models"  # the panel that --model builds
 
 
 class HFSource(BaseModel):
@@ -226,6 +227,22 @@ class Registry(BaseModel):
         except KeyError:
             known = ", ".join(sorted(self.models)) or "none"
             raise UnknownModelError(f"Unknown model {name!r} (known models: {known}); see `localpanel models`.") from None
+
+    def models_panel(self, names: list[str]) -> Panel:
+        """A panel seating these models, one seat per name in the order given (``--model``), named after them."""
+        for name in names:
+            self.model(name)  # one sentence for an unknown model
+        total = {n: names.count(n) for n in names}
+        seen: dict[str, int] = {}
+        seats = []
+        for i, name in enumerate(names):
+            seen[name] = seen.get(name, 0) + 1
+            label = name if total[name] == 1 else f"{name} #{seen[name]}"
+            seats.append(Participant(name=label, model=name, seed=i + 1))
+        return Panel(name=MODELS_PANEL, description="Seats given with --model.", participants=seats)
+
+    def with_panel(self, panel: Panel) -> "Registry":
+        return self.model_copy(update={"panels": {**self.panels, panel.name: panel}})
 
     def panel(self, name: str | None = None) -> Panel:
         name = name or self.default_panel

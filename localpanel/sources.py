@@ -36,6 +36,7 @@ class Fetched:
     size: int
     # What the source resolved to, e.g. the Hub commit of a revision-less hf:// source.
     resolved: str
+    linked: bool = False  # the store shares the bytes with a file already on disk (a hard link), no copy
 
 
 class HashingWriter:
@@ -243,7 +244,7 @@ def fetch(
             # Same file system: share the bytes with the HF cache (or the user's copy) instead of copying.
             os.link(path, tmp)
             digest, size = sha256_file(tmp, progress, f"{label} verifying")
-            return Fetched(digest, size, resolved)
+            return Fetched(digest, size, resolved, linked=True)
         except OSError:
             tmp.unlink(missing_ok=True)
     parts = source.parts if isinstance(source, PartsSource) else (source,)

@@ -23,8 +23,10 @@ import platformdirs
 from .atomic import atomic_write_json, atomic_write_text
 from .errors import ChecksumMismatch, GGUFError, InputError, NotPulledError, StoreError
 from .gguf import read_gguf
+from .discover import ollama_model
 from .registry import (
     NAME_RE,
+    FileSource,
     HFSource,
     ModelSpec,
     Registry,
@@ -249,35 +251,81 @@ class Store:
 
 
 
-def add_from_hub(store: Store, registry: Registry, uri: str, name: str | None = None,
-                 progress: Progress | None = None) -> tuple[str, dict, Path]:
-    """Fetch a Hub GGUF, pin it (commit, size, sha256) and append it to the registry's models.yaml.
+@dataclass
+class Added:
+    """What `localpanel add` did: the entry it pinned, or the entry that already pinned these bytes."""
 
-    Returns the model name, its new entry and the models.yaml written. When the registry in use is the one
-    shipped with localpanel, a copy of it in the current directory gets the entry instead.
+    name: str
+    entry: dict
+    target: Path | None  # the models.yaml written; None when the bytes were pinned already
+    linked: bool  # the store hard-links the file rather than holding a copy
+    already: bool = False
+
+
+def add_model(store: Store, registry: Registry, ref: str, name: str | None = None,
+              progress: Progress | None = None) -> Added:
+    """Pin a model in models.yaml and put its bytes in the store, from any of:
+
+    - ``hf://OWNER/REPO/FILE.gguf[@REVISION]``: fetched (or taken from the HF cache), pinned with its commit;
+    - ``ollama://NAME[:TAG]``: the blob Ollama's manifest names, checked against the sha256 it is named by;
+    - a path to a ``.gguf`` file (or ``file://PATH``): hashed once and checked as a GGUF.
+
+    Local bytes are hard-linked into the store where the file system allows it, copied otherwise. Bytes that
+    models.yaml already pins are not pinned twice. When the registry in use is the one shipped with
+    localpanel, a copy of it in the current directory gets the entry instead.
     """
-    try:
-        fields = parse_source(uri)
-    except ValueError as exc:
-        raise InputError(f"{exc}.") from None
-    if fields["kind"] != "hf" or not fields["filename"].endswith(".gguf"):
-        raise InputError(f"{uri!r} is not hf://OWNER/REPO/FILE.gguf[@REVISION].")
-    source = HFSource(**fields)
+    expect_sha = None
+    description = None
+    if ref.startswith("hf://"):
+        try:
+            fields = parse_source(ref)
+        except ValueError as exc:
+            raise InputError(f"{exc}.") from None
+        if fields["kind"] != "hf" or not fields["filename"].endswith(".gguf"):
+            raise InputError(f"{ref!r} is not hf://OWNER/REPO/FILE.gguf[@REVISION].")
+        source = HFSource(**fields)
+        stem = Path(source.filename).name[: -len(".gguf")]
+    elif ref.startswith("ollama://"):
+        model = ollama_model(ref[len("ollama://"):])
+        source, expect_sha = FileSource(path=model.blob), model.sha256
+        stem, description = model.ref.replace(":", "-").replace("/", "-"), f"{model.ref} (from Ollama)"
+    else:
+        path = Path(ref[len("file://"):] if ref.startswith("file://") else ref).expanduser()
+        if not path.is_file():
+            raise InputError(f"No file {str(path)!r}: give a .gguf file, hf://OWNER/REPO/FILE.gguf or ollama://NAME:TAG.")
+        try:
+            read_gguf(path)  # before hashing gigabytes, and so that the error names the user's file
+        except GGUFError as exc:
+            raise InputError(f"{exc} Nothing was added.") from None
+        source = FileSource(path=path.resolve())
+        stem = path.name[: -len(".gguf")] if path.name.lower().endswith(".gguf") else path.name
     if name is None:
-        stem = Path(source.filename).name[: -len(".gguf")].lower()
-        name = "".join(c if c.isalnum() or c in "._-" else "-" for c in stem).strip("-._") or "model"
+        name = "".join(c if c.isalnum() or c in "._-" else "-" for c in stem.lower()).strip("-._") or "model"
     if not NAME_RE.match(name):
         raise InputError(f"{name!r} is not a valid model name (letters, digits, '.', '_', '-').")
-    if name in registry.models:
+    if isinstance(source, HFSource) and name in registry.models:  # before downloading anything
         raise InputError(f"Model {name!r} is already in {registry.path}; pass --name to choose another name.")
 
-    fetched = store.fetch_source(source, expect_sha=None, progress=progress, label=name)
+    try:
+        fetched = store.fetch_source(source, expect_sha=expect_sha, progress=progress, label=name)
+    except ChecksumMismatch as exc:
+        if ref.startswith("ollama://"):
+            raise ChecksumMismatch(
+                f"Ollama's blob {source.path} does not match the sha256 it is named by ({exc}); it is damaged: "
+                f"`ollama pull {ref[len('ollama://'):]}` again. Nothing was added."
+            ) from None
+        raise
+    pinned = [n for n, m in registry.models.items() if m.sha256 == fetched.sha256]
+    if pinned:
+        return Added(pinned[0], {"sha256": fetched.sha256, "size": fetched.size}, None, fetched.linked, already=True)
+    if name in registry.models:
+        raise InputError(f"Model {name!r} is already in {registry.path} with other weights; pass --name to choose another name.")
     info = read_gguf(store.blob(fetched.sha256))
     entry: dict = {"sha256": fetched.sha256, "size": fetched.size}
     if info.license:
         entry["license"] = info.license
-    if info.name:
-        entry["description"] = info.name
+    if description or info.name:
+        entry["description"] = description or info.name
     entry["sources"] = [fetched.resolved]
 
     target = registry.path
@@ -289,4 +337,4 @@ def add_from_hub(store: Store, registry: Registry, uri: str, name: str | None = 
     new_text = insert_model_entry(text, name, entry)
     parse_registry(new_text, target)  # never write a models.yaml that would not load
     atomic_write_text(target, new_text)
-    return name, entry, target
+    return Added(name, entry, target, fetched.linked)

@@ -74,13 +74,14 @@ def test_pull_errors_are_one_sentence_with_exit_codes(tiny_registry, tmp_path):
 
 def test_add_appends_a_pinned_entry(tiny_registry, monkeypatch):
     with HubServer() as hub:
-        hub.add("someone/models", "Fancy-Model.Q4.gguf", TINY)
+        fancy = tiny_gguf("fancy")
+        hub.add("someone/models", "Fancy-Model.Q4.gguf", fancy)
         monkeypatch.setenv("HF_ENDPOINT", hub.url)
         result = invoke("add", "hf://someone/models/Fancy-Model.Q4.gguf")
     assert result.exit_code == 0, result.output
     assert "Added fancy-model.q4 to" in result.output
     spec = load_registry(tiny_registry).model("fancy-model.q4")
-    assert spec.sha256 == sha(TINY) and spec.size == len(TINY)
+    assert spec.sha256 == sha(fancy) and spec.size == len(fancy)
     assert spec.sources[0].revision == COMMIT
     assert "license: mit" in tiny_registry.read_text()  # the rest of the file is untouched
 

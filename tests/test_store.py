@@ -6,7 +6,7 @@ import pytest
 
 from localpanel.errors import ChecksumMismatch, InputError, NotPulledError, StoreError
 from localpanel.registry import load_registry
-from localpanel.store import Store, add_from_hub
+from localpanel.store import Store, add_model
 
 from .ggufdata import sha, tiny_gguf
 from .hubserver import COMMIT, HubServer
@@ -153,8 +153,9 @@ def test_unpinned_model_is_pinned_locally_and_frozen_refuses_it(tmp_path, hub):
 
 
 def test_add_pins_commit_size_and_sha256_into_models_yaml(tmp_path, hub, registry):
-    name, entry, target = add_from_hub(Store(), registry, "hf://owner/repo/tiny.gguf")
-    assert name == "tiny"
+    added = add_model(Store(), registry, "hf://owner/repo/tiny.gguf")
+    name, entry, target = added.name, added.entry, added.target
+    assert name == "tiny" and not added.already
     assert entry == {"sha256": sha(GOOD), "size": len(GOOD), "description": "good",
                      "sources": [f"hf://owner/repo/tiny.gguf@{COMMIT}"]}
     assert target == tmp_path / "models.yaml"
@@ -163,9 +164,9 @@ def test_add_pins_commit_size_and_sha256_into_models_yaml(tmp_path, hub, registr
     assert "default" in reg.panels  # the shipped registry was copied, not replaced
     assert Store().status(reg.model("tiny")).verified
     with pytest.raises(InputError, match="already in"):
-        add_from_hub(Store(), reg, "hf://owner/repo/tiny.gguf")
+        add_model(Store(), reg, "hf://owner/repo/tiny.gguf")
     with pytest.raises(InputError, match="is not hf://OWNER/REPO/FILE.gguf"):
-        add_from_hub(Store(), reg, "hf://owner/repo/readme.md")
+        add_model(Store(), reg, "hf://owner/repo/readme.md")
 
 
 def test_corrupt_file_in_the_store_is_found_and_replaced(tmp_path):
