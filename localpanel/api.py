@@ -46,13 +46,14 @@ def start_run(
     with_moderator: bool = True,
     on_progress: ProgressFn | None = None,
     on_start: Callable[[Path], None] | None = None,
+    integer: bool = False,
 ) -> Transcript:
     """Run a poll (one round) or a debate (several) and save it; every input is checked before anything is written.
 
     ``on_start`` is told the run directory once it is claimed (under the store's runs unless ``run_dir``)."""
     settings = settings or DebateSettings()
     runtime = runtime or RuntimeSettings()
-    q = Question.checked(question, options)
+    q = Question.checked(question, options, integer)
     seats, panel_name = seats_for(registry, store, panel)
     panel_obj = registry.panel(panel_name)
     moderator_spec = registry.model(panel_obj.moderator_model) if with_moderator else None

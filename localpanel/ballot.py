@@ -9,24 +9,28 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from .grammar import NULL_WHEN, TEXT_PATTERN
 
 RATIONALE_MIN = 12
+INTEGER_BOUND = 10**12 - 1
 RATIONALE_MAX = 400
 CASE_MIN = 30
 CASE_MAX = 300
 
 
 def ballot_model(
-    options: list[str], attributable: list[str] | None = None, previous_vote: str | None = None
+    options: list[str],
+    attributable: list[str] | None = None,
+    previous_vote: str | int | None = None,
+    reason_first: bool = False,
 ) -> type[BaseModel]:
-    """The ballot for one turn: a vote among ``options``, a rationale, and in debate rounds ``attributed_to``.
+    """The ballot for one turn: a vote among ``options`` (an integer when there are none), a rationale, and in
+    debate rounds ``attributed_to``. With ``reason_first`` the rationale comes before the vote.
 
     ``attributable`` lists who may be credited with changing this participant's mind (the others); the field
     is absent in a poll or a first round. With ``previous_vote`` the attribution is forced to null when the
     vote does not change.
     """
-    fields: dict = {
-        "vote": (Literal[tuple(options)], ...),
-        "rationale": (str, Field(min_length=RATIONALE_MIN, max_length=RATIONALE_MAX, pattern=TEXT_PATTERN)),
-    }
+    vote = (Literal[tuple(options)], ...) if options else (int, Field(ge=-INTEGER_BOUND, le=INTEGER_BOUND))
+    rationale = (str, Field(min_length=RATIONALE_MIN, max_length=RATIONALE_MAX, pattern=TEXT_PATTERN))
+    fields: dict = {"rationale": rationale, "vote": vote} if reason_first else {"vote": vote, "rationale": rationale}
     if attributable is not None:
         extra = {NULL_WHEN: {"field": "vote", "equals": previous_vote}} if previous_vote is not None else None
         choices = Optional[Literal[tuple(attributable)]] if attributable else type(None)

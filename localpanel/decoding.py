@@ -20,7 +20,7 @@ from typing import Callable, Protocol
 import llama_cpp as L
 import numpy as np
 
-from .grammar import Choice, Literal, Plan, Text
+from .grammar import Choice, Integer, Literal, Plan, Text
 from .runtime import ChoiceRecord, Sampling
 from .vocab import Vocab, char_count, utf8_advance
 
@@ -311,6 +311,83 @@ class FreeText:
     def text(self) -> str:
         return self.body.decode("utf-8", errors="replace")
 
+    value = text
+
+
+class IntegerText:
+    """The rule for an integer: an optional minus, then digits with no leading zero, at most ``max_digits``.
+
+    The model ends it by writing the start of what follows (e.g. ``,``); at ``max_digits`` the decoder ends it.
+    As with FreeText, ``allowed`` is built from ``accepts``, so the two cannot disagree.
+    """
+
+    def __init__(self, vocab: Vocab, seg: Integer, after: str):
+        self.vocab, self.seg = vocab, seg
+        self.after = after.encode()
+        self.body = bytearray()
+
+    def _valid_prefix(self, text: bytes) -> bool:
+        return _INT_PREFIX.fullmatch(text) is not None and len(text.lstrip(b"-")) <= self.seg.max_digits
+
+    def accepts(self, tok: int):
+        piece = self.vocab.pieces[tok]
+        k = len(piece) - len(piece.lstrip(b"0123456789-"))
+        head, tail = piece[:k], piece[k:]
+        if not tail:
+            return ("body", 0, 0) if piece and self._valid_prefix(bytes(self.body) + head) else None
+        whole = bytes(self.body) + head
+        if self.after.startswith(tail) and _INT_WHOLE.fullmatch(whole) and self._valid_prefix(whole):
+            return "close", k, 0
+        return None
+
+    def allowed(self) -> np.ndarray:
+        mask = np.zeros(self.vocab.n, dtype=bool)
+        for tok in integer_candidates(self.vocab, self.after):
+            if self.accepts(int(tok)) is not None:
+                mask[tok] = True
+        return mask
+
+    def take(self, tok: int, verdict) -> None:
+        kind, info, _ = verdict
+        piece = self.vocab.pieces[tok]
+        self.body += piece[:info] if kind == "close" else piece
+
+    @property
+    def complete(self) -> bool:
+        return len(self.body.lstrip(b"-")) >= self.seg.max_digits
+
+    def ending_bias(self) -> float:
+        return 0.0
+
+    def failure(self) -> str:
+        return f"no token the grammar allows could continue the {self.seg.field}"
+
+    @property
+    def text(self) -> str:
+        return self.body.decode()
+
+    @property
+    def value(self) -> int | None:
+        return int(self.body) if _INT_WHOLE.fullmatch(bytes(self.body)) else None
+
+
+_INT_PREFIX = re.compile(rb"(-?[1-9][0-9]*|0|-)?")
+_INT_WHOLE = re.compile(rb"-?[1-9][0-9]*|0")
+
+
+def integer_candidates(vocab: Vocab, after: bytes) -> np.ndarray:
+    """Tokens that can appear in an integer: digits and minus signs, optionally followed by the start of ``after``."""
+
+    def build() -> np.ndarray:
+        out = []
+        for t, piece in enumerate(vocab.pieces):
+            tail = piece.lstrip(b"0123456789-")
+            if piece and (not tail or after.startswith(tail)):
+                out.append(t)
+        return np.array(out, dtype=np.int64)
+
+    return vocab.derived(("integer-candidates", after), build)
+
 
 ENDING_BIAS = 10.0
 # A sentence ends with . ! or ? (not an ellipsis), then possibly a closing bracket or quote.
@@ -337,12 +414,12 @@ def max_closing_chars(vocab: Vocab, after: bytes) -> int:
     return vocab.derived(("max-closing-chars", after), build)
 
 
-def _free_text(ev, vocab, seg: Text, after: str, st: _State, values, sampler, max_tokens, forced, flush, on_token):
-    """Sample the inside of a string until it ends at a sentence end; returns a failure reason or None."""
-    text = FreeText(vocab, seg, after)
+def _free_text(ev, vocab, seg: Text | Integer, after: str, st: _State, values, sampler, max_tokens, forced, flush, on_token):
+    """Sample free text (until it ends at a sentence end) or an integer; returns a failure reason or None."""
+    text = FreeText(vocab, seg, after) if isinstance(seg, Text) else IntegerText(vocab, seg, after)
     while True:
         if len(st.tokens) >= max_tokens:
-            values[seg.field] = text.text
+            values[seg.field] = text.value
             return f"cut off at {max_tokens} tokens (--max-tokens) before the {seg.field} ended"
         logits = flush()
         if forced is not None:
@@ -360,7 +437,7 @@ def _free_text(ev, vocab, seg: Text, after: str, st: _State, values, sampler, ma
             if verdict is None:
                 allowed = text.allowed()
                 if not allowed.any():
-                    values[seg.field] = text.text
+                    values[seg.field] = text.value
                     return text.failure()
                 logits[~allowed] = -np.inf
                 tok = sampler.sample(logits)
@@ -378,10 +455,10 @@ def _free_text(ev, vocab, seg: Text, after: str, st: _State, values, sampler, ma
             piece = vocab.pieces[tok]
             st.pending = text.after[len(piece) - verdict[1] :].decode("utf-8")
             st.skip_literal = True
-            values[seg.field] = text.text
+            values[seg.field] = text.value
             return None
         if text.complete:
             st.pending = after
             st.skip_literal = True
-            values[seg.field] = text.text
+            values[seg.field] = text.value
             return None

@@ -52,7 +52,18 @@ class Text:
     max_chars: int
 
 
-Segment = Literal | Choice | Text
+@dataclass(frozen=True)
+class Integer:
+    """A JSON integer the model writes digit by digit: an optional minus, no leading zero, at most ``max_digits``.
+
+    The model ends it by writing what follows it (the literal after), as it ends free text with a quote.
+    """
+
+    field: str
+    max_digits: int = 12
+
+
+Segment = Literal | Choice | Text | Integer
 
 
 @dataclass
@@ -137,6 +148,10 @@ def _value(node: dict, root: dict, plan: Plan, path: str) -> None:
         plan.add(Literal('"'))
         plan.add(Text(path, int(node.get("minLength", 0)), int(node["maxLength"])))
         plan.add(Literal('"'))
+        return
+    if node.get("type") == "integer":
+        bound = max(abs(int(node.get("minimum", -(10**12) + 1))), abs(int(node.get("maximum", 10**12 - 1))))
+        plan.add(Integer(path, max(1, len(str(bound)))))
         return
     if node.get("type") == "object":
         _object(node, root, plan, path)

@@ -63,13 +63,22 @@ class Question(BaseModel):
     text: str
     options: list[str]
 
+    @property
+    def integer(self) -> bool:
+        """A question without options is answered with an integer (the grammar forces one)."""
+        return not self.options
+
     @classmethod
-    def checked(cls, text: str, options: list[str] | tuple[str, ...]) -> "Question":
+    def checked(cls, text: str, options: list[str] | tuple[str, ...], integer: bool = False) -> "Question":
         text = (text or "").strip()
         if not text:
             raise InputError("The question is empty; pass the question as the first argument.")
         if len(text) > MAX_QUESTION_CHARS:
             raise InputError(f"The question is {len(text)} characters long; keep it under {MAX_QUESTION_CHARS}.")
+        if integer:
+            if options:
+                raise InputError("A question answered with an integer has no options.")
+            return cls(text=text, options=[])
         opts = [o.strip() for o in options]
         if any(not o for o in opts):
             raise InputError("An option is empty or only whitespace; give every -o/--option some text.")
@@ -109,6 +118,8 @@ class DebateSettings(BaseModel):
     max_tokens: int = Field(default=512, ge=32, le=4096)
     anonymous: bool = False
     early_stop: bool = True
+    # The rationale comes before the vote, so that the model works the question out before it answers.
+    reason_first: bool = False
 
 
 def turn_seed(run_seed: int, participant: Participant, round_no: int, salt: str = "ballot") -> int:
@@ -129,7 +140,7 @@ def labels_for(seats: list[Seat], anonymous: bool) -> dict[str, str]:
     return {s.name: f"Panelist {chr(ord('A') + i)}" for i, s in enumerate(seats)}
 
 
-def system_prompt(seat: Seat, n_seats: int, rounds: int, label: str) -> str:
+def system_prompt(seat: Seat, n_seats: int, rounds: int, label: str, integer: bool = False, reason_first: bool = False) -> str:
     persona = (seat.participant.persona or "You are a thoughtful, independent panelist.").strip()
     if rounds == 1:
         setting = f"You are {label}, one of {n_seats} panelists who each answer a question on their own."
@@ -138,16 +149,20 @@ def system_prompt(seat: Seat, n_seats: int, rounds: int, label: str) -> str:
             f"You are {label}, one of {n_seats} panelists debating a question over up to {rounds} rounds. "
             "After each round you read the other panelists' ballots and may keep or change your vote."
         )
-    fields = (
-        'Reply with a JSON ballot. "vote" is exactly one of the options. '
-        '"rationale" states your main reason in one to three sentences of plain prose.'
-    )
+    vote = '"vote" is your answer, a whole number.' if integer else '"vote" is exactly one of the options.'
+    if reason_first:
+        fields = f'Reply with a JSON ballot. "rationale" works the question out in a few short plain sentences; then {vote}'
+    else:
+        fields = f'Reply with a JSON ballot. {vote} "rationale" states your main reason in one to three sentences of plain prose.'
+
     if rounds > 1:
         fields += ' From round 2 on, "attributed_to" names the panelist whose argument changed your vote, or null.'
     return f"{persona}\n{setting}\n{fields}"
 
 
 def _options_block(options: list[str]) -> str:
+    if not options:
+        return "Answer with a whole number."
     return "Options (vote for exactly one):\n" + "\n".join(f"- {o}" for o in options)
 
 
@@ -225,7 +240,8 @@ class Debate:
     def plan(self, seat: Seat, round_no: int) -> TurnPlan:
         """The ballot type and the whole conversation (earlier rounds included) for one turn."""
         n, rounds = len(self.seats), self.settings.rounds
-        messages = [Message(role="system", content=system_prompt(seat, n, rounds, self.labels[seat.name]))]
+        prompt = system_prompt(seat, n, rounds, self.labels[seat.name], self.question.integer, self.settings.reason_first)
+        messages = [Message(role="system", content=prompt)]
         for r in range(1, round_no + 1):
             seed = turn_seed(self.settings.seed, seat.participant, r)
             option_order = shuffled(self.question.options, seed ^ 0xA5A5)
@@ -256,10 +272,14 @@ class Debate:
         return None
 
     def ballot(self, seat: Seat, round_no: int) -> type[BaseModel]:
+        first = self.settings.reason_first
         if round_no == 1:
-            return ballot_model(self.question.options)
+            return ballot_model(self.question.options, reason_first=first)
         others = [self.labels[s.name] for s in self.seats if s.name != seat.name]
-        return ballot_model(self.question.options, others, self.previous_vote(seat.name, round_no))
+        previous = self.previous_vote(seat.name, round_no)
+        if previous is not None and self.question.integer:
+            previous = int(previous)
+        return ballot_model(self.question.options, others, previous, reason_first=first)
 
     # -- running ---------------------------------------------------------------------------------------
 
@@ -359,7 +379,7 @@ class Debate:
             # The grammar makes this unreachable; if it happens anyway the turn is recorded, not dropped.
             turn.failure = f"the ballot did not validate: {exc.errors()[0]['msg']}"
             return turn
-        turn.vote, turn.rationale = ballot.vote, ballot.rationale
+        turn.vote, turn.rationale = str(ballot.vote), ballot.rationale
         label = getattr(ballot, "attributed_to", None)
         turn.attributed_to = self.by_label.get(label, label) if label is not None else None
         if (vote := g.choices.get("vote")) is not None:

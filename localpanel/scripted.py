@@ -48,7 +48,7 @@ class ScriptedBackend:
         if isinstance(answer, dict):
             answer = dict(answer)
             confidence = answer.pop("confidence", None)
-            if "vote" in answer:
+            if "vote" in answer and "enum" in request.schema_["properties"].get("vote", {}):
                 options = request.schema_["properties"]["vote"].get("enum") or [answer["vote"]]
                 probs = [confidence.get(o, 0.0) for o in options] if confidence else [float(o == answer["vote"]) for o in options]
                 choices["vote"] = ChoiceRecord(values=list(options), probabilities=probs, chosen=options.index(answer["vote"]) if answer["vote"] in options else 0)

@@ -122,14 +122,16 @@ def build_transcript(
 ) -> Transcript:
     """Derive every figure from the ballots and assemble the transcript."""
     names = [p.name for p in manifest.participants]
+    # An integer question has no options: the answers given are its options, in the order first given.
+    options = manifest.options or list(dict.fromkeys(t.vote for t in turns if t.valid))
     by_round: dict[int, list[Turn]] = {}
     for t in turns:
         by_round.setdefault(t.round, []).append(t)
     rounds = []
     for number in sorted(by_round):
         ordered = sorted(by_round[number], key=lambda t: names.index(t.participant))
-        rounds.append(Round(number=number, turns=ordered, tally=tally(manifest.options, ordered)))
-    final = rounds[-1].tally if rounds else tally(manifest.options, [])
+        rounds.append(Round(number=number, turns=ordered, tally=tally(options, ordered)))
+    final = rounds[-1].tally if rounds else tally(options, [])
     round_turns = [r.turns for r in rounds]
     points = turning_points(names, round_turns)
     graph = persuasion_graph(points)
@@ -139,7 +141,7 @@ def build_transcript(
         created_at=manifest.created_at,
         finished_at=now(),
         question=manifest.question,
-        options=manifest.options,
+        options=options,
         panel=manifest.panel.name,
         participants=manifest.participants,
         rounds=rounds,

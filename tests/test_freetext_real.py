@@ -5,12 +5,14 @@ limit, where only a sentence end may close the text) and must hold only tokens t
 closing tokens are checked both ways, exhaustively.
 """
 
+import re
+
 import numpy as np
 import pytest
 
 from localpanel.ballot import RATIONALE_MAX, RATIONALE_MIN
-from localpanel.decoding import FreeText, ends_sentence
-from localpanel.grammar import Text
+from localpanel.decoding import FreeText, IntegerText, ends_sentence, integer_candidates
+from localpanel.grammar import Integer, Text
 from localpanel.llama import LlamaBackend
 from localpanel.registry import load_registry, shipped_registry_path
 from localpanel.vocab import utf8_advance
@@ -106,3 +108,26 @@ def test_the_eleven_character_state_that_used_to_fail(vocabs):
         piece = vocab.pieces[tok]
         if b'"' in piece:  # a closing token may only pass if it brings the text to the minimum itself
             assert len(piece[: piece.find(b'"')].decode()) >= 1
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_integer_rule_on_every_vocabulary(model, vocabs):
+    """An integer ballot: '-'? digits, no leading zero, ended by the literal after it; mask and check agree."""
+    vocab = vocabs[model]
+    after = ', "attributed_to": '
+    for body in (b"", b"-", b"0", b"4", b"42", b"-7", b"10", b"123456789012"[:11]):
+        text = IntegerText(vocab, Integer("vote", 12), after)
+        text.body = bytearray(body)
+        mask = text.allowed()
+        assert mask.any(), body
+        for tok in integer_candidates(vocab, text.after):
+            assert (text.accepts(int(tok)) is not None) == bool(mask[tok])
+        for tok in np.flatnonzero(mask):
+            kind, k, _ = text.accepts(int(tok))
+            whole = body + vocab.pieces[tok][:k] if kind == "close" else body + vocab.pieces[tok]
+            if kind == "close":
+                assert re.fullmatch(rb"-?[1-9][0-9]*|0", whole), whole
+            else:
+                assert re.fullmatch(rb"(-?[1-9][0-9]*|0|-)", whole), whole
+        closes = [t for t in np.flatnonzero(mask) if text.accepts(int(t))[0] == "close"]
+        assert bool(closes) == (body not in (b"", b"-"))
