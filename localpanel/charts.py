@@ -23,7 +23,7 @@ def option_colors(options: list[str]) -> dict[str, str]:
     return {o: PALETTE[i % len(PALETTE)] for i, o in enumerate(options)}
 
 
-def _svg(width: int, height: int, cls: str, label: str, body: list[str]) -> str:
+def svg(width: int, height: int, cls: str, label: str, body: list[str]) -> str:
     return (
         f'<svg class="chart {cls}" role="img" aria-label="{escape(label)}" viewBox="0 0 {width} {height}" '
         f'width="{width}" height="{height}" font-family="system-ui,sans-serif" '
@@ -74,7 +74,7 @@ def votes_chart(t: Transcript) -> str:
         placed.append(ly)
         text = option if len(option) <= 20 else option[:19] + "…"
         body.append(f'<text x="{left + plot_w + 12}" y="{ly + 4:.1f}" fill="{color}" font-weight="600">{escape(text)}</text>')
-    return _svg(width, height, "votes", "Votes for each option, round by round", body)
+    return svg(width, height, "votes", "Votes for each option, round by round", body)
 
 
 def persuasion_chart(t: Transcript) -> str:
@@ -128,7 +128,7 @@ def persuasion_chart(t: Transcript) -> str:
         body.append(f'<text x="{x0:.1f}" y="{ty:.1f}" text-anchor="middle">{escape(name)}</text>')
     if not moves:
         body.append(f'<text x="{cx:.1f}" y="{cy + 4:.1f}" text-anchor="middle" fill-opacity="0.7">Nobody was persuaded</text>')
-    return _svg(width, height, "persuasion", "Who persuaded whom", body)
+    return svg(width, height, "persuasion", "Who persuaded whom", body)
 
 
 def probability_bar(confidence: dict[str, float], options: list[str], width: int = 220) -> str:

@@ -18,6 +18,8 @@ from .errors import LocalpanelError
 from .protocol import DebateSettings, Seat
 from .registry import Registry, load_registry
 from .render import FORMATS, render
+
+EVAL_FORMATS = ("text", "markdown", "html", "json")
 from .runtime import RuntimeSettings, busy_warning, physical_cores
 from .store import Store, add_model
 from .transcript import RunDir, find_run
@@ -506,6 +508,130 @@ def runs(ctx: CliState, as_json: bool) -> None:
         click.echo(f"No runs yet in {ctx.store.runs_dir}.")
     for r in rows:
         click.echo(f"{r['id']}  {r['kind']:<6}  {r['result']}\n    {r['question'][:100]}")
+
+
+# -- eval -------------------------------------------------------------------------------------------------
+
+
+class _RunByDefault(click.Group):
+    """`localpanel eval SOURCE ...` runs; `localpanel eval show DIR` renders: the subcommand name is optional."""
+
+    def resolve_command(self, ctx, args):
+        if args and args[0] in self.commands:
+            return super().resolve_command(ctx, args)
+        return "run", self.commands["run"], args
+
+
+@cli.group("eval", cls=_RunByDefault, context_settings={"ignore_unknown_options": True})
+def eval_group() -> None:
+    """Score a panel on a question set: single model, majority vote, weighted vote and debate, with stderr.
+
+    \b
+    Examples:
+      localpanel eval arithmetic:100 --seed 0 --rounds 2      # Du et al.'s generated arithmetic
+      localpanel eval questions.jsonl --panel default --rounds 3
+      localpanel eval questions.jsonl --executor ray --address auto
+      localpanel eval --resume EVAL_DIR
+      localpanel eval show EVAL_DIR --format markdown
+
+    A question file is JSONL: {"id": ..., "question": ..., "options": [...], "answer": ...}; without
+    "options" an integer answer asks for an integer ballot. See `localpanel eval run --help`.
+    """
+
+
+@eval_group.command("run")
+@click.argument("source", required=False)
+@click.option("--panel", help="Panel from models.yaml (default: its default panel).")
+@click.option("-m", "--model", "seat_models", multiple=True, metavar="NAME", help="Seat these models instead of a panel (repeat).")
+@click.option("--rounds", type=click.IntRange(1, 20), default=2, show_default=True, help="Debate rounds per question.")
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Eval seed (generated sets and every run's seed derive from it).")
+@click.option("--modes", default="", metavar="LIST", help="Extra modes, comma-separated: 'reflect' adds the first seat revising its own answer with no peers.")
+@click.option("--temperature", type=click.FloatRange(0, 2), help="Override every participant's temperature.")
+@click.option("--max-tokens", type=click.IntRange(32, 4096), default=512, show_default=True, help="Most tokens one ballot may take.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="Where questions run: this process, or Ray actors.")
+@click.option("--address", help="Ray cluster to join (e.g. auto, or ray://HOST:10001); default: start a local Ray.")
+@click.option("--workers", type=click.IntRange(1), help="Ray actors (default: the cluster's CPUs / threads per actor).")
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), help="Eval directory (default: under the store's evals/).")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False, path_type=Path), help="Finish an interrupted eval.")
+@click.option("--format", "fmt", type=click.Choice(EVAL_FORMATS), default="text", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+@runtime_options
+@pass_ctx
+@errors_to_sentences
+def eval_run(ctx: CliState, source, panel, seat_models, rounds, seed, modes, temperature, max_tokens, executor, address,
+             workers, out_dir, resume_dir, fmt, as_json, quiet, threads, batch_size, ctx_size, gpu_layers, max_memory) -> None:
+    """Run a question set (a JSONL file or arithmetic:N) through the panel; every question is a debate."""
+    from .eval import api as eval_api
+    from .eval.questions import load_source
+    from .eval.runner import DEFAULT_MODES, EvalSettings, LocalExecutor, RayExecutor, load_manifest
+
+    if resume_dir is not None:
+        if source:
+            raise Failure("Give either a question set or --resume DIR, not both.", 2)
+        eval_dir = resume_dir
+        runtime = load_manifest(eval_dir).runtime
+    else:
+        if not source:
+            raise Failure("Give a question set: a JSONL file or arithmetic:N (see `localpanel eval --help`).", 2)
+        extra = [m.strip() for m in modes.split(",") if m.strip()]
+        unknown = [m for m in extra if m not in ("single", "vote", "weighted", "debate", "reflect")]
+        if unknown:
+            raise Failure(f"Unknown mode {unknown[0]!r}; the modes are single, vote, weighted, debate and reflect.", 2)
+        questions = load_source(source, seed)
+        registry = ctx.registry
+        if seat_models and panel:
+            raise Failure("Give either --panel or --model, not both.", 2)
+        chosen = registry.models_panel(list(seat_models)) if seat_models else registry.panel(panel)
+        settings = EvalSettings(rounds=rounds, seed=seed, temperature=temperature, max_tokens=max_tokens,
+                                modes=list(dict.fromkeys([*DEFAULT_MODES, *extra])))
+        runtime = _runtime(threads, batch_size, ctx_size, gpu_layers, max_memory)
+        eval_dir = eval_api.prepare(questions, registry=registry, store=ctx.store, panel=chosen, settings=settings,
+                                    runtime=runtime, out_dir=out_dir)
+        if not quiet:
+            click.echo(f"eval directory: {eval_dir}", err=True)
+    runner = RayExecutor(runtime, address=address, workers=workers) if executor == "ray" else LocalExecutor(ctx.store, runtime)
+
+    def progress(done: int, total: int, so_far: dict[str, float]) -> None:
+        if quiet:
+            return
+        acc = " · ".join(f"{m} {100 * v:.0f}%" for m, v in so_far.items())
+        end = "\r" if sys.stderr.isatty() and done < total else "\n"
+        click.echo(f"{done}/{total} questions · accuracy so far: {acc}" + " " * 8, err=True, nl=False)
+        click.echo(end, err=True, nl=False)
+
+    try:
+        report = eval_api.run(eval_dir, runner, progress)
+    except KeyboardInterrupt:
+        click.echo(f"\nInterrupted. Finished questions are saved in {eval_dir}; continue with:\n  localpanel eval --resume {eval_dir}", err=True)
+        sys.exit(130)
+    finally:
+        runner.close()
+    _emit_report(report, "json" if as_json else fmt, None)
+
+
+@eval_group.command("show")
+@click.argument("eval_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(EVAL_FORMATS), default="text", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write to FILE instead of stdout.")
+@errors_to_sentences
+def eval_show(eval_dir: Path, fmt: str, as_json: bool, out: Path | None) -> None:
+    """Render a finished eval's report again: text, markdown, html (self-contained, with a chart) or json."""
+    from .eval import api as eval_api
+
+    _emit_report(eval_api.load_report(eval_dir), "json" if as_json else fmt, out)
+
+
+def _emit_report(report, fmt: str, out: Path | None) -> None:
+    from .eval.render import render_report
+
+    text = render_report(report, fmt)
+    if out:
+        atomic_write_text(out, text)
+        click.echo(f"Wrote {fmt} to {out}", err=True)
+    else:
+        click.echo(text, nl=False)
 
 
 def main() -> None:  # pragma: no cover

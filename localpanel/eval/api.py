@@ -1,0 +1,76 @@
+"""The eval stage's library API: every `localpanel eval` command is one call here."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+from ..atomic import atomic_write_json, atomic_write_text
+from ..errors import InputError
+from ..registry import Panel, Registry
+from ..runtime import RuntimeSettings
+from ..store import Store
+from ..transcript import now
+from .questions import QuestionSet
+from .report import QuestionResult, Report, build_report, read_question
+from .runner import EvalManifest, EvalSettings, Executor, Job, create, eval_id, jobs_for, load_manifest, run_eval
+
+Progress = Callable[[int, int, dict[str, float]], None]  # questions done, total, accuracy so far per mode
+
+
+def prepare(questions: QuestionSet, *, registry: Registry, store: Store, panel: Panel, settings: EvalSettings,
+            runtime: RuntimeSettings, out_dir: Path | None) -> Path:
+    """Check everything (weights present, questions valid) and create the eval directory; nothing runs yet."""
+    for p in panel.participants:
+        store.path_for(registry.model(p.model))  # NotPulledError names the pull to run
+    if "weighted" in settings.modes and all(q.integer for q in questions.questions):
+        settings = settings.model_copy(update={"modes": [m for m in settings.modes if m != "weighted"]})
+    eval_dir = Path(out_dir) if out_dir else store.home / "evals" / eval_id(questions)
+    manifest = EvalManifest(id=eval_dir.name, created_at=now(), questions=questions, panel=panel,
+                            registry=registry.with_panel(panel).model_dump(mode="json"), settings=settings, runtime=runtime)
+    create(eval_dir, manifest)
+    return eval_dir
+
+
+def run(eval_dir: Path, executor: Executor, on_progress: Progress | None = None) -> Report:
+    """Run (or resume) the eval in ``eval_dir`` and write its report; finished questions are never rerun."""
+    manifest = load_manifest(eval_dir)
+    started = time.perf_counter()
+    wanted = {(j.kind, j.index) for j in jobs_for(manifest)}
+    done: dict[tuple[str, int], object] = {}
+    results: dict[int, QuestionResult] = {}
+
+    def on_done(job: Job, transcript) -> None:
+        done[(job.kind, job.index)] = transcript
+        q = manifest.questions.questions[job.index]
+        debate, reflect = done.get(("debate", job.index)), done.get(("reflect", job.index))
+        if debate is not None and (("reflect", job.index) not in wanted or reflect is not None):
+            results[job.index] = read_question(job.index, q, debate, reflect)
+            if on_progress:
+                scores = [r.scores() for r in results.values()]
+                so_far = {m: sum(s[m] for s in scores if m in s) / len(scores) for m in manifest.settings.modes if scores and m in scores[0]}
+                on_progress(len(results), len(manifest.questions.questions), so_far)
+
+    run_eval(eval_dir, executor, on_done)
+    report = build_report(manifest, list(results.values()), time.perf_counter() - started)
+    write(eval_dir, report, list(results.values()))
+    return report
+
+
+def write(eval_dir: Path, report: Report, results: list[QuestionResult]) -> None:
+    samples = []
+    for r in sorted(results, key=lambda r: r.index):
+        samples.append(json.dumps({"index": r.index, "id": r.id, "answer": r.answer, "scores": r.scores(), "votes": r.votes,
+                                   "reflect": r.reflect}, ensure_ascii=False) + "\n")
+    atomic_write_text(eval_dir / "samples.jsonl", "".join(samples))
+    atomic_write_json(eval_dir / "results.json", report.model_dump(mode="json"))
+
+
+def load_report(eval_dir: Path) -> Report:
+    path = Path(eval_dir) / "results.json"
+    try:
+        return Report.model_validate_json(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{eval_dir} has no results yet: finish it with `localpanel eval --resume {eval_dir}`.") from None

@@ -1,0 +1,155 @@
+"""The eval report as a terminal table (lm-eval's columns), Markdown, self-contained HTML, or JSON."""
+
+from __future__ import annotations
+
+import html
+import math
+
+from ..charts import PALETTE, svg
+from .report import MODE_TITLES, Estimate, Report
+
+FORMATS = ("text", "markdown", "html", "json")
+
+
+def _pct(e: Estimate | None) -> str:
+    return "-" if e is None or math.isnan(e.value) else f"{100 * e.value:.1f}"
+
+
+def _se(e: Estimate | None) -> str:
+    return "-" if e is None or math.isnan(e.stderr) else f"{100 * e.stderr:.1f}"
+
+
+def rows(r: Report) -> list[tuple[str, str, str, str, str, str]]:
+    """(mode, accuracy %, ± stderr, reference %, tokens per question, seconds per question)."""
+    out = []
+    for mode, e in r.modes.items():
+        ref = r.reference.get(mode) if r.reference else None
+        c = r.cost.get(mode, {})
+        out.append((mode, _pct(e), _se(e), f"{ref:.1f}" if ref is not None else "", f"{c.get('tokens', 0):.0f}", f"{c.get('seconds', 0):.1f}"))
+    return out
+
+
+def render_report(r: Report, fmt: str = "text") -> str:
+    if fmt == "json":
+        return r.model_dump_json(indent=2) + "\n"
+    if fmt == "markdown":
+        return markdown(r)
+    if fmt == "html":
+        return page(r)
+    return text(r)
+
+
+def _lines(r: Report) -> dict[str, list[str]]:
+    """The parts every format shares, as plain sentences."""
+    d = r.debate_minus_vote
+    diff = f"debate − vote: {100 * d.value:+.1f} points ± {_se(d)} (paired over {d.n} questions)" if d else ""
+    conf = []
+    for c in r.conformity:
+        toward = f", {100 * c.toward_majority:.0f}% of them toward the previous round's majority" if c.toward_majority is not None else ""
+        conf.append(f"round {c.round}: {c.changes} changes, {c.correct_to_wrong} right→wrong, {c.wrong_to_correct} wrong→right{toward}")
+    indep = []
+    if r.effective_votes is not None:
+        rho = f"mean correlation of the seats' correctness {r.correctness_correlation:.2f}; " if r.correctness_correlation is not None else ""
+        indep.append(f"{len(r.participants)} seats, {r.effective_votes:.1f} effective independent votes ({rho}Kish: n / (1 + (n−1)ρ))")
+    return {"diff": [diff] if diff else [], "conformity": conf, "independence": indep}
+
+
+def text(r: Report) -> str:
+    out = [f"localpanel eval · {r.name} ({r.source}) · {r.questions} questions · {len(r.participants)} seats · {r.rounds} rounds",
+           f"questions sha256 {r.sha256[:16]}… · {r.compute_seconds:.0f} s in the turns, {r.seconds:.0f} s wall", ""]
+    ref = bool(r.reference)
+    head = f"{'Mode':<10}|{'Metric':<6}|{'Value':>7}|{'±':^3}|{'Stderr':>7}|" + (f"{'Du et al.':>10}|" if ref else "") + f"{'tokens/q':>9}|{'s/q':>7}"
+    out += [head, "-" * len(head)]
+    for mode, acc, se, refv, tok, sec in rows(r):
+        out.append(f"{mode:<10}|{'acc':<6}|{acc:>7}|{'±':^3}|{se:>7}|" + (f"{refv:>10}|" if ref else "") + f"{tok:>9}|{sec:>7}")
+    parts = _lines(r)
+    out += [""] + parts["diff"]
+    out += ["", "Accuracy by round (%)", "  " + " " * 22 + "".join(f"{'R' + str(k + 1):>8}" for k in range(r.rounds))]
+    for label, ests in [("majority", r.by_round["majority"]), ("mean seat", r.by_round["single"])] + list(r.by_participant.items()):
+        out.append(f"  {label[:22]:<22}" + "".join(f"{_pct(e):>8}" for e in ests))
+    if parts["conformity"]:
+        out += ["", "Conformity"] + [f"  {line}" for line in parts["conformity"]]
+    if r.agreement:
+        width = max(len(p) for p in r.participants)
+        out += ["", "Round-1 agreement (share of questions with the same answer)"]
+        for name, row in zip(r.participants, r.agreement):
+            out.append(f"  {name:<{width}}  " + " ".join(f"{x:.2f}" for x in row))
+        out += [f"  {line}" for line in parts["independence"]]
+    if ref:
+        out += ["", "Du et al. 2023: ChatGPT, 3 agents, 2 rounds (their table; not these models)."]
+    return "\n".join(out) + "\n"
+
+
+def markdown(r: Report) -> str:
+    ref = bool(r.reference)
+    out = [f"# localpanel eval: {r.name}", "",
+           f"{r.questions} questions from `{r.source}` (sha256 `{r.sha256[:16]}…`), {len(r.participants)} seats, {r.rounds} rounds, {r.seconds:.0f} s", "",
+           "| Mode | Accuracy % | ± Stderr |" + (" Du et al. % |" if ref else "") + " tokens/q | s/q |",
+           "|---|---:|---:|" + ("---:|" if ref else "") + "---:|---:|"]
+    for mode, acc, se, refv, tok, sec in rows(r):
+        out.append(f"| {MODE_TITLES.get(mode, mode)} | {acc} | {se} |" + (f" {refv} |" if ref else "") + f" {tok} | {sec} |")
+    parts = _lines(r)
+    out += [""] + parts["diff"] + ["", "## Accuracy by round (%)", "", "| | " + " | ".join(f"Round {k + 1}" for k in range(r.rounds)) + " |",
+                                   "|---|" + "---:|" * r.rounds]
+    for label, ests in [("majority", r.by_round["majority"]), ("mean seat", r.by_round["single"])] + list(r.by_participant.items()):
+        out.append(f"| {label} | " + " | ".join(_pct(e) for e in ests) + " |")
+    if parts["conformity"]:
+        out += ["", "## Conformity", ""] + [f"- {line}" for line in parts["conformity"]]
+    if parts["independence"]:
+        out += ["", "## Independence of the seats", ""] + [f"- {line}" for line in parts["independence"]]
+    return "\n".join(out) + "\n"
+
+
+def accuracy_chart(r: Report) -> str:
+    """Accuracy by round: the majority and the mean seat, one line each, with a point per round."""
+    width, height, left, right, top, bottom = 560, 220, 44, 120, 14, 34
+    pw, ph = width - left - right, height - top - bottom
+    step = pw / max(1, r.rounds - 1)
+    x = lambda k: left + (k * step if r.rounds > 1 else pw / 2)  # noqa: E731
+    y = lambda v: top + ph * (1 - v)  # noqa: E731
+    body = []
+    for v in (0, 0.25, 0.5, 0.75, 1.0):
+        body.append(f'<line x1="{left}" x2="{left + pw}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="currentColor" stroke-opacity="0.15"/>')
+        body.append(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end" fill-opacity="0.7">{int(v * 100)}%</text>')
+    for k in range(r.rounds):
+        body.append(f'<text x="{x(k):.1f}" y="{height - 12}" text-anchor="middle" fill-opacity="0.7">Round {k + 1}</text>')
+    for (label, ests), color in zip([("majority", r.by_round["majority"]), ("mean seat", r.by_round["single"])], PALETTE):
+        pts = [(x(k), y(e.value)) for k, e in enumerate(ests) if not math.isnan(e.value)]
+        if not pts:
+            continue
+        body.append(f'<polyline class="series" points="{" ".join(f"{a:.1f},{b:.1f}" for a, b in pts)}" fill="none" stroke="{color}" stroke-width="3"/>')
+        for (a, b), e in zip(pts, ests):
+            body.append(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="4.5" fill="{color}"><title>{label}: {100 * e.value:.1f}% ± {_se(e)}</title></circle>')
+        body.append(f'<text x="{left + pw + 10}" y="{pts[-1][1] + 4:.1f}" fill="{color}" font-weight="600">{label}</text>')
+    return svg(width, height, "accuracy", "Accuracy by round", body)
+
+
+def page(r: Report) -> str:
+    e = html.escape
+    body = markdown(r)
+    table = [line for line in body.splitlines() if line.startswith("|")]
+    parts = ["<!doctype html><html lang=en><meta charset=utf-8>", f"<title>localpanel eval: {e(r.name)}</title>",
+             "<style>:root{color-scheme:light dark}body{font:16px/1.5 system-ui,sans-serif;max-width:52rem;margin:2rem auto;"
+             "padding:0 1rem}td,th{padding:.3rem .7rem;border-bottom:1px solid #8884;text-align:right}td:first-child,th:first-child"
+             "{text-align:left}table{border-collapse:collapse}svg.chart{display:block;max-width:100%;height:auto}</style><body>",
+             f"<h1>localpanel eval: {e(r.name)}</h1>",
+             f"<p>{r.questions} questions from <code>{e(r.source)}</code> (sha256 <code>{e(r.sha256[:16])}…</code>), "
+             f"{len(r.participants)} seats, {r.rounds} rounds, {r.seconds:.0f} s</p>"]
+
+    def html_table(lines: list[str]) -> str:
+        rows_ = [[c.strip() for c in line.strip("|").split("|")] for line in lines if not set(line) <= set("|-: ")]
+        head, rest = rows_[0], rows_[1:]
+        return ("<table><tr>" + "".join(f"<th>{e(c)}" for c in head) + "</tr>"
+                + "".join("<tr>" + "".join(f"<td>{e(c)}" for c in row) + "</tr>" for row in rest) + "</table>")
+
+    n_modes = len(r.modes) + 2
+    parts.append(html_table(table[:n_modes]))
+    lines = _lines(r)
+    parts += [f"<p>{e(x)}</p>" for x in lines["diff"]]
+    parts += ["<h2>Accuracy by round</h2>", accuracy_chart(r), html_table(table[n_modes:])]
+    if lines["conformity"]:
+        parts += ["<h2>Conformity</h2><ul>"] + [f"<li>{e(x)}" for x in lines["conformity"]] + ["</ul>"]
+    if lines["independence"]:
+        parts += ["<h2>Independence of the seats</h2><ul>"] + [f"<li>{e(x)}" for x in lines["independence"]] + ["</ul>"]
+    parts.append("</body></html>\n")
+    return "\n".join(parts)

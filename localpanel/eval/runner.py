@@ -1,0 +1,276 @@
+"""Running a question set: one ordinary run per question (journaled, resumable, replayable) in an eval directory.
+
+    EVAL_DIR/eval.json             what the eval is: questions (and their sha256), panel, settings, versions
+    EVAL_DIR/runs/<n>-<id>/        the debate for question n: every mode is read from it
+    EVAL_DIR/reflect/<n>-<id>/     with --modes reflect: the first seat revising its own answer, no peers
+    EVAL_DIR/results.json          the report, written at the end (``localpanel eval show`` renders it again)
+    EVAL_DIR/samples.jsonl         one line per question: the answer of every mode, as lm-eval keeps samples
+
+Questions are independent jobs handed to an executor: ``LocalExecutor`` (one process, models loaded once) or
+``RayExecutor`` (actors on a Ray cluster, each keeping its models loaded). The same seeds give the same runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .. import __version__, api
+from ..atomic import atomic_write_json, atomic_write_text, fsync_dir
+from ..errors import InputError, RunError
+from ..protocol import DebateSettings
+from ..registry import Panel, Registry
+from ..runtime import Backend, RuntimeSettings
+from ..store import Store
+from ..transcript import RunDir, Transcript
+from .questions import EvalQuestion, QuestionSet, to_jsonl
+
+Mode = Literal["single", "vote", "weighted", "debate", "reflect"]
+DEFAULT_MODES: list[Mode] = ["single", "vote", "weighted", "debate"]
+
+
+class EvalSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rounds: int = Field(default=2, ge=1, le=20)
+    seed: int = Field(default=0, ge=0)
+    modes: list[Mode] = Field(default_factory=lambda: list(DEFAULT_MODES))
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    max_tokens: int = Field(default=512, ge=32, le=4096)
+    # Rationale before the vote: models work the question out, then answer (as the debate papers let them).
+    reason_first: bool = True
+
+
+class EvalManifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    schema_version: int = 1
+    kind: Literal["eval"] = "eval"
+    id: str
+    created_at: str
+    questions: QuestionSet
+    panel: Panel
+    registry: dict  # the models and panels the runs use, so workers and resumes need no models.yaml
+    settings: EvalSettings
+    runtime: RuntimeSettings
+    localpanel: str = __version__
+
+
+class Job(BaseModel):
+    """One question to run: a debate on the panel, or the reflect baseline on its first seat."""
+
+    index: int
+    kind: Literal["debate", "reflect"]
+    question: EvalQuestion
+    seed: int
+
+    @property
+    def dir(self) -> str:
+        safe = "".join(c if c.isalnum() or c in "._-" else "-" for c in self.question.id)[:60]
+        return f"{'runs' if self.kind == 'debate' else 'reflect'}/{self.index:05d}-{safe}"
+
+
+def question_seed(eval_seed: int, question_id: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{eval_seed}|{question_id}".encode()).digest()[:4], "little")
+
+
+def reflect_panel(panel: Panel) -> Panel:
+    return Panel(name=f"{panel.name}-reflect", participants=[panel.participants[0]], moderator=panel.participants[0].model)
+
+
+def run_job(job: Job, manifest: EvalManifest, store: Store, backend: Backend, run_dir: Path) -> Transcript:
+    """Run one job into ``run_dir`` (finishing it if an earlier attempt was interrupted)."""
+    if (run_dir / "manifest.json").is_file():
+        return api.resume(run_dir, store=store, backend=backend)
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # claimed, but killed before its manifest: nothing in it
+    registry = Registry.model_validate(manifest.registry)
+    panel = manifest.panel if job.kind == "debate" else reflect_panel(manifest.panel)
+    registry = registry.with_panel(panel)
+    s = manifest.settings
+    settings = DebateSettings(rounds=s.rounds, seed=job.seed, temperature=s.temperature, max_tokens=s.max_tokens,
+                              early_stop=False, reason_first=s.reason_first)
+    q = job.question
+    return api.start_run(q.question, q.options, registry=registry, store=store, panel=panel.name, settings=settings,
+                         runtime=manifest.runtime, run_dir=run_dir, backend=backend, with_moderator=False, integer=q.integer)
+
+
+OnDone = Callable[[Job, Transcript], None]
+
+
+class Executor(Protocol):
+    name: str
+
+    def run(self, jobs: list[Job], manifest: EvalManifest, eval_dir: Path, on_done: OnDone) -> None:
+        """Run every job and call ``on_done`` as each finishes (in any order)."""
+
+    def close(self) -> None: ...
+
+
+class LocalExecutor:
+    """Runs the jobs one after another in this process, on one backend: each model loads once."""
+
+    name = "local"
+
+    def __init__(self, store: Store, runtime: RuntimeSettings, backend: Backend | None = None):
+        self.store = store
+        self.backend = backend or api._backend(runtime)
+
+    def run(self, jobs: list[Job], manifest: EvalManifest, eval_dir: Path, on_done: OnDone) -> None:
+        for job in jobs:
+            on_done(job, run_job(job, manifest, self.store, self.backend, eval_dir / job.dir))
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+class _RayWorker:
+    """A Ray actor: its own backend (models stay loaded across the questions it takes) and store."""
+
+    def __init__(self, home: str | None, runtime: dict):
+        from ..llama import LlamaBackend
+
+        self.store = Store(Path(home) if home else None)
+        self.backend = LlamaBackend(RuntimeSettings.model_validate(runtime))
+
+    def run(self, job: dict, manifest: dict) -> tuple[str, int, dict[str, str]]:
+        job_, manifest_ = Job.model_validate(job), EvalManifest.model_validate(manifest)
+        registry = Registry.model_validate(manifest_.registry)
+        for p in manifest_.panel.participants:  # by sha256 from the same sources, into this worker's store
+            self.store.pull(registry.model(p.model))
+        with tempfile.TemporaryDirectory() as tmp:
+            run_dir = Path(tmp) / Path(job_.dir).name
+            run_job(job_, manifest_, self.store, self.backend, run_dir)
+            files = {name: (run_dir / name).read_text(encoding="utf-8") for name in ("manifest.json", "turns.jsonl", "transcript.json")}
+            return job_.kind, job_.index, files
+
+
+class RayExecutor:
+    """Questions as tasks on Ray actors. Each actor asks Ray for as many CPUs as llama.cpp threads it runs, so no
+    core is oversubscribed; workers get weights by sha256 into their own store (or a shared LOCALPANEL_HOME)."""
+
+    name = "ray"
+
+    def __init__(self, runtime: RuntimeSettings, address: str | None = None, num_cpus: int | None = None,
+                 workers: int | None = None, home: Path | None = None):
+        try:
+            import ray
+        except ImportError:
+            raise InputError("--executor ray needs Ray: pip install 'localpanel[ray]'.") from None
+        from ..runtime import physical_cores
+
+        self.ray = ray
+        self.started = not ray.is_initialized()
+        if self.started:
+            ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+        threads = runtime.threads or physical_cores()
+        runtime = runtime.model_copy(update={"threads": threads})
+        cpus = int(ray.cluster_resources().get("CPU", threads))
+        count = workers or max(1, cpus // threads)
+        actor = ray.remote(num_cpus=threads)(_RayWorker)
+        home = str(home) if home else os.environ.get("LOCALPANEL_HOME")
+        self.actors = [actor.remote(home, runtime.model_dump()) for _ in range(count)]
+
+    def run(self, jobs: list[Job], manifest: EvalManifest, eval_dir: Path, on_done: OnDone) -> None:
+        from ray.util import ActorPool
+
+        data = manifest.model_dump(mode="json")
+        pool = ActorPool(self.actors)
+        by_index = {(j.kind, j.index): j for j in jobs}
+        for job in jobs:
+            pool.submit(lambda a, j: a.run.remote(j.model_dump(mode="json"), data), job)
+        for _ in jobs:
+            kind, index, files = pool.get_next_unordered()
+            job = by_index[(kind, index)]
+            on_done(job, _place(eval_dir / job.dir, files))
+
+    def close(self) -> None:
+        for a in self.actors:
+            self.ray.kill(a)
+        if self.started:
+            self.ray.shutdown()
+
+
+def _place(run_dir: Path, files: dict[str, str]) -> Transcript:
+    """Put a run a worker made elsewhere into the eval directory: complete, or not at all."""
+    tmp = run_dir.with_name(run_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name, text in files.items():
+        atomic_write_text(tmp / name, text)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    os.replace(tmp, run_dir)
+    fsync_dir(run_dir.parent)
+    return RunDir(run_dir).transcript()
+
+
+# -- the eval directory -----------------------------------------------------------------------------------
+
+
+def eval_id(qs: QuestionSet) -> str:
+    return time.strftime("%Y%m%d-%H%M%S", time.localtime()) + f"-eval-{qs.name}"[:48]
+
+
+def create(eval_dir: Path, manifest: EvalManifest) -> None:
+    """Claim a new eval directory and write what it is, before any question runs."""
+    try:
+        eval_dir.mkdir(parents=True)
+    except FileExistsError:
+        if any(eval_dir.iterdir()):
+            raise InputError(f"{eval_dir} already exists and is not empty; resume it with --resume {eval_dir} or choose another --out-dir.") from None
+    atomic_write_json(eval_dir / "eval.json", manifest.model_dump(mode="json"))
+    atomic_write_text(eval_dir / "questions.jsonl", to_jsonl(manifest.questions.questions))
+
+
+def load_manifest(eval_dir: Path) -> EvalManifest:
+    try:
+        return EvalManifest.model_validate_json((eval_dir / "eval.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunError(f"{eval_dir} is not an eval directory (no eval.json).") from None
+    except ValueError as exc:
+        raise RunError(f"{eval_dir}/eval.json is damaged or from another localpanel version ({str(exc).splitlines()[0]}).") from None
+
+
+def jobs_for(manifest: EvalManifest) -> list[Job]:
+    kinds = ["debate"] + (["reflect"] if "reflect" in manifest.settings.modes else [])
+    return [
+        Job(index=i, kind=kind, question=q, seed=question_seed(manifest.settings.seed, q.id))
+        for i, q in enumerate(manifest.questions.questions)
+        for kind in kinds
+    ]
+
+
+def finished(eval_dir: Path, job: Job) -> Transcript | None:
+    path = eval_dir / job.dir
+    return RunDir(path).transcript() if (path / "transcript.json").is_file() else None
+
+
+def run_eval(eval_dir: Path, executor: Executor, on_done: OnDone | None = None) -> dict[tuple[str, int], Transcript]:
+    """Run (or finish) every job of the eval in ``eval_dir``; jobs already finished are read back, not rerun."""
+    manifest = load_manifest(eval_dir)
+    done: dict[tuple[str, int], Transcript] = {}
+    todo = []
+    for job in jobs_for(manifest):
+        t = finished(eval_dir, job)
+        if t is None:
+            todo.append(job)
+        else:
+            done[(job.kind, job.index)] = t
+    if on_done:
+        for job in jobs_for(manifest):
+            if (job.kind, job.index) in done:
+                on_done(job, done[(job.kind, job.index)])
+
+    def record(job: Job, t: Transcript) -> None:
+        done[(job.kind, job.index)] = t
+        if on_done:
+            on_done(job, t)
+
+    executor.run(todo, manifest, eval_dir, record)
+    return done

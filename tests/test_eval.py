@@ -1,0 +1,177 @@
+"""localpanel eval on scripted ballots: the report's arithmetic, bad question files, kill and resume."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from localpanel.cli import cli
+from localpanel.errors import InputError
+from localpanel.eval import api as eval_api
+from localpanel.eval.questions import arithmetic, load_jsonl
+from localpanel.eval.render import render_report
+from localpanel.eval.report import QuestionResult, build_report, majority_score
+from localpanel.eval.runner import EvalSettings, LocalExecutor
+from localpanel.scripted import ScriptedBackend
+
+from .test_protocol import NAMES, env  # noqa: F401  (the four-seat scripted panel)
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+QUESTIONS = [
+    {"id": "q1", "question": "Is the sky blue?", "options": ["Yes", "No"], "answer": "Yes"},
+    {"id": "q2", "question": "Is fire cold?", "options": ["Yes", "No"], "answer": "No"},
+    {"id": "q3", "question": "What is 6*7?", "answer": 42},
+]
+# What each seat answers, per question and round: a debate where Bob and Cy conform.
+SCRIPT = {
+    "q1": [{"Ann": "Yes", "Bob": "No", "Cy": "No", "Di": "Yes"}, {"Ann": "Yes", "Bob": "Yes", "Cy": "No", "Di": "Yes"}],
+    "q2": [{"Ann": "No", "Bob": "No", "Cy": "Yes", "Di": "Yes"}, {"Ann": "No", "Bob": "No", "Cy": "No", "Di": "Yes"}],
+    "q3": [{"Ann": "42", "Bob": "41", "Cy": "42", "Di": "40"}, {"Ann": "42", "Bob": "42", "Cy": "42", "Di": "42"}],
+}
+
+
+def scripted():
+    """Answers by question text and round, so that any order of questions gets the same ballots."""
+    by_text = {q["question"]: SCRIPT[q["id"]] for q in QUESTIONS}
+
+    def answer(request):
+        user = [m for m in request.messages if m.role == "user"]
+        question = next(t for t in by_text if t in user[0].content)
+        r = len(user) - 1
+        vote = by_text[question][r][request.key]
+        b = {"rationale": f"{request.key} thinks it over carefully.", "vote": int(vote) if vote.isdigit() else vote}
+        if "attributed_to" in request.schema_["properties"]:
+            b["attributed_to"] = None
+        if "Yes" in request.schema_["properties"]["vote"].get("enum", []):
+            b["confidence"] = {"Yes": 0.6, "No": 0.4} if vote == "Yes" else {"Yes": 0.3, "No": 0.7}
+        return b
+
+    return ScriptedBackend(default=answer)
+
+
+@pytest.fixture
+def question_file(tmp_path):
+    return write_jsonl(tmp_path / "set.jsonl", QUESTIONS)
+
+
+def start(env, question_file, out_dir, modes=None):  # noqa: F811
+    registry, store = env
+    from localpanel.eval.questions import load_source
+
+    settings = EvalSettings(rounds=2, seed=3, **({"modes": modes} if modes else {}))
+    return eval_api.prepare(load_source(str(question_file)), registry=registry, store=store,
+                            panel=registry.panel(), settings=settings, runtime=_runtime(), out_dir=out_dir)
+
+
+def _runtime():
+    from localpanel.runtime import RuntimeSettings
+
+    return RuntimeSettings()
+
+
+def test_report_arithmetic_on_scripted_ballots(env, question_file, tmp_path):  # noqa: F811
+    eval_dir = start(env, question_file, tmp_path / "ev")
+    backend = scripted()
+    report = eval_api.run(eval_dir, LocalExecutor(env[1], _runtime(), backend=backend))
+    # single: q1 2/4, q2 2/4, q3 2/4; vote: q1 tie Yes/No -> 1/2, q2 tie -> 1/2, q3 42 wins -> 1; debate: 1, 1, 1
+    single, vote, debate = [0.5, 0.5, 0.5], [0.5, 0.5, 1.0], [1.0, 1.0, 1.0]
+    assert report.modes["single"].value == pytest.approx(0.5) and report.modes["single"].stderr == pytest.approx(0.0)
+    assert report.modes["vote"].value == pytest.approx(np.mean(vote))
+    assert report.modes["vote"].stderr == pytest.approx(np.std(vote, ddof=1) / math.sqrt(3))
+    assert report.modes["debate"].value == pytest.approx(1.0)
+    diff = np.array(debate) - np.array(vote)
+    assert report.debate_minus_vote.value == pytest.approx(diff.mean())
+    assert report.debate_minus_vote.stderr == pytest.approx(np.std(diff, ddof=1) / math.sqrt(3))
+    # weighted (questions with options only): q1 Yes 0.6+0.3+0.3+0.6=1.8 vs No 2.2 -> wrong; q2 No 2.2 -> right
+    assert report.modes["weighted"].value == pytest.approx(0.5) and report.modes["weighted"].n == 2
+    # conformity in round 2: Bob No->Yes (q1, right), Cy Yes->No (q2, right), Bob 41->42, Di 40->42 (q3, right)
+    (c,) = report.conformity
+    assert (c.round, c.changes, c.correct_to_wrong, c.wrong_to_correct) == (2, 4, 0, 4)
+    assert c.toward_majority == pytest.approx(2 / 4)  # q1 and q2 had ties (no majority); q3's majority was 42
+    assert [round(e.value, 4) for e in report.by_round["majority"]] == [round(np.mean(vote), 4), 1.0]
+    assert report.by_participant["Di"][0].value == pytest.approx(1 / 3)
+    assert report.agreement[0][0] == 1.0 and report.agreement[0][3] == pytest.approx(1 / 3)  # Ann and Di agree on q1 only
+    samples = [json.loads(x) for x in (eval_dir / "samples.jsonl").read_text().splitlines()]
+    assert [s["id"] for s in samples] == ["q1", "q2", "q3"] and samples[2]["votes"][1] == ["42"] * 4
+    shown = CliRunner().invoke(cli, ["eval", "show", str(eval_dir), "--format", "markdown"], catch_exceptions=False)
+    assert shown.exit_code == 0 and "| debate (final-round majority) | 100.0 |" in shown.output
+    html = render_report(report, "html")
+    assert '<svg class="chart accuracy"' in html and "http" not in html
+
+
+def test_majority_ties_score_a_fair_share():
+    assert majority_score(["A", "B"], "A") == 0.5
+    assert majority_score(["A", "A", "B"], "B") == 0.0
+    assert majority_score([None, None], "A") == 0.0
+    assert majority_score(["7", "7", None], "7") == 1.0
+
+
+def test_effective_votes_from_correlated_seats():
+    """Three seats right and wrong on exactly the same questions, a fourth on others: well under 4 votes."""
+    from localpanel.eval.report import independence
+
+    results = []
+    for i in range(6):
+        shared = str(i) if i % 2 == 0 else "wrong"
+        fourth = str(i) if i < 3 else "wrong"
+        results.append(QuestionResult(index=i, id=str(i), answer=str(i), votes=[[shared, shared, shared, fourth]],
+                                      confidence=[{}] * 4, tokens=[1], seconds=[1.0]))
+    _, rho, effective = independence(results, 4)
+    pairs = [1.0, 1.0, 1.0] + [float(np.corrcoef([1, 0, 1, 0, 1, 0], [1, 1, 1, 0, 0, 0])[0, 1])] * 3
+    assert rho == pytest.approx(np.mean(pairs))
+    assert effective == pytest.approx(4 / (1 + 3 * rho)) and 1.0 <= effective < 2.5
+
+
+@pytest.mark.parametrize("rows, message", [
+    (['{"id": 1, "question": "Q?", "options": ["A", "B"]}'], "set.jsonl:1: the field 'answer' is missing"),
+    (['{"id": 1, "question": "Q?", "options": ["A", "B"], "answer": "C"}'], "set.jsonl:1: the answer 'C' is not one of the options"),
+    (['{"id": 1, "question": "Q?", "answer": 3}', '{"id": 1, "question": "R?", "answer": 4}'], "set.jsonl:2: id '1' is used twice (first on line 1)"),
+    (['{"id": 1, "question": "Q?", "answer": "three"}'], "set.jsonl:1: without options the answer must be an integer"),
+    (['{"id": 1, "question": "Q?", "answer": 3', ], "set.jsonl:1: not a JSON object"),
+    (['{"id": 1, "question": "Q?", "options": ["A"], "answer": "A"}'], "set.jsonl:1: A vote needs at least 2 options"),
+])
+def test_bad_question_files_name_the_line_and_run_nothing(tmp_path, rows, message):
+    path = write_jsonl(tmp_path / "set.jsonl", rows)
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_jsonl(path)
+    result = CliRunner().invoke(cli, ["eval", str(path), "--out-dir", str(tmp_path / "ev")], catch_exceptions=False)
+    assert result.exit_code == 2 and message in result.output
+    assert not (tmp_path / "ev").exists()
+
+
+def test_arithmetic_is_du_et_al_s_draw():
+    qs = arithmetic(2, 0)
+    assert qs.questions[0].question == "What is the result of 12+15*21+0-3*27?" and qs.questions[0].answer == str(12 + 15 * 21 + 0 - 3 * 27)
+    assert arithmetic(2, 0).sha256 == qs.sha256 != arithmetic(2, 1).sha256
+
+
+class Interrupting(ScriptedBackend):
+    def __init__(self, inner, after):
+        super().__init__(default=inner.default)
+        self.after = after
+
+    def generate(self, request, on_token=None):
+        if len(self.requests) >= self.after:
+            raise KeyboardInterrupt
+        return super().generate(request, on_token)
+
+
+def test_a_killed_eval_resumes_and_loses_no_finished_question(env, question_file, tmp_path):  # noqa: F811
+    whole = eval_api.run(start(env, question_file, tmp_path / "whole"), LocalExecutor(env[1], _runtime(), backend=scripted()))
+    eval_dir = start(env, question_file, tmp_path / "cut", modes=["single", "vote", "debate", "reflect"])
+    with pytest.raises(KeyboardInterrupt):  # 8 ballots per debate, 2 per reflect: dies inside question 2's debate
+        eval_api.run(eval_dir, LocalExecutor(env[1], _runtime(), backend=Interrupting(scripted(), after=13)))
+    finished_before = sorted(p.name for p in (eval_dir / "runs").iterdir() if (p / "transcript.json").is_file())
+    assert finished_before == ["00000-q1"]
+    backend = scripted()
+    report = eval_api.run(eval_dir, LocalExecutor(env[1], _runtime(), backend=backend))
+    assert len(backend.requests) == 3 * 8 + 3 * 2 - 13  # only what was not journaled runs again
+    assert report.modes["debate"] == whole.modes["debate"] and report.modes["vote"] == whole.modes["vote"]
+    assert report.modes["reflect"].n == 3

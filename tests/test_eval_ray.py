@@ -1,0 +1,49 @@
+"""A real local Ray instance against the local executor: the same seeds give the same runs, ballot for ballot."""
+
+import pytest
+
+from localpanel.eval import api as eval_api
+from localpanel.eval.questions import arithmetic
+from localpanel.eval.runner import EvalSettings, LocalExecutor, RayExecutor, jobs_for, load_manifest
+from localpanel.registry import load_registry
+from localpanel.runtime import RuntimeSettings
+from localpanel.transcript import RunDir
+
+pytestmark = pytest.mark.real
+ray = pytest.importorskip("ray")
+
+
+def ballots(eval_dir):
+    manifest = load_manifest(eval_dir)
+    out = {}
+    for job in jobs_for(manifest):
+        t = RunDir(eval_dir / job.dir).transcript()
+        out[job.dir] = [(x.participant, x.round, x.text, x.confidence) for r in t.rounds for x in r.turns]
+    return out
+
+
+def test_ray_executor_gives_the_local_executors_runs(store_with_weights, tmp_path):
+    registry = load_registry()
+    runtime = RuntimeSettings(threads=2)
+    settings = EvalSettings(rounds=2, seed=0)
+    questions = arithmetic(3, 0)
+    dirs = {}
+    for name in ("local", "ray"):
+        dirs[name] = eval_api.prepare(questions, registry=registry, store=store_with_weights, panel=registry.panel("tiny"),
+                                      settings=settings, runtime=runtime, out_dir=tmp_path / name)
+    local = LocalExecutor(store_with_weights, runtime)
+    try:
+        local_report = eval_api.run(dirs["local"], local)
+    finally:
+        local.close()
+    remote = RayExecutor(runtime, num_cpus=2)  # a real local Ray: one actor asking for the 2 CPUs it spins
+    try:
+        assert len(remote.actors) == 1
+        ray_report = eval_api.run(dirs["ray"], remote)
+    finally:
+        remote.close()
+    assert not ray.is_initialized()
+    local_ballots, ray_ballots = ballots(dirs["local"]), ballots(dirs["ray"])
+    assert len(local_ballots) == 3 and all(len(b) == 8 for b in local_ballots.values())
+    assert ray_ballots == local_ballots
+    assert ray_report.modes == local_report.modes
