@@ -120,12 +120,12 @@ def case_messages(question: Question, option: str, args: list[Argument]) -> list
     system = (
         "You are the neutral moderator of a panel of AI models. You read the arguments some panelists gave for "
         "one option and report them faithfully, adding no opinion or argument of your own. Reply with JSON: "
-        '"strongest" is the number of the strongest argument; "case" restates, in one or two plain sentences, '
-        f"the case these panelists made for {option}."
+        '"strongest" is the number of the strongest argument; "case" sums up, in one or two sentences of your own '
+        f"words, the points these panelists made for {option}, combining them rather than copying any one argument."
     )
     lines = [f"Question: {question.text}", f"The arguments given for {option} (numbered):"]
     lines += [f"[{a.number}] {a.participant}: {a.text}" for a in args]
-    lines.append(f"Pick the strongest, then state the case for {option}.")
+    lines.append(f"Pick the strongest, then sum up the case for {option} in your own words.")
     return [Message(role="system", content=system), Message(role="user", content="\n".join(lines))]
 
 

@@ -380,6 +380,9 @@ def insert_model_entry(text: str, name: str, entry: dict) -> str:
         if isinstance(value_node, yaml.ScalarNode) and value_node.value in ("", "~", "null"):
             at = value_node.end_mark.index
             return text[:at].rstrip(" ") + "\n" + model_entry_yaml(name, entry) + text[at:].lstrip(" ")
+        if isinstance(value_node, yaml.MappingNode) and value_node.flow_style and not value_node.value:  # models: {}
+            start, end = value_node.start_mark.index, value_node.end_mark.index
+            return text[:start].rstrip(" ") + "\n" + model_entry_yaml(name, entry) + text[end:].lstrip(" \n")
         if not isinstance(value_node, yaml.MappingNode) or value_node.flow_style:
             raise RegistryError("models: in models.yaml is not a block mapping; add the model by hand.")
         indent = value_node.value[0][0].start_mark.column

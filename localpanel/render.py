@@ -212,15 +212,15 @@ def page(t: Transcript) -> str:
     ]
     final = _final(t)
     if final:
+        colors = option_colors(t.options)
         parts.append("<table><tr><th>Option<th>Votes<th><th>Model's own probability</tr>")
         for o in t.options:
             w = round(200 * final.tally.shares[o])
             parts.append(
-                f"<tr><td>{e(o)}<td>{final.tally.counts[o]}<td><span class=bar style='width:{w}px'></span>"
+                f"<tr><td>{e(o)}<td>{final.tally.counts[o]}<td><span class=bar style='width:{w}px;background:{colors[o]}'></span>"
                 f"<td>{_pct(final.tally.weighted[o])}</tr>"
             )
         parts.append("</table>")
-        colors = option_colors(t.options)
         parts.append("<p class=legend>" + "".join(f"<span><i style='background:{colors[o]}'></i>{e(o)}</span>" for o in t.options) + "</p>")
     if t.kind == "debate" and t.rounds:
         parts.append("<h2>Votes over the rounds</h2>" + votes_chart(t))
