@@ -149,6 +149,9 @@ def _value(node: dict, root: dict, plan: Plan, path: str) -> None:
         plan.add(Text(path, int(node.get("minLength", 0)), int(node["maxLength"])))
         plan.add(Literal('"'))
         return
+    if node.get("type") == "null":  # e.g. attributed_to when nobody else is on the panel
+        plan.add(Choice(path, (None,), null_when))
+        return
     if node.get("type") == "integer":
         bound = max(abs(int(node.get("minimum", -(10**12) + 1))), abs(int(node.get("maximum", 10**12 - 1))))
         plan.add(Integer(path, max(1, len(str(bound)))))

@@ -325,3 +325,41 @@ def test_a_run_dir_that_is_taken_is_refused(env, tmp_path):
     with pytest.raises(InputError, match="already exists and is not empty"):
         api.start_run("Q?", ["Yes", "No"], registry=env[0], store=env[1], backend=ScriptedBackend(), run_dir=taken)
     assert (taken / "notes.txt").read_text() == "mine" and len(list(taken.iterdir())) == 1
+
+
+def test_html_card_draws_votes_persuasion_and_probabilities(env):
+    backend = script(ScriptedBackend(), [
+        {"Ann": ballot("Yes", confidence={"Yes": 0.7, "No": 0.3}), "Bob": ballot("No"), "Cy": ballot("No"), "Di": ballot("No")},
+        {"Ann": ballot("Yes"), "Bob": ballot("Yes", who="Ann"), "Cy": ballot("No"), "Di": ballot("No")},
+        {"Ann": ballot("Yes"), "Bob": ballot("Yes"), "Cy": ballot("Yes", who="Bob"), "Di": ballot("Yes", who="Ann")},
+    ])
+    t = run(env, backend, options=("Yes", "No", "Maybe"), rounds=3)
+    assert [(p.round, p.attributed_to, p.participant) for p in t.turning_points] == [(2, "Ann", "Bob"), (3, "Bob", "Cy"), (3, "Ann", "Di")]
+    page = render(t, "html")
+    votes = page[page.index('<svg class="chart votes"'):]
+    votes = votes[: votes.index("</svg>")]
+    assert votes.count('class="series"') == 2  # Yes and No got votes; Maybe never did
+    assert votes.count("<circle") == 6  # a point per round for each
+    graph = page[page.index('<svg class="chart persuasion"'):]
+    graph = graph[: graph.index("</svg>")]
+    assert graph.count('class="node"') == 4 and graph.count('class="arrow"') == 3
+    assert [label for label in ("R2", "R3")] and graph.count(">R2<") == 1 and graph.count(">R3<") == 2
+    assert page.count('<svg class="pbar"') == 12  # one per ballot
+    assert "prefers-color-scheme:dark" in page and "http" not in page and "<script" not in page
+    poll = render(run(env, script(ScriptedBackend(), [{n: ballot("Yes") for n in NAMES}])), "html")
+    assert 'class="chart' not in poll and poll.count('<svg class="pbar"') == 4
+
+
+def test_a_panel_of_one_debates_with_itself(env):
+    """The eval's reflect baseline: one seat over two rounds, nobody else to credit (attributed_to is null)."""
+    from localpanel.grammar import Choice, compile_schema
+    from localpanel.ballot import ballot_model
+
+    plan = compile_schema(ballot_model(["Yes", "No"], [], "Yes").model_json_schema())
+    assert [s.values for s in plan.segments if isinstance(s, Choice)][-1] == (None,)
+    registry, store = env
+    one = registry.models_panel(["alpha"])
+    backend = script(ScriptedBackend(), [{"alpha": ballot("Yes")}, {"alpha": ballot("No", who=None)}])
+    t = api.start_run("Is it?", ["Yes", "No"], registry=registry.with_panel(one), store=store, panel=one.name,
+                      backend=backend, settings=DebateSettings(rounds=2, early_stop=False), with_moderator=False)
+    assert [r.turns[0].vote for r in t.rounds] == ["Yes", "No"] and t.turning_points[0].attributed_to is None
