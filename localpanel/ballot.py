@@ -11,6 +11,8 @@ from .grammar import NULL_WHEN, TEXT_PATTERN
 RATIONALE_MIN = 12
 INTEGER_BOUND = 10**12 - 1
 RATIONALE_MAX = 400
+# A rationale written before the vote is the model's working: room for it (the decoder closes it past half).
+REASONING_MAX = 800
 CASE_MIN = 30
 CASE_MAX = 300
 
@@ -29,7 +31,8 @@ def ballot_model(
     vote does not change.
     """
     vote = (Literal[tuple(options)], ...) if options else (int, Field(ge=-INTEGER_BOUND, le=INTEGER_BOUND))
-    rationale = (str, Field(min_length=RATIONALE_MIN, max_length=RATIONALE_MAX, pattern=TEXT_PATTERN))
+    longest = REASONING_MAX if reason_first else RATIONALE_MAX
+    rationale = (str, Field(min_length=RATIONALE_MIN, max_length=longest, pattern=TEXT_PATTERN))
     fields: dict = {"rationale": rationale, "vote": vote} if reason_first else {"vote": vote, "rationale": rationale}
     if attributable is not None:
         extra = {NULL_WHEN: {"field": "vote", "equals": previous_vote}} if previous_vote is not None else None

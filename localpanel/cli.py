@@ -547,7 +547,7 @@ def eval_group() -> None:
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Eval seed (generated sets and every run's seed derive from it).")
 @click.option("--modes", default="", metavar="LIST", help="Extra modes, comma-separated: 'reflect' adds the first seat revising its own answer with no peers.")
 @click.option("--temperature", type=click.FloatRange(0, 2), help="Override every participant's temperature.")
-@click.option("--max-tokens", type=click.IntRange(32, 4096), default=512, show_default=True, help="Most tokens one ballot may take.")
+@click.option("--max-tokens", type=click.IntRange(32, 4096), default=1024, show_default=True, help="Most tokens one ballot may take.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="Where questions run: this process, or Ray actors.")
 @click.option("--address", help="Ray cluster to join (e.g. auto, or ray://HOST:10001); default: start a local Ray.")
 @click.option("--workers", type=click.IntRange(1), help="Ray actors (default: the cluster's CPUs / threads per actor).")

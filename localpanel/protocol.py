@@ -14,7 +14,7 @@ from typing import Callable, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .ballot import ballot_model
+from .ballot import RATIONALE_MAX, REASONING_MAX, ballot_model
 from .errors import ContextOverflowError, InputError
 from .registry import ModelSpec, Panel, Participant
 from .runtime import Backend, Generation, GenerationRequest, Message, Sampling
@@ -287,7 +287,8 @@ class Debate:
         """Tokens a participant's conversation can reach: its first prompt, then per round a ballot and the
         others' ballots (a rationale is at most 400 characters) with the round's framing."""
         first = self.backend.count_tokens(seat.model, seat.model_path, self.plan(seat, 1).messages)
-        per_round = self.settings.max_tokens + (len(self.seats) - 1) * PEER_BALLOT_TOKENS + ROUND_FRAMING_TOKENS
+        peer = PEER_BALLOT_TOKENS if not self.settings.reason_first else PEER_BALLOT_TOKENS * REASONING_MAX // RATIONALE_MAX
+        per_round = self.settings.max_tokens + (len(self.seats) - 1) * peer + ROUND_FRAMING_TOKENS
         return first + self.settings.max_tokens + (self.settings.rounds - 1) * per_round
 
     def check_fits(self) -> None:

@@ -123,7 +123,8 @@ def test_effective_votes_from_correlated_seats():
         fourth = str(i) if i < 3 else "wrong"
         results.append(QuestionResult(index=i, id=str(i), answer=str(i), votes=[[shared, shared, shared, fourth]],
                                       confidence=[{}] * 4, tokens=[1], seconds=[1.0]))
-    _, rho, effective = independence(results, 4)
+    _, rho, effective, pairs = independence(results, 4)
+    assert pairs == 6
     pairs = [1.0, 1.0, 1.0] + [float(np.corrcoef([1, 0, 1, 0, 1, 0], [1, 1, 1, 0, 0, 0])[0, 1])] * 3
     assert rho == pytest.approx(np.mean(pairs))
     assert effective == pytest.approx(4 / (1 + 3 * rho)) and 1.0 <= effective < 2.5

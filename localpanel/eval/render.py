@@ -49,7 +49,9 @@ def _lines(r: Report) -> dict[str, list[str]]:
         conf.append(f"round {c.round}: {c.changes} changes, {c.correct_to_wrong} right→wrong, {c.wrong_to_correct} wrong→right{toward}")
     indep = []
     if r.effective_votes is not None:
-        rho = f"mean correlation of the seats' correctness {r.correctness_correlation:.2f}; " if r.correctness_correlation is not None else ""
+        total = len(r.participants) * (len(r.participants) - 1) // 2
+        rho = (f"mean correlation of the seats' correctness {r.correctness_correlation:.2f} over {r.correlation_pairs} of "
+               f"{total} pairs (a seat always right or always wrong has none); " if r.correctness_correlation is not None else "")
         indep.append(f"{len(r.participants)} seats, {r.effective_votes:.1f} effective independent votes ({rho}Kish: n / (1 + (n−1)ρ))")
     return {"diff": [diff] if diff else [], "conformity": conf, "independence": indep}
 

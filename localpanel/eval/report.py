@@ -138,6 +138,7 @@ class Report(BaseModel):
     conformity: list[Conformity]
     agreement: list[list[float]]  # round 1: share of questions two seats gave the same answer
     correctness_correlation: float | None
+    correlation_pairs: int = 0  # pairs of seats whose correctness varied (a seat always right or wrong has no correlation)
     effective_votes: float | None
     cost: dict[str, dict[str, float]]  # per mode: mean tokens and seconds per question
     reference: dict[str, float] | None  # Du et al.'s figures, when the set is theirs
@@ -160,13 +161,13 @@ def build_report(manifest, results: list[QuestionResult], seconds: float) -> Rep
         "single": [estimate([float(np.mean([v == r.answer for v in r.votes[k]])) for r in results if k < len(r.votes)]) for k in range(n_rounds)],
         "majority": [estimate([majority_score(r.votes[k], r.answer) for r in results if k < len(r.votes)]) for k in range(n_rounds)],
     }
-    agreement, correlation, effective = independence(results, len(names))
+    agreement, correlation, effective, pairs = independence(results, len(names))
     reference = DU_ET_AL.get(manifest.questions.name)
     return Report(
         name=manifest.questions.name, source=manifest.questions.source, sha256=manifest.questions.sha256,
         questions=len(results), participants=names, rounds=n_rounds, modes=modes, debate_minus_vote=diff,
         by_participant=by_participant, by_round=by_round, conformity=conformity(results),
-        agreement=agreement, correctness_correlation=correlation, effective_votes=effective,
+        agreement=agreement, correctness_correlation=correlation, correlation_pairs=pairs, effective_votes=effective,
         cost=cost(results, len(names)), reference=reference, seconds=round(seconds, 1),
         compute_seconds=round(sum(sum(r.seconds) + r.reflect_seconds for r in results), 1),
     )
@@ -194,11 +195,11 @@ def conformity(results: list[QuestionResult]) -> list[Conformity]:
     return out
 
 
-def independence(results: list[QuestionResult], n: int) -> tuple[list[list[float]], float | None, float | None]:
+def independence(results: list[QuestionResult], n: int) -> tuple[list[list[float]], float | None, float | None, int]:
     """Round-1 agreement between seats, the mean correlation of their correctness, and the effective number of
     independent votes it implies (Kish: n / (1 + (n - 1) * mean correlation))."""
     if not results or n == 0:
-        return [], None, None
+        return [], None, None, 0
     answers = [[r.votes[0][i] for r in results] for i in range(n)]
     agreement = [[float(np.mean([a == b and a is not None for a, b in zip(answers[i], answers[j])])) for j in range(n)] for i in range(n)]
     correct = np.array([[float(r.votes[0][i] == r.answer) for r in results] for i in range(n)])
@@ -208,12 +209,12 @@ def independence(results: list[QuestionResult], n: int) -> tuple[list[list[float
             if correct[i].std() > 0 and correct[j].std() > 0:
                 pairs.append(float(np.corrcoef(correct[i], correct[j])[0, 1]))
     if n == 1:
-        return agreement, None, 1.0
+        return agreement, None, 1.0, 0
     if not pairs:
-        return agreement, None, None
+        return agreement, None, None, 0
     rho = float(np.mean(pairs))
     effective = n / (1 + (n - 1) * rho) if 1 + (n - 1) * rho > 0 else float(n)
-    return agreement, rho, float(min(max(effective, 1.0), n))
+    return agreement, rho, float(min(max(effective, 1.0), n)), len(pairs)
 
 
 def cost(results: list[QuestionResult], seats: int) -> dict[str, dict[str, float]]:

@@ -42,7 +42,8 @@ class EvalSettings(BaseModel):
     seed: int = Field(default=0, ge=0)
     modes: list[Mode] = Field(default_factory=lambda: list(DEFAULT_MODES))
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    max_tokens: int = Field(default=512, ge=32, le=4096)
+    # A working of 800 one-character tokens plus the JSON fits: the character limit binds before this does.
+    max_tokens: int = Field(default=1024, ge=32, le=4096)
     # Rationale before the vote: models work the question out, then answer (as the debate papers let them).
     reason_first: bool = True
 
