@@ -65,7 +65,7 @@ def card(t: Transcript, *, color: bool = False, width: int = 88) -> str:
     final = _final(t)
     if final:
         out += ["", "Options" + " " * 22 + "votes   model's own probability (mean)"]
-        name_w = max(len(o) for o in t.options)
+        name_w = max((len(o) for o in t.options), default=6)
         for o in t.options:
             share = final.tally.shares[o]
             out.append(f"  {o:<{name_w}}  {_bar(share)}  {final.tally.counts[o]:>3}    {_pct(final.tally.weighted[o])}")
@@ -86,7 +86,7 @@ def card(t: Transcript, *, color: bool = False, width: int = 88) -> str:
     if t.kind == "debate":
         out += ["", "Vote matrix"]
         name_w = max(len(p) for p in t.vote_matrix)
-        col = min(max(3, *(len(o) for o in t.options)), 16)
+        col = min(max([3, *(len(o) for o in t.options)]), 16)
         out.append("  " + " " * name_w + "  " + "  ".join(f"{'R' + str(r.number):<{col}}" for r in t.rounds))
         for name, votes in t.vote_matrix.items():
             out.append("  " + f"{name:<{name_w}}  " + "  ".join(f"{(v or '—')[:col]:<{col}}" for v in votes))

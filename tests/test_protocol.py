@@ -363,3 +363,18 @@ def test_a_panel_of_one_debates_with_itself(env):
     t = api.start_run("Is it?", ["Yes", "No"], registry=registry.with_panel(one), store=store, panel=one.name,
                       backend=backend, settings=DebateSettings(rounds=2, early_stop=False), with_moderator=False)
     assert [r.turns[0].vote for r in t.rounds] == ["Yes", "No"] and t.turning_points[0].attributed_to is None
+
+
+def test_an_integer_question_tallies_the_answers_given_and_renders_even_when_all_fail(env):
+    registry, store = env
+    backend = script(ScriptedBackend(), [{"Ann": {"vote": 42, "rationale": "Six times seven is that."}, "Bob": {"vote": 41, "rationale": "I counted one short."},
+                                          "Cy": {"vote": 42, "rationale": "It is six times seven."}, "Di": Failed("cut off")}])
+    t = api.start_run("What is 6*7?", [], registry=registry, store=store, backend=backend, with_moderator=False, integer=True)
+    assert t.options == ["42", "41"] and t.result.line == "Plurality — 42 (2/4 votes), 1 abstained"
+    schema = backend.requests[0].schema_
+    assert schema["properties"]["vote"]["type"] == "integer"
+    failed = script(ScriptedBackend(), [{n: Failed("cut off") for n in NAMES}])
+    t = api.start_run("What is 6*7?", [], registry=registry, store=store, backend=failed, with_moderator=False, integer=True)
+    assert t.options == [] and "Result: No votes — all 4 ballots failed" in render(t, "text")
+    for fmt in ("markdown", "html", "json"):
+        assert "No votes" in render(t, fmt)
