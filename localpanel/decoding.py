@@ -235,7 +235,34 @@ def _common_prefix(seqs: list[list[int]]) -> int:
     return n
 
 
-class FreeText:
+class _Rule:
+    """What a free-form segment's rule shares: its text so far, and a mask that is its own check applied."""
+
+    vocab: Vocab
+    body: bytearray
+    need = 0  # UTF-8 continuation bytes owed
+    chars = 0
+
+    def accepts(self, tok: int):
+        raise NotImplementedError
+
+    def admit(self, mask: np.ndarray, candidates) -> np.ndarray:
+        """Add to ``mask`` every candidate token ``accepts`` admits: the mask can never disagree with the check."""
+        for tok in candidates:
+            if self.accepts(int(tok)) is not None:
+                mask[tok] = True
+        return mask
+
+    def take(self, tok: int, verdict) -> None:
+        kind, info, c = verdict
+        piece = self.vocab.pieces[tok]
+        self.body += piece[:info] if kind == "close" else piece
+        if kind == "body":
+            self.need = info
+        self.chars += c
+
+
+class FreeText(_Rule):
     """The rule for free text inside a JSON string, in one place: which token may come next, and when it ends.
 
     The text is built from body tokens (no quote, backslash or control character; valid UTF-8; within the
@@ -250,8 +277,6 @@ class FreeText:
         self.after = after.encode()
         self.soft_chars = max(seg.min_chars, seg.max_chars // 2)
         self.body = bytearray()
-        self.need = 0  # UTF-8 continuation bytes owed
-        self.chars = 0
 
     def accepts(self, tok: int):
         """("body", owed, chars) or ("close", index of the quote, chars before it), or None if not allowed."""
@@ -272,18 +297,8 @@ class FreeText:
         """Every token ``accepts`` admits now, as a mask over the vocabulary."""
         mask = self.vocab.body_mask(self.need) & (self.vocab.char_lengths <= self.seg.max_chars - self.chars)
         if self.need == 0 and self.chars + 1 >= self.seg.min_chars - max_closing_chars(self.vocab, self.after):
-            for tok in np.flatnonzero(self.vocab.closing_mask(self.after)):
-                if self.accepts(int(tok)) is not None:
-                    mask[tok] = True
+            self.admit(mask, np.flatnonzero(self.vocab.closing_mask(self.after)))
         return mask
-
-    def take(self, tok: int, verdict) -> None:
-        kind, info, c = verdict
-        piece = self.vocab.pieces[tok]
-        self.body += piece[:info] if kind == "close" else piece
-        if kind == "body":
-            self.need = info
-        self.chars += c
 
     @property
     def complete(self) -> bool:
@@ -314,7 +329,7 @@ class FreeText:
     value = text
 
 
-class IntegerText:
+class IntegerText(_Rule):
     """The rule for an integer: an optional minus, then digits with no leading zero, at most ``max_digits``.
 
     The model ends it by writing the start of what follows (e.g. ``,``); at ``max_digits`` the decoder ends it.
@@ -341,16 +356,7 @@ class IntegerText:
         return None
 
     def allowed(self) -> np.ndarray:
-        mask = np.zeros(self.vocab.n, dtype=bool)
-        for tok in integer_candidates(self.vocab, self.after):
-            if self.accepts(int(tok)) is not None:
-                mask[tok] = True
-        return mask
-
-    def take(self, tok: int, verdict) -> None:
-        kind, info, _ = verdict
-        piece = self.vocab.pieces[tok]
-        self.body += piece[:info] if kind == "close" else piece
+        return self.admit(np.zeros(self.vocab.n, dtype=bool), integer_candidates(self.vocab, self.after))
 
     @property
     def complete(self) -> bool:
