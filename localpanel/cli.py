@@ -110,12 +110,13 @@ class ByteProgress:
 
 
 class TurnProgress:
-    """Who is voting and how many tokens so far; a line per finished turn."""
+    """Who is voting and how many tokens so far (seats sharing a model vote together); a line per finished turn."""
 
     def __init__(self, rounds: int, quiet: bool = False, threads: int | None = None):
         self.rounds, self.quiet = rounds, quiet
         self.live = sys.stderr.isatty() and not quiet
-        self.started = 0.0
+        self.started: dict[str, float] = {}
+        self.tokens: dict[str, int] = {}
         self.threads = threads or physical_cores()
         self.checked = False
 
@@ -128,14 +129,17 @@ class TurnProgress:
                 click.echo(f"Warning: {warning}.", err=True)
         where = f"Round {round_no}/{self.rounds} · " if self.rounds > 1 else ""
         if event == "start":
-            self.started = time.perf_counter()
-            if self.live:
-                click.echo(f"\r\033[K{where}{seat.name} ({seat.model.name}) is thinking…", nl=False, err=True)
-        elif event == "token" and self.live:
-            click.echo(f"\r\033[K{where}{seat.name} ({seat.model.name}) is voting… {tokens} tokens", nl=False, err=True)
+            self.started[seat.name] = time.perf_counter()
+            self.tokens[seat.name] = 0
+        elif event == "token":
+            self.tokens[seat.name] = tokens
         elif event == "done":
-            took = time.perf_counter() - self.started
+            took = time.perf_counter() - self.started.pop(seat.name, time.perf_counter())
+            self.tokens.pop(seat.name, None)
             click.echo(("\r\033[K" if self.live else "") + f"{where}{seat.name}: done ({tokens} tokens, {took:.1f} s)", err=True)
+        if self.live and self.tokens:
+            busy = " · ".join(f"{name} {n}" for name, n in self.tokens.items())
+            click.echo(f"\r\033[K{where}voting… {busy} tokens"[:150], nl=False, err=True)
 
 
 # -- models ----------------------------------------------------------------------------------------------

@@ -7,6 +7,11 @@ How it stays fast and exact:
   drawn from those probabilities at the participant's temperature, and they are kept as its confidence.
 - Free text samples first and checks the one sampled token; only when it is rejected is the whole vocabulary
   masked and the token sampled again (llama.cpp's own sampler does the same for grammars).
+
+The decoder is a coroutine (``decode_steps``): it yields each evaluation it needs, ``(tokens, all_logits)``,
+and reads the logits once it is resumed. ``decode_plan`` runs it alone on one context; the llama.cpp
+backend runs several in lockstep, one sequence each, so that participants sharing a model share each
+``llama_decode``. The decoder cannot tell the two apart.
 """
 
 from __future__ import annotations
@@ -75,13 +80,29 @@ class Sampler:
 
 
 class Evaluator(Protocol):
-    """What the decoder needs from a context: evaluate tokens, read logits, roll back."""
+    """What the decoder needs from a sequence: evaluate tokens, read the logits of the last evaluation, roll back.
+
+    The coroutine asks for evaluations by yielding them; ``eval`` is used only by ``drive``."""
 
     n_past: int
 
     def eval(self, tokens: list[int], all_logits: bool = False) -> None: ...
     def logits(self, i: int = -1) -> np.ndarray: ...
     def rollback(self, n_past: int) -> None: ...
+
+
+Step = tuple[list[int], bool]  # what a decoding coroutine yields: tokens to evaluate, and whether it wants every row's logits
+
+
+def drive(steps, ev: Evaluator):
+    """Run a decoding coroutine alone: each evaluation it yields is done on ``ev`` at once. Returns its result."""
+    try:
+        step = next(steps)
+        while True:
+            ev.eval(*step)
+            step = steps.send(None)
+    except StopIteration as done:
+        return done.value
 
 
 @dataclass
@@ -113,8 +134,23 @@ def decode_plan(
     forced: list[int] | None = None,
     on_token: Callable[[int], None] | None = None,
 ) -> Decoded:
-    """Decode one ballot. With ``forced`` (recorded tokens) nothing is sampled, but every evaluation happens
-    exactly as when those tokens were first generated, which restores the same KV state bit for bit."""
+    """Decode one ballot on ``ev`` alone (see ``decode_steps``)."""
+    return drive(decode_steps(ev, vocab, plan, sampling, seed, max_tokens, forced, on_token), ev)
+
+
+def decode_steps(
+    ev: Evaluator,
+    vocab: Vocab,
+    plan: Plan,
+    sampling: Sampling,
+    seed: int,
+    max_tokens: int,
+    forced: list[int] | None = None,
+    on_token: Callable[[int], None] | None = None,
+):
+    """Decode one ballot, yielding every evaluation it needs. With ``forced`` (recorded tokens) nothing is
+    sampled, but every evaluation happens exactly as when those tokens were first generated, which restores
+    the same KV state bit for bit. Recorded tokens that stop inside free text are a turn that failed there."""
     st = _State()
     values: dict[str, object] = {}
     choices: dict[str, ChoiceRecord] = {}
@@ -130,13 +166,13 @@ def decode_plan(
         if on_token:
             on_token(len(st.tokens))
 
-    def flush() -> np.ndarray:
+    def flush():
         """Evaluate what is pending and return the logits for the next token."""
         if st.pending:
             take_forced(vocab.tokenize(st.pending))
             st.pending = ""
         if st.unevaluated:
-            ev.eval(st.unevaluated)
+            yield st.unevaluated, False
             st.unevaluated = []
         return ev.logits()
 
@@ -148,9 +184,9 @@ def decode_plan(
                 else:
                     st.pending += seg.text
             elif isinstance(seg, Choice):
-                _choose(ev, vocab, seg, plan.literal_after(i), st, values, choices, sampling, rng, forced, take_forced)
+                yield from _choose(ev, vocab, seg, plan.literal_after(i), st, values, choices, sampling, rng, forced, take_forced)
             else:
-                failure = _free_text(ev, vocab, seg, plan.literal_after(i), st, values, sampler, max_tokens, forced, flush, on_token)
+                failure = yield from _free_text(ev, vocab, seg, plan.literal_after(i), st, values, sampler, max_tokens, forced, flush, on_token)
                 if failure:
                     return Decoded(st.tokens, choices, values, failure, len(st.unevaluated), st.sampled)
         if st.pending:
@@ -182,7 +218,7 @@ def _choose(ev, vocab, seg: Choice, after: str, st: _State, values, choices, sam
         raise ValueError(f"alternatives of {seg.field} cannot be told apart by their tokens")
     take_forced(spans[0][:common])
     if st.unevaluated:
-        ev.eval(st.unevaluated)
+        yield st.unevaluated, False
         st.unevaluated = []
     base = ev.n_past
     first = log_softmax(ev.logits())
@@ -191,7 +227,7 @@ def _choose(ev, vocab, seg: Choice, after: str, st: _State, values, choices, sam
         tail = span[common:]
         lp = first[tail[0]]
         if len(tail) > 1:
-            ev.eval(tail[:-1], all_logits=True)
+            yield tail[:-1], True
             for j in range(1, len(tail)):
                 lp += log_softmax(ev.logits(j - 1))[tail[j]]
             ev.rollback(base)
@@ -424,13 +460,16 @@ def _free_text(ev, vocab, seg: Text | Integer, after: str, st: _State, values, s
     """Sample free text (until it ends at a sentence end) or an integer; returns a failure reason or None."""
     text = FreeText(vocab, seg, after) if isinstance(seg, Text) else IntegerText(vocab, seg, after)
     while True:
+        # Evaluate first, then decide: every way a turn can fail here leaves the same evaluations behind, so
+        # a failed turn's recorded tokens rebuild its state as exactly as a finished turn's do.
+        logits = yield from flush()
         if len(st.tokens) >= max_tokens:
             values[seg.field] = text.value
             return f"cut off at {max_tokens} tokens (--max-tokens) before the {seg.field} ended"
-        logits = flush()
         if forced is not None:
             if len(st.tokens) >= len(forced):
-                raise ReplayMismatch("recorded tokens end inside free text")
+                values[seg.field] = text.value
+                return f"the recorded turn stopped inside the {seg.field}"
             tok = forced[len(st.tokens)]
             verdict = text.accepts(tok)
             if verdict is None:

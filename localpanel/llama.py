@@ -1,10 +1,15 @@
 """The llama.cpp backend: loads each GGUF once, keeps one KV state per participant, decodes under the ballot plan.
 
-Every participant gets its own llama.cpp context on the shared model weights, so participants that share a
-model never evict each other's state. Each turn's prompt extends the participant's previous prompt and
-answer, so only the new part is evaluated. When a state is lost (a resumed run, a model unloaded to respect
---max-memory) it is rebuilt by evaluating the earlier turns exactly as they were first evaluated, which is
-what keeps a resumed run identical to an uninterrupted one.
+Participants that share a model and are asked together (a round's requests) share one llama.cpp context,
+with a sequence each: their new prompt tokens are evaluated in one batch, and their ballots are decoded in
+lockstep, one ``llama_decode`` per step for all of them, until each one closes. Each turn's prompt extends
+the participant's previous prompt and answer, so only the new part is evaluated.
+
+What keeps a run, its resume and its replay identical: a batch is composed from the requests alone (their
+order, and the tokens each one needs at each step), never from timing. When a state is lost (a resumed run,
+a model unloaded to respect --max-memory) the group's earlier rounds are evaluated again in the same
+lockstep, with the recorded tokens forced, and a turn the journal already holds is decoded forced beside the
+ones still to run. With ``RuntimeSettings.batch_sequences`` off, each request runs alone, as it always did.
 """
 
 from __future__ import annotations
@@ -17,18 +22,21 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import llama_cpp as L
 import numpy as np
 
 from . import __version__
-from .decoding import ReplayMismatch, decode_plan
+from .decoding import ReplayMismatch, decode_steps
 from .errors import ModelLoadError
 from .gguf import read_gguf
 from .grammar import compile_schema
 from .prompting import PromptFormat, prompt_format
 from .registry import ModelSpec
-from .runtime import Generation, GenerationRequest, Message, RuntimeSettings, TokenCallback, physical_cores
+from .runtime import (
+    DoneCallback, Generation, GenerationRequest, Message, RuntimeSettings, TokenCallback, physical_cores,
+)
 from .vocab import Vocab
 
 _LOG: collections.deque[str] = collections.deque(maxlen=50)
@@ -60,65 +68,106 @@ def _last_log_error() -> str:
     return ""
 
 
-class Context:
-    """One participant's llama.cpp context: the tokens in its KV cache and the text they stand for."""
+class Sequence:
+    """One participant's conversation in a context: the tokens in its part of the KV cache and the text they
+    stand for. It is the decoder's Evaluator; its ``eval`` runs it alone."""
 
-    def __init__(self, model: "LoadedModel", n_ctx: int, settings: RuntimeSettings, threads: int):
+    def __init__(self, context: "Context", seq_id: int, n_ctx: int):
+        self.context, self.seq_id, self.n_ctx = context, seq_id, n_ctx
+        self.n_past = 0
+        self.text = ""  # the conversation text whose tokens are in the cache (or pending)
+        self.pending: list[int] = []  # tokens of that text not yet evaluated (the end of the last answer)
+        self.turns: list[tuple[int, ...]] = []  # assistant turns this state contains
+        self.dirty = False  # a turn was interrupted: the cache holds more than ``text`` says
+        self.rows: list[np.ndarray] = []  # logits of the last evaluation, one row per requested output
+
+    def reset(self) -> None:
+        L.llama_memory_seq_rm(self.context.mem, self.seq_id, -1, -1)
+        self.n_past = 0
+        self.text, self.pending, self.turns, self.dirty = "", [], [], False
+
+    def eval(self, tokens: list[int], all_logits: bool = False) -> None:
+        self.context.step([(self, tokens, all_logits)])
+
+    def logits(self, i: int = -1) -> np.ndarray:
+        return self.rows[i]
+
+    def rollback(self, n_past: int) -> None:
+        L.llama_memory_seq_rm(self.context.mem, self.seq_id, n_past, -1)
+        self.n_past = n_past
+
+
+class Context:
+    """A llama.cpp context with one sequence per participant of a group that shares a model.
+
+    Each sequence has its own KV stream (``kv_unified`` off), so what one participant computes never depends
+    on where another's tokens sit in the cache. ``step`` evaluates what several sequences ask for in one
+    ``llama_decode`` (split only by the batch size). How a batch is composed can change llama.cpp's results
+    in the last bits, so callers compose it from the run's plan alone (see ``LlamaBackend._lockstep``).
+    """
+
+    def __init__(
+        self, model: "LoadedModel", n_ctx: int, settings: RuntimeSettings, threads: int, n_seq: int = 1,
+        stats: "Stats | None" = None,
+    ):
         params = L.llama_context_default_params()
-        params.n_ctx = n_ctx
+        params.n_ctx = n_ctx * n_seq
         params.n_batch = params.n_ubatch = settings.batch_size
-        params.n_seq_max = 1
+        params.n_seq_max = n_seq
+        params.kv_unified = False
         params.n_threads = params.n_threads_batch = threads
         params.swa_full = True  # sliding-window models (Gemma 3) must keep the full cache to reuse prefixes
         params.no_perf = True
         self.ctx = L.llama_init_from_model(model.model, params)
         if not self.ctx:
             raise ModelLoadError(
-                f"llama.cpp could not create a {n_ctx}-token context for {model.spec.name!r} "
+                f"llama.cpp could not create a {n_ctx}-token context for {n_seq} sequence(s) of {model.spec.name!r} "
                 f"(too little memory?) {_last_log_error()}".strip()
             )
         self.mem = L.llama_get_memory(self.ctx)
-        self.n_ctx = n_ctx
+        self.n_ctx = n_ctx  # per sequence
         self.n_vocab = model.vocab.n
         self.batch_size = settings.batch_size
         self.batch = L.llama_batch_init(settings.batch_size, 0, 1)
-        self.n_past = 0
-        self.text = ""  # the conversation text whose tokens are in the cache (or pending)
-        self.pending: list[int] = []  # tokens of that text not yet evaluated (the end of the last answer)
-        self.turns: list[tuple[int, ...]] = []  # assistant turns this state contains
+        self.seqs = [Sequence(self, i, n_ctx) for i in range(n_seq)]
+        self.stats = stats  # where the time goes, for the bench: llama_decode against everything else
 
-    def reset(self) -> None:
-        L.llama_memory_clear(self.mem, True)
-        self.n_past = 0
-        self.text, self.pending, self.turns = "", [], []
-
-    def eval(self, tokens: list[int], all_logits: bool = False) -> None:
-        if self.n_past + len(tokens) > self.n_ctx:
-            raise ContextFull(f"the conversation needs more than the {self.n_ctx}-token context")
-        for start in range(0, len(tokens), self.batch_size):
-            chunk = tokens[start : start + self.batch_size]
-            last_chunk = start + self.batch_size >= len(tokens)
-            b = self.batch
+    def step(self, work: list[tuple[Sequence, list[int], bool]]) -> None:
+        """Evaluate each sequence's tokens, in the order given, in as few ``llama_decode`` calls as the batch size
+        allows; afterwards each sequence's ``rows`` hold the logits it asked for (its last token's, or every
+        token's with ``all_logits``)."""
+        for seq, tokens, _ in work:
+            if seq.n_past + len(tokens) > seq.n_ctx:
+                raise ContextFull(f"the conversation needs more than the {seq.n_ctx}-token context")
+        flat = [
+            (seq, tok, seq.n_past + i, all_logits or i == len(tokens) - 1)
+            for seq, tokens, all_logits in work
+            for i, tok in enumerate(tokens)
+        ]
+        for seq, _, _ in work:
+            seq.rows = []
+        b = self.batch
+        for start in range(0, len(flat), self.batch_size):
+            chunk = flat[start : start + self.batch_size]
             b.n_tokens = len(chunk)
-            for i, tok in enumerate(chunk):
+            for i, (seq, tok, pos, out) in enumerate(chunk):
                 b.token[i] = tok
-                b.pos[i] = self.n_past + i
+                b.pos[i] = pos
                 b.n_seq_id[i] = 1
-                b.seq_id[i][0] = 0
-                b.logits[i] = all_logits and last_chunk
-            b.logits[len(chunk) - 1] = last_chunk
+                b.seq_id[i][0] = seq.seq_id
+                b.logits[i] = out
+            t0 = time.perf_counter()
             rc = L.llama_decode(self.ctx, b)
+            if self.stats is not None:
+                self.stats.add_decode(time.perf_counter() - t0, len(work), len(chunk))
             if rc != 0:
                 raise ContextFull(f"llama_decode failed (status {rc}) {_last_log_error()}".strip())
-            self.n_past += len(chunk)
-
-    def logits(self, i: int = -1) -> np.ndarray:
-        ptr = L.llama_get_logits_ith(self.ctx, i)
-        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
-
-    def rollback(self, n_past: int) -> None:
-        L.llama_memory_seq_rm(self.mem, 0, n_past, -1)
-        self.n_past = n_past
+            for i, (seq, _, _, out) in enumerate(chunk):
+                if out:
+                    ptr = L.llama_get_logits_ith(self.ctx, i)
+                    seq.rows.append(np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy())
+        for seq, tokens, _ in work:
+            seq.n_past += len(tokens)
 
     def close(self) -> None:
         if self.ctx:
@@ -132,6 +181,34 @@ class ContextFull(Exception):
 
 
 @dataclass
+class Stats:
+    """Counters of one backend's work: time inside llama_decode (by how many sequences shared the call and
+    how many tokens it held) and time running the decoders (sampling, grammar, bookkeeping)."""
+
+    decode_seconds: float = 0.0
+    decode_calls: int = 0
+    tokens: int = 0
+    host_seconds: float = 0.0
+    by_width: dict[int, list[float]] = field(default_factory=dict)  # sequences -> [calls, tokens, seconds]
+
+    def add_decode(self, seconds: float, width: int, tokens: int) -> None:
+        self.decode_seconds += seconds
+        self.decode_calls += 1
+        self.tokens += tokens
+        row = self.by_width.setdefault(width, [0, 0, 0.0])
+        row[0] += 1
+        row[1] += tokens
+        row[2] += seconds
+
+    def as_dict(self) -> dict:
+        return {
+            "decode_seconds": round(self.decode_seconds, 3), "decode_calls": self.decode_calls, "tokens": self.tokens,
+            "host_seconds": round(self.host_seconds, 3),
+            "by_width": {k: {"calls": c, "tokens": t, "seconds": round(x, 3)} for k, (c, t, x) in sorted(self.by_width.items())},
+        }
+
+
+@dataclass
 class LoadedModel:
     spec: ModelSpec
     path: Path
@@ -140,7 +217,7 @@ class LoadedModel:
     fmt: PromptFormat
     n_ctx_train: int
     size: int
-    contexts: dict[str, Context] = field(default_factory=dict)
+    contexts: dict[tuple[str, ...], Context] = field(default_factory=dict)  # by the keys of the group
 
     def close(self) -> None:
         for ctx in self.contexts.values():
@@ -174,6 +251,7 @@ class LlamaBackend:
         self.loaded: collections.OrderedDict[Path, LoadedModel] = collections.OrderedDict()
         self.vocab_only: dict[Path, LoadedModel] = {}
         self.model_loads = 0
+        self.stats = Stats()
 
     # -- models ------------------------------------------------------------------------------------
 
@@ -226,86 +304,189 @@ class LlamaBackend:
             for m in messages
         ]
 
-    def _context(self, lm: LoadedModel, key: str, hint: int | None) -> Context:
-        """The conversation's context, as large as it will need (KV memory grows with it), within the window."""
+    def _context(self, lm: LoadedModel, keys: tuple[str, ...], hints: list[int | None]) -> Context:
+        """The group's context: a sequence per key, each as large as the largest need (KV memory grows with it)."""
         window = self.context_length(lm.spec, lm.path)
-        n_ctx = min(window, max(512, -(-hint // 256) * 256)) if hint else window
-        ctx = lm.contexts.get(key)
-        if ctx is not None and ctx.n_ctx != n_ctx:
+        n_ctx = max(min(window, max(512, -(-hint // 256) * 256)) if hint else window for hint in hints)
+        ctx = lm.contexts.get(keys)
+        if ctx is not None and ctx.n_ctx < n_ctx:
             ctx.close()
             ctx = None
         if ctx is None:
-            ctx = lm.contexts[key] = Context(lm, n_ctx, self.settings, self.threads)
+            ctx = lm.contexts[keys] = Context(lm, n_ctx, self.settings, self.threads, n_seq=len(keys), stats=self.stats)
         return ctx
 
     def generate(self, request: GenerationRequest, on_token: TokenCallback | None = None) -> Generation:
-        lm = self._model(request.model, request.model_path)
-        ctx = self._context(lm, request.key, request.context_hint)
-        messages = self._clean(lm, request.messages)
-        started = time.perf_counter()
-        rebuilt = self._sync(lm, ctx, messages, request)
-        rebuild_seconds = time.perf_counter() - started if rebuilt else 0.0
-        t0 = time.perf_counter()
-        result = self._turn(lm, ctx, messages, request, forced=None, on_token=on_token)
-        result.seconds = time.perf_counter() - t0
-        result.rebuild_seconds = rebuild_seconds
-        return result
+        out: list[Generation] = []
+        self.generate_many([request], (lambda i, n: on_token(n)) if on_token else None, lambda i, g: out.append(g))
+        return out[0]
 
-    def _sync(self, lm: LoadedModel, ctx: Context, messages: list[Message], request: GenerationRequest) -> bool:
-        """Make the context hold exactly the earlier turns of this conversation; rebuild it if it does not."""
-        earlier = [(i, m) for i, m in enumerate(messages) if m.role == "assistant"]
-        wanted = [tuple(m.tokens or ()) for _, m in earlier]
-        if ctx.turns == wanted[: len(ctx.turns)] and ctx.text and lm.fmt.render(messages).startswith(ctx.text):
-            done = len(ctx.turns)
-        else:
-            ctx.reset()
-            done = 0
-        for i, m in earlier[done:]:
-            if m.tokens is None or m.schema_ is None:
-                raise ReplayMismatch("an earlier answer has no recorded tokens to rebuild the state from")
-            past = request.model_copy(update={"messages": messages[:i], "schema_": m.schema_})
-            self._turn(lm, ctx, messages[:i], past, forced=list(m.tokens), on_token=None)
-        return done < len(earlier)
+    def generate_many(
+        self,
+        requests: list[GenerationRequest],
+        on_token: Callable[[int, int], None] | None = None,
+        on_done: DoneCallback | None = None,
+    ) -> list[Generation | None]:
+        """Run independent requests; those on one model run together. ``on_done(i, generation)`` is called as
+        each one finishes (requests with ``replay`` are decoded as recorded, and not reported)."""
+        results: list[Generation | None] = [None] * len(requests)
+        groups: dict[object, list[int]] = {}
+        for i, r in enumerate(requests):
+            if self.settings.batch_sequences:
+                groups.setdefault(r.model_path, []).append(i)
+            elif r.replay is None:  # one at a time: a recorded turn's state is rebuilt when next needed
+                groups[i] = [i]
+        for idxs in groups.values():
+            group = [requests[i] for i in idxs]
+            if len({r.key for r in group}) < len(group):
+                raise ValueError("two requests of one batch share a conversation key")
+
+            def done(j: int, g: Generation, idxs=idxs) -> None:
+                results[idxs[j]] = g
+                if on_done and requests[idxs[j]].replay is None:
+                    on_done(idxs[j], g)
+
+            tokens = (lambda j, n, idxs=idxs: on_token(idxs[j], n)) if on_token else None
+            self._run_group(group, tokens, done)
+        return results
+
+    def _run_group(self, group: list[GenerationRequest], on_token, on_done: DoneCallback) -> None:
+        lm = self._model(group[0].model, group[0].model_path)
+        ctx = self._context(lm, tuple(r.key for r in group), [r.context_hint for r in group])
+        conversations = [self._clean(lm, r.messages) for r in group]
+        started = time.perf_counter()
+        rebuilt = self._sync(lm, ctx, conversations, group)
+        rebuild_seconds = time.perf_counter() - started if rebuilt else 0.0
+
+        def finish(j: int, g: Generation) -> None:
+            g.rebuild_seconds = rebuild_seconds
+            on_done(j, g)
+
+        turns = [
+            (seq, self._turn(lm, seq, messages, r, forced=r.replay,
+                             on_token=(lambda n, j=j: on_token(j, n)) if on_token else None))
+            for j, (seq, messages, r) in enumerate(zip(ctx.seqs, conversations, group))
+        ]
+        self._lockstep(ctx, turns, finish)
+
+    def _sync(self, lm: LoadedModel, ctx: Context, conversations: list[list[Message]], group: list[GenerationRequest]) -> bool:
+        """Make every sequence hold exactly the earlier turns of its conversation. If any does not, all are
+        cleared and the earlier rounds evaluated again, round by round, in the same lockstep as first time."""
+        earlier = [[(i, m) for i, m in enumerate(msgs) if m.role == "assistant"] for msgs in conversations]
+        if all(
+            not seq.dirty and seq.text and seq.turns == [tuple(m.tokens or ()) for _, m in turns][: len(seq.turns)]
+            and len(seq.turns) == len(turns) and lm.fmt.render(msgs).startswith(seq.text)
+            for seq, turns, msgs in zip(ctx.seqs, earlier, conversations)
+        ) or not any(earlier):
+            return False
+        for seq in ctx.seqs:
+            seq.reset()
+        for k in range(max(len(turns) for turns in earlier)):
+            steps = []
+            for seq, turns, msgs, r in zip(ctx.seqs, earlier, conversations, group):
+                if k >= len(turns):
+                    continue
+                i, m = turns[k]
+                if m.tokens is None or m.schema_ is None:
+                    raise ReplayMismatch("an earlier answer has no recorded tokens to rebuild the state from")
+                past = r.model_copy(update={"messages": msgs[:i], "schema_": m.schema_})
+                steps.append((seq, self._turn(lm, seq, msgs[:i], past, forced=list(m.tokens), on_token=None)))
+            self._lockstep(ctx, steps, lambda j, g: None)
+        return True
+
+    def _lockstep(self, ctx: Context, turns: list[tuple[Sequence, object]], on_done: Callable[[int, Generation], None]) -> None:
+        """Run turn coroutines side by side: each step, every unfinished one's evaluation goes into one batch, in
+        the order of ``turns``. The batch thus follows from what the turns need, and nothing else.
+
+        Each turn is charged its own sampling time plus a share of each batch by the tokens it put in, so the
+        turns' seconds add up to the wall time; ``prompt_seconds`` is its share of its first batch."""
+        spent = [0.0] * len(turns)
+        prompt: list[float | None] = [None] * len(turns)
+        live: list[tuple[int, tuple[list[int], bool]]] = []  # (turn, the evaluation it asks for)
+
+        def advance(j: int, first: bool = False, error: BaseException | None = None) -> None:
+            coroutine = turns[j][1]
+            t0 = time.perf_counter()
+            try:
+                want = next(coroutine) if first else coroutine.throw(error) if error else coroutine.send(None)
+            except StopIteration as stop:
+                spent[j] += time.perf_counter() - t0
+                self.stats.host_seconds += time.perf_counter() - t0
+                g: Generation = stop.value
+                g.seconds, g.prompt_seconds = spent[j], prompt[j] or 0.0
+                on_done(j, g)
+                return
+            spent[j] += time.perf_counter() - t0
+            self.stats.host_seconds += time.perf_counter() - t0
+            live.append((j, want))
+
+        for j in range(len(turns)):
+            advance(j, first=True)
+        while live:
+            batch = sorted(live)
+            live.clear()
+            fits = [(j, w) for j, w in batch if turns[j][0].n_past + len(w[0]) <= turns[j][0].n_ctx]
+            error = None
+            t0 = time.perf_counter()
+            if fits:
+                try:
+                    ctx.step([(turns[j][0], tokens, all_logits) for j, (tokens, all_logits) in fits])
+                except ContextFull as exc:
+                    error = exc
+            dt = time.perf_counter() - t0
+            total = sum(len(w[0]) for _, w in fits) or 1
+            for j, (tokens, _) in fits:
+                share = dt * len(tokens) / total
+                spent[j] += share
+                if prompt[j] is None:
+                    prompt[j] = share
+            fitted = {j for j, _ in fits}
+            for j, _ in batch:
+                full = ContextFull(f"the conversation needs more than the {turns[j][0].n_ctx}-token context")
+                advance(j, error=error if j in fitted else full)
+
+    # -- one turn --------------------------------------------------------------------------------------
 
     def _turn(
         self,
         lm: LoadedModel,
-        ctx: Context,
+        seq: Sequence,
         messages: list[Message],
         request: GenerationRequest,
         forced: list[int] | None,
         on_token: TokenCallback | None,
-    ) -> Generation:
+    ):
+        """One turn as a coroutine: it yields the prompt's new tokens, then what the decoder asks for."""
         prompt = lm.fmt.render(messages)
-        if ctx.text and prompt.startswith(ctx.text):
-            new = lm.vocab.tokenize(prompt[len(ctx.text) :], special=True)
+        if seq.text and prompt.startswith(seq.text) and not seq.dirty:
+            new = lm.vocab.tokenize(prompt[len(seq.text) :], special=True)
         else:
-            ctx.reset()
+            seq.reset()
             new = lm.vocab.prompt_tokens(prompt)
-        cached = ctx.n_past
-        to_eval = ctx.pending + new
+        cached = seq.n_past
+        to_eval = seq.pending + new
         prompt_tokens = cached + len(to_eval)
         plan = compile_schema(request.schema_)
-        if prompt_tokens + request.max_tokens > ctx.n_ctx and forced is None:
+        if prompt_tokens + request.max_tokens > seq.n_ctx:
             return Generation(
                 text="", tokens=[], prompt_tokens=prompt_tokens, cached_tokens=cached,
                 failure=f"the prompt ({prompt_tokens} tokens) and a ballot of up to {request.max_tokens} tokens "
-                f"do not fit the {ctx.n_ctx}-token context",
+                f"do not fit the {seq.n_ctx}-token context",
             )
+        seq.dirty = True
         try:
-            t0 = time.perf_counter()
-            ctx.eval(to_eval)
-            prompt_seconds = time.perf_counter() - t0
-            decoded = decode_plan(
-                ctx, lm.vocab, plan, request.sampling, request.seed, request.max_tokens, forced=forced, on_token=on_token
+            yield to_eval, False
+            decoded = yield from decode_steps(
+                seq, lm.vocab, plan, request.sampling, request.seed, request.max_tokens, forced=forced, on_token=on_token
             )
         except ContextFull as exc:
-            ctx.reset()
+            seq.reset()
             return Generation(text="", tokens=[], prompt_tokens=prompt_tokens, cached_tokens=cached, failure=str(exc))
         text = b"".join(lm.vocab.pieces[t] for t in decoded.tokens).decode("utf-8", errors="replace")
-        ctx.text = prompt + text
-        ctx.pending = decoded.tokens[len(decoded.tokens) - decoded.unevaluated :] if decoded.unevaluated else []
-        ctx.turns.append(tuple(decoded.tokens))
+        seq.text = prompt + text
+        seq.pending = decoded.tokens[len(decoded.tokens) - decoded.unevaluated :] if decoded.unevaluated else []
+        seq.turns.append(tuple(decoded.tokens))
+        seq.dirty = False
         return Generation(
             text=text,
             tokens=decoded.tokens,
@@ -313,7 +494,6 @@ class LlamaBackend:
             prompt_tokens=prompt_tokens,
             cached_tokens=cached,
             completion_tokens=len(decoded.tokens),
-            prompt_seconds=prompt_seconds,
             failure=decoded.failure,
         )
 

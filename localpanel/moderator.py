@@ -3,8 +3,10 @@
 What the summary says about the result and about who changed their mind is written by localpanel from the
 ballots (``facts``), never by a model. The model writes one short passage per option, reading only the
 rationales given for that option, and picks that option's strongest argument by number, so it can neither
-invent an argument nor credit one side with the other side's case. An option argued by one panelist alone
-needs no model: its one rationale is quoted.
+invent an argument nor credit one side with the other side's case. It reads where the debate ended: the
+latest rationale of each panelist whose final vote the option is. An option held by one panelist at the end,
+or by none, needs no model: its latest rationale is quoted. The passages are independent requests, asked together, so a backend that
+batches runs them side by side on the moderator's model.
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ from pydantic import BaseModel, ValidationError
 from .ballot import case_model
 from .protocol import Question, Turn
 from .registry import ModelSpec
-from .runtime import Backend, GenerationRequest, Message, Sampling
+from .runtime import Backend, Generation, GenerationRequest, Message, Sampling
 from .tally import tally, turning_points
 
 MODERATOR_KEY = "[moderator]"
 MODERATOR_SAMPLING = Sampling(temperature=0.3, top_k=40, top_p=0.9, min_p=0.05, repeat_penalty=1.1)
-# The most rationales read for one option: the latest ones, which is where a debate ended up.
+# The most rationales read for one option: each panelist's latest for it, the latest panelists first.
 MAX_ARGUMENTS_READ = 4
 
 
@@ -117,42 +119,37 @@ def moderator_seed(run_seed: int, option: str = "") -> int:
 
 
 def case_messages(question: Question, option: str, args: list[Argument]) -> list[Message]:
+    # Short on purpose: at real size every prompt token costs as much as 3 written ones (see issue 9).
     system = (
-        "You are the neutral moderator of a panel of AI models. You read the arguments some panelists gave for "
-        "one option and report them faithfully, adding no opinion or argument of your own. Reply with JSON: "
-        '"strongest" is the number of the strongest argument; "case" sums up, in one or two sentences of your own '
-        f"words, the points these panelists made for {option}, combining them rather than copying any one argument."
+        "You are a neutral moderator. Report the panelists' arguments faithfully, adding nothing of your own. "
+        'Reply with JSON: "strongest" is the number of the strongest argument; "case" combines their points '
+        "in one sentence of your own words."
     )
-    lines = [f"Question: {question.text}", f"The arguments given for {option} (numbered):"]
+    lines = [f"Question: {question.text}", f"Arguments for {option}:"]
     lines += [f"[{a.number}] {a.participant}: {a.text}" for a in args]
-    lines.append(f"Pick the strongest, then sum up the case for {option} in your own words.")
     return [Message(role="system", content=system), Message(role="user", content="\n".join(lines))]
 
 
-def write_case(
+def case_request(
     question: Question, option: str, args: list[Argument], model: ModelSpec, model_path: Path,
     backend: Backend, run_seed: int, max_tokens: int,
-) -> Passage:
-    """One option's passage: quoted when one rationale argued it, else written by the model from those alone."""
-    passage = Passage(option=option, arguments=[a.number for a in args])
-    if len(args) == 1:
-        passage.text, passage.strongest = args[0].text, args[0]
-        return passage
-    cls = case_model([a.number for a in args])
+) -> GenerationRequest:
     messages = case_messages(question, option, args)
-    passage.seed = moderator_seed(run_seed, option)
-    request = GenerationRequest(
-        key=MODERATOR_KEY,
+    return GenerationRequest(
+        key=f"{MODERATOR_KEY} {option}",
         model=model,
         model_path=model_path,
         messages=messages,
         context_hint=backend.count_tokens(model, model_path, messages) + max_tokens,
-        schema=cls.model_json_schema(),
+        schema=case_model([a.number for a in args]).model_json_schema(),
         sampling=MODERATOR_SAMPLING,
-        seed=passage.seed,
+        seed=moderator_seed(run_seed, option),
         max_tokens=max_tokens,
     )
-    g = backend.generate(request)
+
+
+def read_case(passage: Passage, args: list[Argument], g: Generation) -> Passage:
+    cls = case_model([a.number for a in args])
     passage.by_model = True
     passage.prompt_tokens, passage.completion_tokens = g.prompt_tokens, g.completion_tokens
     passage.seconds, passage.raw, passage.tokens = round(g.seconds, 4), g.text, g.tokens
@@ -167,6 +164,20 @@ def write_case(
     passage.text = data.case.strip()
     passage.strongest = next(a for a in args if a.number == data.strongest)
     return passage
+
+
+def arguments_for(option: str, args: list[Argument], final: dict[str, str]) -> list[Argument]:
+    """What the moderator reads for ``option``: the latest rationale of each panelist whose final vote it was
+    (where the debate ended up), in the order given, at most MAX_ARGUMENTS_READ. An option nobody ended on is
+    represented by the latest rationale given for it."""
+    latest: dict[str, Argument] = {}
+    for a in args:
+        if a.vote == option:
+            latest[a.participant] = a
+    held = [a for name, a in latest.items() if final.get(name) == option]
+    if not held:
+        held = sorted(latest.values(), key=lambda a: a.number)[-1:]
+    return sorted(held, key=lambda a: a.number)[-MAX_ARGUMENTS_READ:]
 
 
 def moderate(
@@ -185,10 +196,25 @@ def moderate(
         report.failure = "no valid ballots to moderate"
         report.summary = report.facts
         return report
+    asked: list[tuple[Passage, list[Argument]]] = []
+    final: dict[str, str] = {}
+    for turns in rounds:
+        for t in turns:
+            if t.valid:
+                final[t.participant] = t.vote
     for option in question.options:
-        given = [a for a in args if a.vote == option][-MAX_ARGUMENTS_READ:]
-        if given:
-            report.passages.append(write_case(question, option, given, model, model_path, backend, run_seed, max_tokens))
+        given = arguments_for(option, args, final)
+        if not given:
+            continue
+        passage = Passage(option=option, arguments=[a.number for a in given])
+        report.passages.append(passage)
+        if len(given) == 1:
+            passage.text, passage.strongest = given[0].text, given[0]
+        else:
+            passage.seed = moderator_seed(run_seed, option)
+            asked.append((passage, given))
+    requests = [case_request(question, p.option, given, model, model_path, backend, run_seed, max_tokens) for p, given in asked]
+    backend.generate_many(requests, on_done=lambda i, g: read_case(asked[i][0], asked[i][1], g))
     for p in report.passages:
         report.prompt_tokens += p.prompt_tokens
         report.completion_tokens += p.completion_tokens

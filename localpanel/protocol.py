@@ -316,11 +316,7 @@ class Debate:
         for round_no in range(1, self.settings.rounds + 1):
             if round_no > 1 and (reason := self.stop_after(round_no - 1)):
                 return reason
-            for seat in self.order(round_no):
-                if self.turn(seat.name, round_no) is None:
-                    turn = self.cast(seat, round_no)
-                    self._record(turn)
-                    self.on_turn(turn)
+            self.cast_round(round_no)
         return "max_rounds"
 
     def stop_after(self, round_no: int) -> StopReason | None:
@@ -336,9 +332,9 @@ class Debate:
                 return "stable"
         return None
 
-    def cast(self, seat: Seat, round_no: int) -> Turn:
-        plan = self.plan(seat, round_no)
-        request = GenerationRequest(
+    def request(self, plan: TurnPlan, replay: Turn | None = None) -> GenerationRequest:
+        seat = plan.seat
+        return GenerationRequest(
             key=seat.name,
             model=seat.model,
             model_path=seat.model_path,
@@ -348,12 +344,31 @@ class Debate:
             seed=plan.seed,
             max_tokens=self.settings.max_tokens,
             context_hint=self.needs.setdefault(seat.name, self.context_need(seat)),
+            replay=list(replay.tokens) if replay is not None else None,
         )
-        self.on_progress("start", seat, round_no, 0)
-        generation = self.backend.generate(request, lambda n: self.on_progress("token", seat, round_no, n))
-        turn = self.read_ballot(plan, generation)
-        self.on_progress("done", seat, round_no, turn.completion_tokens)
-        return turn
+
+    def cast_round(self, round_no: int) -> None:
+        """Ask every seat that has no ballot for this round yet, all at once: the backend may run seats that
+        share a model together. Seats whose ballot the journal holds go along as recorded (``replay``), so
+        that the backend can compose its batches as they were; each new ballot is recorded as it comes."""
+        seats = self.order(round_no)
+        if all(self.turn(s.name, round_no) is not None for s in seats):
+            return
+        plans = [self.plan(seat, round_no) for seat in seats]
+        requests = [self.request(p, self.turn(p.seat.name, round_no)) for p in plans]
+        for p, r in zip(plans, requests):
+            if r.replay is None:
+                self.on_progress("start", p.seat, round_no, 0)
+
+        def done(i: int, g: Generation) -> None:
+            turn = self.read_ballot(plans[i], g)
+            self._record(turn)
+            self.on_turn(turn)
+            self.on_progress("done", plans[i].seat, round_no, turn.completion_tokens)
+
+        self.backend.generate_many(
+            requests, lambda i, n: self.on_progress("token", plans[i].seat, round_no, n), done
+        )
 
     def read_ballot(self, plan: TurnPlan, g: Generation) -> Turn:
         turn = Turn(

@@ -45,6 +45,9 @@ class RuntimeSettings(BaseModel):
     context_length: int = Field(default=4096, ge=512, description="upper bound; a model's own limit wins if smaller")
     gpu_layers: int = Field(default=0, ge=-1, description="-1: all")
     max_memory: int | None = Field(default=None, ge=1, description="bytes of model weights kept loaded")
+    # Participants that share a model and are asked together share a context and each llama_decode. Batched
+    # and one-at-a-time runs can differ in the last bits of the logits, so a run replays with its own setting.
+    batch_sequences: bool = True
 
 
 class Message(BaseModel):
@@ -71,6 +74,9 @@ class GenerationRequest(BaseModel):
     max_tokens: int = Field(default=512, ge=8)
     # The most tokens this conversation will need: contexts are sized to it (at most the model's window).
     context_hint: int | None = Field(default=None, ge=1)
+    # A turn already recorded (in a journal): decode exactly these tokens, sampling nothing, so that a batch it
+    # was part of is composed again as it was. Its generation is not reported.
+    replay: list[int] | None = None
 
 
 class ChoiceRecord(BaseModel):
@@ -96,11 +102,22 @@ class Generation(BaseModel):
 
 
 TokenCallback = Callable[[int], None]
+DoneCallback = Callable[[int, Generation], None]
 
 
 class Backend(Protocol):
     def generate(self, request: GenerationRequest, on_token: TokenCallback | None = None) -> Generation:
         """Run one constrained generation."""
+
+    def generate_many(
+        self,
+        requests: list[GenerationRequest],
+        on_token: Callable[[int, int], None] | None = None,
+        on_done: DoneCallback | None = None,
+    ) -> list[Generation | None]:
+        """Run independent requests (one round's turns), in whatever grouping the backend likes, calling
+        ``on_done(i, generation)`` as each finishes. Requests with ``replay`` are not run or reported unless
+        the backend needs them to rebuild a batch as it was."""
 
     def count_tokens(self, model: ModelSpec, model_path: Path, messages: list[Message]) -> int:
         """How many tokens the prompt for ``messages`` takes (no weights loaded)."""
@@ -112,6 +129,25 @@ class Backend(Protocol):
         """What a rerun needs to know about this backend (versions, build, threads, device)."""
 
     def close(self) -> None: ...
+
+
+def each_alone(
+    backend: Backend,
+    requests: list[GenerationRequest],
+    on_token: Callable[[int, int], None] | None = None,
+    on_done: DoneCallback | None = None,
+) -> list[Generation | None]:
+    """``generate_many`` for a backend that runs one request at a time: recorded turns are skipped (a
+    conversation's state is rebuilt from its messages when it is next needed)."""
+    results: list[Generation | None] = [None] * len(requests)
+    for i, request in enumerate(requests):
+        if request.replay is not None:
+            continue
+        g = backend.generate(request, (lambda n, i=i: on_token(i, n)) if on_token else None)
+        results[i] = g
+        if on_done:
+            on_done(i, g)
+    return results
 
 
 def physical_cores() -> int:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .registry import ModelSpec
-from .runtime import ChoiceRecord, Generation, GenerationRequest, Message, TokenCallback
+from .runtime import ChoiceRecord, Generation, GenerationRequest, Message, TokenCallback, each_alone
 
 
 @dataclass
@@ -38,6 +38,8 @@ class ScriptedBackend:
     def generate(self, request: GenerationRequest, on_token: TokenCallback | None = None) -> Generation:
         self.requests.append(request)
         queue = self.queues.get(request.key)
+        if not queue and request.key.startswith("[moderator]"):  # one queue for all the moderator's passages
+            queue = self.queues.get("[moderator]")
         answer = queue.pop(0) if queue else (self.default(request) if self.default else None)
         if answer is None:
             raise AssertionError(f"nothing scripted for {request.key!r}")
@@ -60,6 +62,9 @@ class ScriptedBackend:
             on_token(len(tokens))
         return Generation(text=text, tokens=tokens, choices=choices, prompt_tokens=prompt_tokens,
                           completion_tokens=len(tokens), seconds=0.001)
+
+    def generate_many(self, requests, on_token=None, on_done=None):
+        return each_alone(self, requests, on_token, on_done)
 
     def _count(self, messages: list[Message]) -> int:
         return sum(len(m.content) for m in messages) // 4 + 1
