@@ -110,3 +110,58 @@ def test_max_memory_unloads_models_and_changes_no_ballot(store_with_weights, reg
     assert free_loads == 2 and bounded_loads >= 3
     assert [x.text for r in bounded.rounds for x in r.turns] == [x.text for r in free.rounds for x in r.turns]
     assert any(x.rebuild_seconds > 0 for r in bounded.rounds for x in r.turns)
+
+
+def test_interrupted_inside_a_batch_resumes_to_the_uninterrupted_run(store_with_weights, registry):
+    """Ctrl-C right after one seat of a pair that decodes together is journaled, while its partner is still
+    decoding: the resumed run decodes the journaled turn again, forced, beside the partner, so that the
+    partner's batch is composed as it was, and every ballot equals the uninterrupted run's."""
+    from localpanel.llama import LlamaBackend
+    from localpanel.runtime import RuntimeSettings
+
+    store = store_with_weights
+    settings = DebateSettings(rounds=2, seed=4, early_stop=False)
+
+    class CtrlC(LlamaBackend):
+        finished = 0
+        widths: set = set()
+
+        def generate_many(self, requests, on_token=None, on_done=None):
+            def done(i, g):
+                on_done(i, g)
+                CtrlC.finished += 1
+                if CtrlC.finished == 5:  # round 2's first finished ballot: its partner is mid-ballot
+                    raise KeyboardInterrupt
+            return super().generate_many(requests, on_token, done)
+
+    with LlamaBackend(RuntimeSettings()) as backend:
+        whole = api.start_run(QUESTION, OPTIONS, registry=registry, store=store, settings=settings, backend=backend,
+                              panel="tiny", run_dir=store.runs_dir / "whole", with_moderator=False)
+        batches = {w: row[:2] for w, row in backend.stats.by_width.items()}  # width -> [llama_decode calls, tokens]
+        assert batches[2][0] > 0  # two seats per model: they shared llama_decode calls
+    with CtrlC(RuntimeSettings()) as backend, pytest.raises(KeyboardInterrupt):
+        api.start_run(QUESTION, OPTIONS, registry=registry, store=store, settings=settings, backend=backend,
+                      panel="tiny", run_dir=store.runs_dir / "cut", with_moderator=False)
+    journal = RunDir(store.runs_dir / "cut").journal_path.read_text().splitlines()
+    assert len(journal) == 5
+    with LlamaBackend(RuntimeSettings()) as backend:
+        resumed = api.resume(store.runs_dir / "cut", store=store, backend=backend)
+        # Round 1 rebuilt, and round 2 with the journaled turn forced beside its partner: the very same batches.
+        assert {w: row[:2] for w, row in backend.stats.by_width.items()} == batches
+    assert [(x.participant, x.text) for r in resumed.rounds for x in r.turns] == \
+           [(x.participant, x.text) for r in whole.rounds for x in r.turns]
+
+
+def test_one_at_a_time_is_kept_as_a_setting_and_replays(store_with_weights, registry):
+    from localpanel.llama import LlamaBackend
+    from localpanel.runtime import RuntimeSettings
+
+    store = store_with_weights
+    runtime = RuntimeSettings(batch_sequences=False)
+    with LlamaBackend(runtime) as backend:
+        t = api.start_run(QUESTION, OPTIONS, registry=registry, store=store, backend=backend, panel="tiny", runtime=runtime,
+                          settings=DebateSettings(rounds=2, seed=2, early_stop=False), run_dir=store.runs_dir / "alone")
+        assert set(backend.stats.by_width) == {1}
+    assert RunDir(store.runs_dir / "alone").manifest().runtime.batch_sequences is False
+    report = api.replay(store.runs_dir / "alone", store=store)
+    assert report.identical and report.turns_compared == 8, report.divergence
