@@ -296,15 +296,16 @@ def runtime_options(fn):
         click.option("--ctx-size", type=click.IntRange(512), default=4096, show_default=True, help="Largest context per participant; each is sized to what its conversation can reach, within the model's window."),
         click.option("--gpu-layers", type=click.IntRange(-1), default=0, show_default=True, help="Layers to offload to the GPU (-1: all); needs a CUDA or Metal build."),
         click.option("--max-memory", metavar="SIZE", help="Bound on loaded model weights, e.g. 6GiB; least recently used models are unloaded."),
+        click.option("--one-at-a-time", is_flag=True, help="Decode each seat on its own instead of seats that share a model together in one batch (slower; results differ in the last bits, so a run replays with its own choice)."),
     ]
     for option in reversed(options):
         fn = option(fn)
     return fn
 
 
-def _runtime(threads, batch_size, ctx_size, gpu_layers, max_memory) -> RuntimeSettings:
+def _runtime(threads, batch_size, ctx_size, gpu_layers, max_memory, one_at_a_time=False) -> RuntimeSettings:
     return RuntimeSettings(threads=threads, batch_size=batch_size, context_length=ctx_size, gpu_layers=gpu_layers,
-                           max_memory=api.parse_size(max_memory) if max_memory else None)
+                           max_memory=api.parse_size(max_memory) if max_memory else None, batch_sequences=not one_at_a_time)
 
 
 def run_options(fn):
@@ -341,7 +342,7 @@ def _emit(transcript, fmt: str, out: Path | None, as_json: bool) -> None:
 
 
 def _run(ctx: CliState, question: str, settings: DebateSettings, kw: dict) -> None:
-    runtime = _runtime(kw["threads"], kw["batch_size"], kw["ctx_size"], kw["gpu_layers"], kw["max_memory"])
+    runtime = _runtime(kw["threads"], kw["batch_size"], kw["ctx_size"], kw["gpu_layers"], kw["max_memory"], kw["one_at_a_time"])
     registry = ctx.registry
     if kw["seat_models"]:
         if kw["panel"]:
@@ -564,7 +565,8 @@ def eval_group() -> None:
 @pass_ctx
 @errors_to_sentences
 def eval_run(ctx: CliState, source, panel, seat_models, rounds, seed, modes, temperature, max_tokens, executor, address,
-             workers, out_dir, resume_dir, fmt, as_json, quiet, threads, batch_size, ctx_size, gpu_layers, max_memory) -> None:
+             workers, out_dir, resume_dir, fmt, as_json, quiet, threads, batch_size, ctx_size, gpu_layers, max_memory,
+             one_at_a_time) -> None:
     """Run a question set through the panel; every question is a debate.
 
     \b
@@ -594,7 +596,7 @@ def eval_run(ctx: CliState, source, panel, seat_models, rounds, seed, modes, tem
         chosen = registry.models_panel(list(seat_models)) if seat_models else registry.panel(panel)
         settings = EvalSettings(rounds=rounds, seed=seed, temperature=temperature, max_tokens=max_tokens,
                                 modes=list(dict.fromkeys([*DEFAULT_MODES, *extra])))
-        runtime = _runtime(threads, batch_size, ctx_size, gpu_layers, max_memory)
+        runtime = _runtime(threads, batch_size, ctx_size, gpu_layers, max_memory, one_at_a_time)
         eval_dir = eval_api.prepare(questions, registry=registry, store=ctx.store, panel=chosen, settings=settings,
                                     runtime=runtime, out_dir=out_dir)
         if not quiet:
