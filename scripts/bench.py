@@ -1,7 +1,15 @@
-"""localpanel's benchmark: decode throughput with and without the grammar, a fixed debate, and the naive way.
+"""localpanel's benchmark: the machine's limits, a fixed debate against them, and the naive way.
 
-Each phase runs in its own process, one after the other (never two llama.cpp processes at once), so that
-peak memory and model loads are measured per phase. Prints a table, or one JSON object with --json.
+Phases, each in its own process, one after the other (never two llama.cpp processes at once), so that peak
+memory and model loads are measured per phase:
+- limits: per model of the panel, prompt evaluation tokens/s, and decode tokens/s with k = 1, 2, 4, 8
+  sequences sharing each llama_decode (one token each per call);
+- decode: constrained against free decoding, ours and llama-cpp-python's grammar;
+- debate / naive: the fixed 4-seat debate at 3 and at 6 rounds, localpanel's runtime and the naive one;
+- first: time from launching `python -m localpanel poll` on the tiny panel to its first ballot token.
+The compute floor of a debate is its new prompt tokens over the prompt rate plus its ballot tokens over the
+best batched decode rate, per model, all measured in this run; floor_ratio is the debate's wall over it.
+Prints a table, or one JSON object with --json.
 """
 
 from __future__ import annotations
@@ -25,10 +33,11 @@ from localpanel.grammar import compile_schema
 from localpanel.llama import Context, LlamaBackend
 from localpanel.protocol import DebateSettings, Question, first_round_prompt, shuffled
 from localpanel.registry import ModelSpec, load_registry, shipped_registry_path
-from localpanel.runtime import Generation, GenerationRequest, Message, RuntimeSettings, Sampling, busy_cores, physical_cores
+from localpanel.runtime import (
+    Generation, GenerationRequest, Message, RuntimeSettings, Sampling, busy_cores, each_alone, physical_cores,
+)
 from localpanel.store import Store
 
-MODELS = ["smollm2-135m", "gemma3-270m"]
 QUESTION = "Is distilling a closed model's outputs ethical?"
 OPTIONS = ["Yes", "No", "It depends"]
 SYSTEM = ('You are a careful panelist. Reply with a JSON ballot: "vote" is exactly one of the options, '
@@ -40,10 +49,15 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def weights() -> tuple[dict[str, ModelSpec], dict[str, Path]]:
+def panel_models(panel: str) -> list[str]:
+    p = load_registry(shipped_registry_path()).panel(panel)
+    return list(dict.fromkeys([x.model for x in p.participants] + [p.moderator_model]))
+
+
+def weights(panel: str) -> tuple[dict[str, ModelSpec], dict[str, Path]]:
     registry = load_registry(shipped_registry_path())
     store = Store()
-    specs = {name: registry.model(name) for name in MODELS}
+    specs = {name: registry.model(name) for name in panel_models(panel)}
     return specs, {name: store.path_for(spec) for name, spec in specs.items()}
 
 
@@ -55,16 +69,71 @@ def prompt_messages(seed: int) -> list[Message]:
 # -- phase: decode ------------------------------------------------------------------------------------
 
 
-def phase_decode(runs: int, n_tokens: int, threads: int) -> dict:
+def phase_limits(threads: int, panel: str, widths: list[int], steps: int, prompt_len: int) -> dict:
+    """Per model: prompt tokens/s (one batch of ``prompt_len`` tokens) and decode tokens/s with k sequences in
+    one context, one token each per llama_decode, ``steps`` calls (the logits are read, as a decoder would)."""
+    specs, paths = weights(panel)
+    backend = LlamaBackend(RuntimeSettings(threads=threads, context_length=2048))
+    out = {}
+    for name in specs:
+        lm = backend._model(specs[name], paths[name])
+        text = lm.fmt.render(prompt_messages(0)) * 8
+        prompt = lm.vocab.prompt_tokens(text)[:prompt_len]
+        rates, prompt_rates = {}, []
+        for k in widths:
+            ctx = Context(lm, 1024, backend.settings, backend.threads, n_seq=k)
+            for seq in ctx.seqs[:1]:  # warm-up, then the prompt rate from one sequence's prompt
+                seq.eval(prompt[:32])
+                seq.reset()
+                t0 = time.perf_counter()
+                seq.eval(prompt)
+                prompt_rates.append(len(prompt) / (time.perf_counter() - t0))
+            for seq in ctx.seqs[1:]:
+                seq.eval(prompt)
+            nxt = [int(np.argmax(seq.logits())) for seq in ctx.seqs]
+            ctx.step([(seq, [t], False) for seq, t in zip(ctx.seqs, nxt)])  # warm-up of this width
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                nxt = [int(np.argmax(seq.logits())) for seq in ctx.seqs]
+                ctx.step([(seq, [t], False) for seq, t in zip(ctx.seqs, nxt)])
+            rates[str(k)] = k * steps / (time.perf_counter() - t0)
+            ctx.close()
+        out[name] = {"prompt_tok_s": max(prompt_rates), "batched_decode_tok_s": rates}
+    backend.close()
+    return out
+
+
+def phase_first(panel: str) -> dict:
+    """Run in a fresh interpreter: import, check the weights, load, and report when the first ballot token came."""
+    t_import = time.time()
+    from localpanel import api as lp_api  # noqa: F401 (timed: imports are part of the start)
+    from localpanel.registry import load_registry as lr, shipped_registry_path as srp
+    from localpanel.store import Store as S
+
+    first: list[float] = []
+
+    def progress(event, seat, round_no, tokens):
+        if event == "token" and not first:
+            first.append(time.time())
+
+    with tempfile.TemporaryDirectory() as home:
+        real = S()
+        (Path(home) / "models").symlink_to(real.models_dir, target_is_directory=True)
+        lp_api.start_run(QUESTION, OPTIONS, registry=lr(srp()), store=S(Path(home)), panel=panel, on_progress=progress,
+                         settings=DebateSettings(rounds=1, seed=7), with_moderator=False)
+    return {"first_token_at": first[0], "imported_at": t_import}
+
+
+def phase_decode(runs: int, n_tokens: int, threads: int, panel: str) -> dict:
     """Tokens/s of free sampling and of grammar-constrained ballots, same model, same prompt, same sampler."""
-    specs, paths = weights()
+    specs, paths = weights(panel)
     out = {}
     backend = LlamaBackend(RuntimeSettings(threads=threads, context_length=2048))
     schema = ballot_model(OPTIONS).model_json_schema()
     plan = compile_schema(schema)
-    for name in MODELS:
+    for name in specs:
         lm = backend._model(specs[name], paths[name])
-        ctx = Context(lm, 2048, backend.settings, backend.threads)
+        ctx = Context(lm, 2048, backend.settings, backend.threads).seqs[0]
         prompt = lm.vocab.prompt_tokens(lm.fmt.render(prompt_messages(0)))
         lm.vocab.tables, lm.vocab.char_lengths, lm.vocab.neutralize("")  # built once per model, outside the timing
         free_tokens = free_time = 0.0
@@ -90,7 +159,7 @@ def phase_decode(runs: int, n_tokens: int, threads: int) -> dict:
                 free_tokens, free_time = free_tokens + n_tokens, free_time + dt
                 ballot_tokens, ballot_time = ballot_tokens + len(decoded.tokens), ballot_time + bt
                 sampled += decoded.sampled
-        ctx.close()
+        ctx.context.close()
         out[name] = {
             "unconstrained_tok_s": free_tokens / free_time,
             "constrained_tok_s": ballot_tokens / ballot_time,
@@ -170,6 +239,9 @@ class NaiveBackend:
         return Generation(text=text, tokens=tokens, prompt_tokens=r["usage"]["prompt_tokens"],
                           completion_tokens=r["usage"]["completion_tokens"], seconds=time.perf_counter() - t0, failure=failure)
 
+    def generate_many(self, requests, on_token=None, on_done=None):
+        return each_alone(self, requests, on_token, on_done)
+
     def count_tokens(self, *a):
         return self.inner.count_tokens(*a)
 
@@ -195,8 +267,20 @@ def phase_debate(naive: bool, threads: int, rounds: int, panel: str) -> dict:
                           settings=DebateSettings(rounds=rounds, seed=7, early_stop=False))
         wall = time.perf_counter() - t0
         loads = backend.model_loads
+        if naive:
+            backend.stats = None
         backend.close()
     turns = [x for r in t.rounds for x in r.turns]
+    model_of = {p.name: p.model for p in t.participants}
+    per_model: dict[str, dict[str, int]] = {}
+    for x in turns:
+        m = per_model.setdefault(model_of[x.participant], {"prompt_tokens": 0, "ballot_tokens": 0})
+        m["prompt_tokens"] += x.prompt_tokens - x.cached_tokens
+        m["ballot_tokens"] += x.completion_tokens
+    if t.moderator:
+        m = per_model.setdefault(t.moderator.model, {"prompt_tokens": 0, "ballot_tokens": 0})
+        m["prompt_tokens"] += sum(p.prompt_tokens for p in t.moderator.passages)
+        m["ballot_tokens"] += t.moderator.completion_tokens
     evaluated = sum(x.prompt_tokens - x.cached_tokens for x in turns)
     prompt_s = sum(x.prompt_seconds for x in turns)
     decode_s = sum(x.seconds - x.prompt_seconds for x in turns)
@@ -220,6 +304,8 @@ def phase_debate(naive: bool, threads: int, rounds: int, panel: str) -> dict:
         "model_loads": loads,
         "peak_rss_mib": peak_rss_mib(),
         "result": t.result.line,
+        "per_model": per_model,
+        "runtime_stats": backend.stats.as_dict() if not naive else None,
     }
 
 
@@ -234,23 +320,40 @@ def run_phase(args: list[str]) -> dict:
     return json.loads(out.stdout)
 
 
+def floor_seconds(debate: dict, limits: dict) -> float:
+    """The least time the debate's own work can take here: per model, its new prompt tokens at the prompt rate
+    plus its ballot tokens at the best batched decode rate."""
+    total = 0.0
+    for model, n in debate["per_model"].items():
+        lim = limits[model]
+        total += n["prompt_tokens"] / lim["prompt_tok_s"] + n["ballot_tokens"] / max(lim["batched_decode_tok_s"].values())
+    return total
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
-    ap.add_argument("--runs", type=int, default=5, help="ballots (and free runs) per model in the decode benchmark")
+    ap.add_argument("--panel", default="default", help="the panel of the fixed debate (default: default, the real-size one)")
+    ap.add_argument("--runs", type=int, default=3, help="ballots (and free runs) per model in the decode comparison")
     ap.add_argument("--tokens", type=int, default=64, help="tokens per free-sampling run")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, nargs="+", default=[3, 6], help="debate lengths to run (default: 3 6)")
+    ap.add_argument("--widths", type=int, nargs="+", default=[1, 2, 4, 8], help="sequences per llama_decode to measure")
     ap.add_argument("--threads", type=int, default=physical_cores())
-    ap.add_argument("--panel", default="tiny", help="the panel of the fixed debate (default: tiny; default is real size)")
-    ap.add_argument("--skip-naive", action="store_true", help="skip the naive debate (the slowest phase)")
-    ap.add_argument("--phase", choices=["decode", "debate", "naive"], help=argparse.SUPPRESS)
+    ap.add_argument("--skip-naive", action="store_true", help="skip the naive debates (the slowest phases)")
+    ap.add_argument("--skip-decode", action="store_true", help="skip the constrained-against-free decode comparison")
+    ap.add_argument("--phase", choices=["limits", "decode", "debate", "naive", "first"], help=argparse.SUPPRESS)
+    ap.add_argument("--single-rounds", type=int, default=3, help=argparse.SUPPRESS)
     a = ap.parse_args()
 
-    if a.phase == "decode":
-        print(json.dumps(phase_decode(a.runs, a.tokens, a.threads)))
-        return
-    if a.phase in ("debate", "naive"):
-        print(json.dumps(phase_debate(a.phase == "naive", a.threads, a.rounds, a.panel)))
+    if a.phase:
+        out = {
+            "limits": lambda: phase_limits(a.threads, a.panel, a.widths, 32, 256),
+            "decode": lambda: phase_decode(a.runs, a.tokens, a.threads, a.panel),
+            "debate": lambda: phase_debate(False, a.threads, a.single_rounds, a.panel),
+            "naive": lambda: phase_debate(True, a.threads, a.single_rounds, a.panel),
+            "first": lambda: phase_first(a.panel),
+        }[a.phase]()
+        print(json.dumps(out))
         return
 
     warnings = []
@@ -261,55 +364,88 @@ def main() -> None:
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     common = ["--threads", str(a.threads), "--panel", a.panel]
-    decode = run_phase(["--phase", "decode", "--runs", str(a.runs), "--tokens", str(a.tokens), *common])
-    debate = run_phase(["--phase", "debate", "--rounds", str(a.rounds), *common])
-    naive = None if a.skip_naive else run_phase(["--phase", "naive", "--rounds", str(a.rounds), *common])
+    progress = (lambda msg: print(msg, file=sys.stderr, flush=True))
+    progress("bench: time to first token (tiny panel)…")
+    firsts = []
+    for _ in range(3):  # the first launch also warms the page cache; the best of three is the start-up cost
+        t0 = time.time()
+        got = run_phase(["--phase", "first", "--panel", "tiny", "--threads", str(a.threads)])
+        firsts.append({"first_token_s": got["first_token_at"] - t0, "to_import_s": got["imported_at"] - t0})
+    first = min(firsts, key=lambda f: f["first_token_s"])
+    progress(f"bench: limits of the {a.panel} panel's models…")
+    limits = run_phase(["--phase", "limits", "--widths", *map(str, a.widths), *common])
+    decode = None
+    if not a.skip_decode:
+        progress("bench: constrained against free decoding…")
+        decode = run_phase(["--phase", "decode", "--runs", str(a.runs), "--tokens", str(a.tokens), *common])
+    debates, naives = {}, {}
+    for r in a.rounds:
+        progress(f"bench: {r}-round debate…")
+        debates[r] = run_phase(["--phase", "debate", "--single-rounds", str(r), *common])
+        debates[r]["floor_s"] = floor_seconds(debates[r], limits)
+        debates[r]["floor_ratio"] = debates[r]["wall_s"] / debates[r]["floor_s"]
+        if not a.skip_naive:
+            progress(f"bench: {r}-round debate, the naive way…")
+            naives[r] = run_phase(["--phase", "naive", "--single-rounds", str(r), *common])
+    main_r = a.rounds[0]
+    d = debates[main_r]
+
+    def speedup(r):
+        return naives[r]["wall_s"] / debates[r]["wall_s"] if r in naives else None
+
     result = {
-        "wall_s": debate["wall_s"],
-        "prompt_tok_s": debate["prompt_tok_s"],
-        "decode_tok_s": debate["decode_tok_s"],
-        "constrained_decode_ratio": min(m["ratio"] for m in decode.values()),
-        "cache_reuse_ratio": debate["cache_reuse_ratio"],
-        "speedup_vs_naive": naive["wall_s"] / debate["wall_s"] if naive else None,
-        # The two runs write different ballots (the naive grammar lets models stop sooner): per token written.
-        "speedup_vs_naive_per_ballot_token": (
-            (naive["wall_s"] / naive["ballot_tokens"]) / (debate["wall_s"] / debate["ballot_tokens"]) if naive else None
-        ),
-        "model_loads": debate["model_loads"],
-        "peak_rss_mib": debate["peak_rss_mib"],
-        "threads": a.threads,
         "panel": a.panel,
+        "threads": a.threads,
+        "floor_ratio": d["floor_ratio"],
+        "floor_s": d["floor_s"],
+        "wall_s": d["wall_s"],
+        "speedup_vs_naive": speedup(3),
+        "speedup_vs_naive_6": speedup(6),
+        "moderator_share": d["moderator_s"] / d["wall_s"],
+        "first_token_s": first["first_token_s"],
+        "batched_decode_tok_s": {m: lim["batched_decode_tok_s"] for m, lim in limits.items()},
+        "prompt_tok_s": {m: lim["prompt_tok_s"] for m, lim in limits.items()},
+        "constrained_decode_ratio": min(m["ratio"] for m in decode.values()) if decode else None,
+        "cache_reuse_ratio": d["cache_reuse_ratio"],
+        "model_loads": d["model_loads"],
+        "peak_rss_mib": d["peak_rss_mib"],
+        "first_token": {"best": first, "runs": firsts},
+        "limits": limits,
         "decode": decode,
-        "debate": debate,
-        "naive": naive,
+        "debates": debates,
+        "naive": naives,
         "warnings": warnings,
     }
     if a.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"localpanel bench · {a.threads} threads · {os.cpu_count()} CPUs" + (" · NOT IDLE" if warnings else ""))
-    print("\nDecode, same prompt and sampler (tokens/s)")
-    print(f"  {'model':<14} {'free':>8} {'ballot':>8} {'ratio':>6}    library: {'free':>6} {'grammar':>8} {'ratio':>6}")
-    for name, m in decode.items():
-        lib = m["library"]
-        print(f"  {name:<14} {m['unconstrained_tok_s']:>8.1f} {m['constrained_tok_s']:>8.1f} {m['ratio']:>6.2f}"
-              f"             {lib['unconstrained_tok_s']:>6.1f} {lib['grammar_tok_s']:>8.1f} {lib['ratio']:>6.2f}")
-    print(f"\nFixed debate: {a.panel} panel, 4 participants x {a.rounds} rounds, seed 7, no early stop, moderator")
-    rows = [("localpanel", debate)] + ([("naive", naive)] if naive else [])
-    print(f"  {'':<11} {'wall s':>7} {'rounds s':<22} {'loads':>5} {'prompt tok/s':>12} {'decode tok/s':>12} {'reuse':>6} {'peak MiB':>9}")
-    for label, d in rows:
-        rounds = " + ".join(f"{x:.1f}" for x in d["rounds_s"])
-        decode_rate = f"{d['decode_tok_s']:.1f}" if d["decode_tok_s"] else "-"
-        reuse = f"{d['cache_reuse_ratio']:.2f}" if d["cache_reuse_ratio"] is not None else "-"
-        print(f"  {label:<11} {d['wall_s']:>7.1f} {rounds:<22} {d['model_loads']:>5} {d['prompt_tok_s'] or 0:>12.1f} "
-              f"{decode_rate:>12} {reuse:>6} {d['peak_rss_mib']:>9.0f}")
-    if naive:
-        print(f"\nspeedup vs naive: {result['speedup_vs_naive']:.2f}x end to end "
-              f"({debate['ballot_tokens']} vs {naive['ballot_tokens']} ballot tokens written; "
-              f"{result['speedup_vs_naive_per_ballot_token']:.2f}x per ballot token)")
-    worst = min(m["sampled_only_ratio"] for m in decode.values())
-    print(f"constrained/unconstrained decode: {result['constrained_decode_ratio']:.2f} (worst model; "
-          f"{worst:.2f} counting only sampled tokens)")
+    print(f"localpanel bench · {a.panel} panel · {a.threads} threads · {os.cpu_count()} CPUs" + (" · NOT IDLE" if warnings else ""))
+    print(f"\nTime to first token, tiny panel, `python -m localpanel poll` from launch: {first['first_token_s']:.2f} s "
+          f"(imports done at {first['to_import_s']:.2f} s; best of {len(firsts)})")
+    print(f"\nLimits, measured now (tokens/s; decode: k sequences, one token each per llama_decode)")
+    ks = [str(k) for k in a.widths]
+    print(f"  {'model':<22} {'prompt':>8} " + " ".join(f"{'k=' + k:>7}" for k in ks))
+    for m, lim in limits.items():
+        print(f"  {m:<22} {lim['prompt_tok_s']:>8.1f} " + " ".join(f"{lim['batched_decode_tok_s'][k]:>7.1f}" for k in ks))
+    if decode:
+        print("\nDecode, same prompt and sampler (tokens/s)")
+        print(f"  {'model':<22} {'free':>8} {'ballot':>8} {'ratio':>6}    library: {'free':>6} {'grammar':>8} {'ratio':>6}")
+        for name, m in decode.items():
+            lib = m["library"]
+            print(f"  {name:<22} {m['unconstrained_tok_s']:>8.1f} {m['constrained_tok_s']:>8.1f} {m['ratio']:>6.2f}"
+                  f"             {lib['unconstrained_tok_s']:>6.1f} {lib['grammar_tok_s']:>8.1f} {lib['ratio']:>6.2f}")
+    print(f"\nFixed debate: {a.panel} panel, 4 participants, seed 7, no early stop, moderator")
+    print(f"  {'':<16} {'wall s':>7} {'floor s':>8} {'ratio':>6} {'moderator':>10} {'loads':>5} {'prompt tok':>10} {'ballot tok':>10} {'peak MiB':>9}")
+    for r in a.rounds:
+        rows = [(f"localpanel x{r}", debates[r])] + ([(f"naive x{r}", naives[r])] if r in naives else [])
+        for label, x in rows:
+            floor = f"{x['floor_s']:>8.1f} {x['floor_ratio']:>6.2f}" if "floor_s" in x else f"{'-':>8} {'-':>6}"
+            print(f"  {label:<16} {x['wall_s']:>7.1f} {floor} {x['moderator_s']:>9.1f}s {x['model_loads']:>5} "
+                  f"{x['prompt_tokens_evaluated']:>10} {x['ballot_tokens']:>10} {x['peak_rss_mib']:>9.0f}")
+    for r in a.rounds:
+        if r in naives:
+            print(f"speedup vs naive at {r} rounds: {speedup(r):.2f}x")
+    print(f"moderator share of the {main_r}-round debate: {result['moderator_share']:.1%}")
 
 
 if __name__ == "__main__":
