@@ -228,8 +228,20 @@ class LoadedModel:
             self.model = None
 
 
+_GGUF_INFO: dict[tuple, object] = {}
+
+
+def _checked_gguf(path: Path):
+    """The file's GGUF header, read once per file version: a malformed file would abort the process inside llama.cpp."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _GGUF_INFO:
+        _GGUF_INFO[key] = read_gguf(path)
+    return _GGUF_INFO[key]
+
+
 def _load_model(spec: ModelSpec, path: Path, gpu_layers: int, vocab_only: bool = False) -> LoadedModel:
-    info = read_gguf(path)  # a malformed file would abort the process inside llama.cpp
+    info = _checked_gguf(path)
     _init_llama()
     params = L.llama_model_default_params()
     params.n_gpu_layers = gpu_layers if gpu_layers >= 0 else 999
@@ -279,8 +291,13 @@ class LlamaBackend:
             old.close()
 
     def _vocab_model(self, spec: ModelSpec, path: Path) -> LoadedModel:
+        """A model to count tokens with. Without --max-memory it is the model itself, loaded once for the run
+        (weights are mapped, not read, so this costs no more than a vocabulary-only load); with a bound, only
+        its vocabulary is loaded, so that counting never evicts a model."""
         lm = self.loaded.get(path) or self.vocab_only.get(path)
         if lm is None:
+            if not self.settings.max_memory:
+                return self._model(spec, path)
             lm = self.vocab_only[path] = _load_model(spec, path, 0, vocab_only=True)
         return lm
 
