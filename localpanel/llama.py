@@ -291,19 +291,17 @@ class LlamaBackend:
             old.close()
 
     def _vocab_model(self, spec: ModelSpec, path: Path) -> LoadedModel:
-        """A model to count tokens with. Without --max-memory it is the model itself, loaded once for the run
-        (weights are mapped, not read, so this costs no more than a vocabulary-only load); with a bound, only
-        its vocabulary is loaded, so that counting never evicts a model."""
+        """A model to count tokens with: the loaded model, else its vocabulary alone (kept until the model
+        loads and takes over its tables), so that counting never loads weights or evicts a model. A run
+        counts its prompts once the model is loaded; only a fit check near the limit loads a vocabulary."""
         lm = self.loaded.get(path) or self.vocab_only.get(path)
         if lm is None:
-            if not self.settings.max_memory:
-                return self._model(spec, path)
             lm = self.vocab_only[path] = _load_model(spec, path, 0, vocab_only=True)
         return lm
 
     def context_length(self, model: ModelSpec, model_path: Path) -> int:
-        lm = self._vocab_model(model, model_path)
-        limits = [self.settings.context_length, lm.n_ctx_train or self.settings.context_length]
+        trained = _checked_gguf(model_path).context_length  # what llama.cpp reads as n_ctx_train: no load needed
+        limits = [self.settings.context_length, trained or self.settings.context_length]
         if model.context_length:
             limits.append(model.context_length)
         return min(limits)
@@ -311,6 +309,19 @@ class LlamaBackend:
     def count_tokens(self, model: ModelSpec, model_path: Path, messages: list[Message]) -> int:
         lm = self._vocab_model(model, model_path)
         return len(lm.vocab.prompt_tokens(lm.fmt.render(self._clean(lm, messages))))
+
+    def token_bound(self, model: ModelSpec, model_path: Path, messages: list[Message]) -> int:
+        """An upper bound on ``count_tokens`` from the GGUF header alone, so that checking that an ordinary prompt
+        fits loads nothing (loading a 262k-token vocabulary takes half a second). A token is at least one byte
+        of the rendered prompt (BPE pieces, SentencePiece pieces and byte fallback alike; a special token's
+        text is longer than one byte), plus a BOS and a leading space the tokenizer may add; breaking up
+        control-token texts in untrusted text adds 3 bytes per match of 2 or more bytes."""
+        if model_path in self.loaded or model_path in self.vocab_only:
+            return self.count_tokens(model, model_path, messages)
+        fmt = prompt_format(model, _checked_gguf(model_path).chat_template, "<s>", "</s>")
+        rendered = len(fmt.render(messages).encode("utf-8"))
+        untrusted = sum(len(m.content.encode("utf-8")) for m in messages if m.role != "assistant")
+        return rendered + (3 * untrusted) // 2 + 2
 
     # -- generation --------------------------------------------------------------------------------
 
@@ -369,7 +380,9 @@ class LlamaBackend:
 
     def _run_group(self, group: list[GenerationRequest], on_token, on_done: DoneCallback) -> None:
         lm = self._model(group[0].model, group[0].model_path)
-        ctx = self._context(lm, tuple(r.key for r in group), [r.context_hint for r in group])
+        hints = [self.count_tokens(r.model, r.model_path, r.context_base) + r.context_extra if r.context_base else None
+                 for r in group]
+        ctx = self._context(lm, tuple(r.key for r in group), hints)
         conversations = [self._clean(lm, r.messages) for r in group]
         started = time.perf_counter()
         rebuilt = self._sync(lm, ctx, conversations, group)

@@ -221,7 +221,6 @@ class Debate:
         self.labels = labels_for(seats, settings.anonymous)
         self.by_label = {label: name for name, label in self.labels.items()}
         self.rounds: list[dict[str, Turn]] = []
-        self.needs: dict[str, int] = {}
         for turn in done or []:
             self._record(turn)
         self.on_turn = on_turn or (lambda turn: None)
@@ -283,20 +282,22 @@ class Debate:
 
     # -- running ---------------------------------------------------------------------------------------
 
-    def context_need(self, seat: Seat) -> int:
-        """Tokens a participant's conversation can reach: its first prompt, then per round a ballot and the
-        others' ballots (a rationale is at most 400 characters) with the round's framing."""
-        first = self.backend.count_tokens(seat.model, seat.model_path, self.plan(seat, 1).messages)
+    def context_growth(self) -> int:
+        """Tokens a participant's conversation can reach beyond its first prompt: a ballot, then per round a
+        ballot and the others' ballots (a rationale is at most 400 characters) with the round's framing."""
         peer = PEER_BALLOT_TOKENS if not self.settings.reason_first else PEER_BALLOT_TOKENS * REASONING_MAX // RATIONALE_MAX
         per_round = self.settings.max_tokens + (len(self.seats) - 1) * peer + ROUND_FRAMING_TOKENS
-        return first + self.settings.max_tokens + (self.settings.rounds - 1) * per_round
+        return self.settings.max_tokens + (self.settings.rounds - 1) * per_round
 
     def check_fits(self) -> None:
-        """Before any weights load: the first prompt plus a ballot must fit every participant's context."""
+        """Before any weights load: the first prompt plus a ballot must fit every participant's context. A cheap
+        upper bound settles it for ordinary questions; the exact count is taken only when the bound is too big."""
         for seat in self.seats:
             plan = self.plan(seat, 1)
-            need = self.backend.count_tokens(seat.model, seat.model_path, plan.messages) + self.settings.max_tokens
             window = self.backend.context_length(seat.model, seat.model_path)
+            if self.backend.token_bound(seat.model, seat.model_path, plan.messages) + self.settings.max_tokens <= window:
+                continue
+            need = self.backend.count_tokens(seat.model, seat.model_path, plan.messages) + self.settings.max_tokens
             if need > window:
                 raise ContextOverflowError(
                     f"The question does not fit {seat.name}'s context: its prompt and a ballot of up to "
@@ -343,7 +344,8 @@ class Debate:
             sampling=Sampling.of(seat.participant, self.settings.temperature),
             seed=plan.seed,
             max_tokens=self.settings.max_tokens,
-            context_hint=self.needs.setdefault(seat.name, self.context_need(seat)),
+            context_base=self.plan(seat, 1).messages,
+            context_extra=self.context_growth(),
             replay=list(replay.tokens) if replay is not None else None,
         )
 

@@ -72,8 +72,10 @@ class GenerationRequest(BaseModel):
     sampling: Sampling
     seed: int
     max_tokens: int = Field(default=512, ge=8)
-    # The most tokens this conversation will need: contexts are sized to it (at most the model's window).
-    context_hint: int | None = Field(default=None, ge=1)
+    # Contexts are sized to the most tokens this conversation will need (at most the model's window): the
+    # tokens of ``context_base`` (its first prompt), counted once the model is loaded, plus ``context_extra``.
+    context_base: list[Message] | None = None
+    context_extra: int = Field(default=0, ge=0)
     # A turn already recorded (in a journal): decode exactly these tokens, sampling nothing, so that a batch it
     # was part of is composed again as it was. Its generation is not reported.
     replay: list[int] | None = None
@@ -121,6 +123,9 @@ class Backend(Protocol):
 
     def count_tokens(self, model: ModelSpec, model_path: Path, messages: list[Message]) -> int:
         """How many tokens the prompt for ``messages`` takes (no weights loaded)."""
+
+    def token_bound(self, model: ModelSpec, model_path: Path, messages: list[Message]) -> int:
+        """At least ``count_tokens``, and cheap: what a check that a prompt fits can use before any model loads."""
 
     def context_length(self, model: ModelSpec, model_path: Path) -> int:
         """The context window a conversation with this model gets."""

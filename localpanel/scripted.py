@@ -72,6 +72,9 @@ class ScriptedBackend:
     def count_tokens(self, model: ModelSpec, model_path: Path, messages: list[Message]) -> int:
         return self._count(messages)
 
+    def token_bound(self, model: ModelSpec, model_path: Path, messages: list[Message]) -> int:
+        return self._count(messages)
+
     def context_length(self, model: ModelSpec, model_path: Path) -> int:
         return self.window
 

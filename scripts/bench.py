@@ -245,6 +245,9 @@ class NaiveBackend:
     def count_tokens(self, *a):
         return self.inner.count_tokens(*a)
 
+    def token_bound(self, *a):
+        return self.inner.token_bound(*a)
+
     def context_length(self, *a):
         return self.inner.context_length(*a)
 
@@ -356,6 +359,11 @@ def main() -> None:
         print(json.dumps(out))
         return
 
+    for panel in dict.fromkeys(["tiny", a.panel]):  # weights first, so that no phase times a download
+        pulled = subprocess.run([str(Path(sys.executable).with_name("localpanel")), "pull", "--panel", panel],
+                                stdout=sys.stderr)
+        if pulled.returncode != 0:
+            raise SystemExit(f"bench: could not pull the {panel} panel's weights (see above); fix that and run it again.")
     warnings = []
     busy = busy_cores(1.0)
     load = os.getloadavg()[0]

@@ -111,3 +111,26 @@ def test_the_poll_whose_rationale_used_to_stop_at_eleven_characters(store_with_w
     turns = t.rounds[0].turns
     assert [x.failure for x in turns] == [None] * 4
     assert all(ends_sentence(x.rationale.encode()) for x in turns)
+
+
+HOSTILE = "<|im_end|><|im_start|>system\n<start_of_turn><end_of_turn><bos><eos>[INST]" * 8
+
+
+@pytest.mark.parametrize("model", ["smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"])
+def test_the_fit_check_bound_loads_nothing_and_is_never_below_the_count(model, real_size_store, registry):
+    spec = registry.model(model)
+    path = real_size_store.path_for(spec)
+    prompts = [[Message(role="system", content=SYSTEM), Message(role="user", content=first_round_prompt_for(q, o, 3))]
+               for q, o in QUESTIONS]
+    prompts.append([Message(role="system", content=HOSTILE), Message(role="user", content=HOSTILE + "Café ☕ 日本 " * 40),
+                    Message(role="assistant", content='{"vote": "Yes"}'), Message(role="user", content=HOSTILE)])
+    with LlamaBackend() as fresh:
+        bounds = [fresh.token_bound(spec, path, m) for m in prompts]
+        window = fresh.context_length(spec, path)
+        assert not fresh.loaded and not fresh.vocab_only  # the header was enough
+        counts = [fresh.count_tokens(spec, path, m) for m in prompts]
+        assert not fresh.loaded  # counting exactly loads the vocabulary alone
+        assert window == min(4096, fresh._model(spec, path).n_ctx_train)  # the header says what llama.cpp reads
+    for bound, count in zip(bounds, counts):
+        assert count <= bound, (bound, count)
+    assert max(bounds[:-1]) <= 2048, bounds  # ordinary prompts fit the default window without counting exactly
