@@ -9,6 +9,8 @@ memory and model loads are measured per phase:
 - first: time from launching `python -m localpanel poll` on the tiny panel to its first ballot token.
 The compute floor of a debate is its new prompt tokens over the prompt rate plus its ballot tokens over the
 best batched decode rate, per model, all measured in this run; floor_ratio is the debate's wall over it.
+floor_ratio_at_width takes the decode rate at as many sequences as the panel seats on each model instead,
+the most that can decode together in this debate.
 Prints a table, or one JSON object with --json.
 """
 
@@ -276,12 +278,14 @@ def phase_debate(naive: bool, threads: int, rounds: int, panel: str) -> dict:
     turns = [x for r in t.rounds for x in r.turns]
     model_of = {p.name: p.model for p in t.participants}
     per_model: dict[str, dict[str, int]] = {}
+    for p in t.participants:
+        per_model.setdefault(p.model, {"prompt_tokens": 0, "ballot_tokens": 0, "seats": 0})["seats"] += 1
     for x in turns:
-        m = per_model.setdefault(model_of[x.participant], {"prompt_tokens": 0, "ballot_tokens": 0})
+        m = per_model[model_of[x.participant]]
         m["prompt_tokens"] += x.prompt_tokens - x.cached_tokens
         m["ballot_tokens"] += x.completion_tokens
     if t.moderator:
-        m = per_model.setdefault(t.moderator.model, {"prompt_tokens": 0, "ballot_tokens": 0})
+        m = per_model.setdefault(t.moderator.model, {"prompt_tokens": 0, "ballot_tokens": 0, "seats": 1})
         m["prompt_tokens"] += sum(p.prompt_tokens for p in t.moderator.passages)
         m["ballot_tokens"] += t.moderator.completion_tokens
     evaluated = sum(x.prompt_tokens - x.cached_tokens for x in turns)
@@ -323,13 +327,19 @@ def run_phase(args: list[str]) -> dict:
     return json.loads(out.stdout)
 
 
-def floor_seconds(debate: dict, limits: dict) -> float:
+def floor_seconds(debate: dict, limits: dict, at_width: bool = False) -> float:
     """The least time the debate's own work can take here: per model, its new prompt tokens at the prompt rate
-    plus its ballot tokens at the best batched decode rate."""
+    plus its ballot tokens at the best batched decode rate, or, ``at_width``, at the rate of as many sequences
+    as the panel seats on that model (the most that can decode together)."""
     total = 0.0
     for model, n in debate["per_model"].items():
         lim = limits[model]
-        total += n["prompt_tokens"] / lim["prompt_tok_s"] + n["ballot_tokens"] / max(lim["batched_decode_tok_s"].values())
+        rates = {int(k): v for k, v in lim["batched_decode_tok_s"].items()}
+        if at_width:
+            rate = rates[max([k for k in rates if k <= n["seats"]] or [min(rates)])]
+        else:
+            rate = max(rates.values())
+        total += n["prompt_tokens"] / lim["prompt_tok_s"] + n["ballot_tokens"] / rate
     return total
 
 
@@ -392,6 +402,8 @@ def main() -> None:
         debates[r] = run_phase(["--phase", "debate", "--single-rounds", str(r), *common])
         debates[r]["floor_s"] = floor_seconds(debates[r], limits)
         debates[r]["floor_ratio"] = debates[r]["wall_s"] / debates[r]["floor_s"]
+        debates[r]["floor_at_width_s"] = floor_seconds(debates[r], limits, at_width=True)
+        debates[r]["floor_ratio_at_width"] = debates[r]["wall_s"] / debates[r]["floor_at_width_s"]
         if not a.skip_naive:
             progress(f"bench: {r}-round debate, the naive way…")
             naives[r] = run_phase(["--phase", "naive", "--single-rounds", str(r), *common])
@@ -406,6 +418,8 @@ def main() -> None:
         "threads": a.threads,
         "floor_ratio": d["floor_ratio"],
         "floor_s": d["floor_s"],
+        "floor_ratio_at_width": d["floor_ratio_at_width"],
+        "floor_at_width_s": d["floor_at_width_s"],
         "wall_s": d["wall_s"],
         "speedup_vs_naive": speedup(3),
         "speedup_vs_naive_6": speedup(6),
@@ -450,6 +464,9 @@ def main() -> None:
             floor = f"{x['floor_s']:>8.1f} {x['floor_ratio']:>6.2f}" if "floor_s" in x else f"{'-':>8} {'-':>6}"
             print(f"  {label:<16} {x['wall_s']:>7.1f} {floor} {x['moderator_s']:>9.1f}s {x['model_loads']:>5} "
                   f"{x['prompt_tokens_evaluated']:>10} {x['ballot_tokens']:>10} {x['peak_rss_mib']:>9.0f}")
+    for r in a.rounds:
+        print(f"floor at {r} rounds with as many sequences per decode as the panel seats per model: "
+              f"{debates[r]['floor_at_width_s']:.1f} s, ratio {debates[r]['floor_ratio_at_width']:.2f}")
     for r in a.rounds:
         if r in naives:
             print(f"speedup vs naive at {r} rounds: {speedup(r):.2f}x")
