@@ -67,6 +67,9 @@ class GGUFInfo:
         return self.metadata.get("general.license")
 
 
+_U64 = struct.Struct("<Q")
+
+
 class _Reader:
     """Reads fields out of a memory map: no system call per field (a 262k-token vocabulary has 262k strings)."""
 
@@ -110,9 +113,17 @@ class _Reader:
                 return [self.value(itype) for _ in range(count)]
             if itype in _SCALARS:
                 self.skip(struct.calcsize(_SCALARS[itype]) * count)
-            elif itype == _STRING:
-                for _ in range(count):  # token lists: step over, keep nothing
-                    self.skip(self.unpack("<Q"))
+            elif itype == _STRING:  # token lists: step over, keep nothing (a tight loop: 262k strings)
+                buf, pos, size, length = self.buf, self.pos, self.size, _U64.unpack_from
+                for _ in range(count):
+                    if pos + 8 > size:
+                        pos = size + 1
+                        break
+                    pos += 8 + length(buf, pos)[0]
+                if pos > size:
+                    self.pos = size
+                    self.take(pos - size)  # raises "truncated"
+                self.pos = pos
             else:
                 for _ in range(count):
                     self.value(itype)

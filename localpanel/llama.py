@@ -425,8 +425,9 @@ class LlamaBackend:
         return True
 
     def _lockstep(self, ctx: Context, turns: list[tuple[Sequence, object]], on_done: Callable[[int, Generation], None]) -> None:
-        """Run turn coroutines side by side: each step, every unfinished one's evaluation goes into one batch, in
-        the order of ``turns``. The batch thus follows from what the turns need, and nothing else.
+        """Run turn coroutines side by side: first each one's prompt alone, in the order of ``turns``; then each
+        step, every unfinished one's evaluation goes into one batch, in that order. The batches thus follow
+        from what the turns need, and nothing else.
 
         Each turn is charged its own sampling time plus a share of each batch by the tokens it put in, so the
         turns' seconds add up to the wall time; ``prompt_seconds`` is its share of its first batch."""
@@ -450,11 +451,7 @@ class LlamaBackend:
             self.stats.host_seconds += time.perf_counter() - t0
             live.append((j, want))
 
-        for j in range(len(turns)):
-            advance(j, first=True)
-        while live:
-            batch = sorted(live)
-            live.clear()
+        def run(batch: list[tuple[int, tuple[list[int], bool]]]) -> None:
             fits = [(j, w) for j, w in batch if turns[j][0].n_past + len(w[0]) <= turns[j][0].n_ctx]
             error = None
             t0 = time.perf_counter()
@@ -474,6 +471,20 @@ class LlamaBackend:
             for j, _ in batch:
                 full = ContextFull(f"the conversation needs more than the {turns[j][0].n_ctx}-token context")
                 advance(j, error=error if j in fitted else full)
+
+        for j in range(len(turns)):
+            advance(j, first=True)
+        # Each turn's first evaluation (its new prompt tokens) runs alone, in order, and that turn samples at
+        # once: the first ballot token comes after one prompt instead of all of them. Prompts are matrix-matrix
+        # work either way, so this costs no throughput; decoding steps then run together.
+        opening = sorted(live)
+        live.clear()
+        for want in opening:
+            run([want])
+        while live:
+            batch = sorted(live)
+            live.clear()
+            run(batch)
 
     # -- one turn --------------------------------------------------------------------------------------
 

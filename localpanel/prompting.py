@@ -6,6 +6,7 @@ that is what lets a participant's KV cache carry over from one round to the next
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import datetime
 from typing import Protocol
@@ -89,6 +90,12 @@ class ChatTemplate:
             raise ModelLoadError(f"the chat template failed to render ({exc}); set chat_template in models.yaml.") from None
 
 
+@functools.lru_cache(maxsize=32)
+def _chat_template(source: str, bos: str, eos: str, system_role: str) -> ChatTemplate:
+    """Compiling a template takes milliseconds and a run asks for one per participant: compile each once."""
+    return ChatTemplate(source, bos, eos, system_role)
+
+
 def fold_system(messages: list[Message]) -> list[Message]:
     """Move a system message into the first user turn, for templates that reject a system role."""
     if not messages or messages[0].role != "system":
@@ -107,7 +114,7 @@ def prompt_format(spec: ModelSpec, gguf_template: str | None, bos: str, eos: str
         return CompletionPrompt()
     template = spec.chat_template or gguf_template
     if template:
-        return ChatTemplate(template, bos, eos, spec.system_role)
+        return _chat_template(template, bos, eos, spec.system_role)
     if spec.prompt_format == "chat":
         raise ModelLoadError(
             f"model {spec.name!r} has prompt_format: chat but its GGUF has no chat template; "
