@@ -25,13 +25,21 @@ from typing import Callable, Protocol
 import llama_cpp as L
 import numpy as np
 
+from .draw import average, pick
+from .errors import RunError, UndecodableError
 from .grammar import Choice, Integer, Literal, Plan, Text
 from .runtime import ChoiceRecord, Sampling
 from .vocab import Vocab, char_count, utf8_advance
 
 
-class ReplayMismatch(RuntimeError):
+class ReplayMismatch(RunError):
     """Recorded tokens do not fit the plan: the run was made with another model, build or localpanel."""
+
+    def __init__(self, detail: str):
+        super().__init__(
+            f"The recorded turns cannot be decoded again here ({detail}): the run was made with other weights, "
+            "another llama.cpp build or another localpanel; replay it where it was made."
+        )
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -133,9 +141,10 @@ def decode_plan(
     max_tokens: int,
     forced: list[int] | None = None,
     on_token: Callable[[int], None] | None = None,
+    rotations: Rotations | None = None,
 ) -> Decoded:
     """Decode one ballot on ``ev`` alone (see ``decode_steps``)."""
-    return drive(decode_steps(ev, vocab, plan, sampling, seed, max_tokens, forced, on_token), ev)
+    return drive(decode_steps(ev, vocab, plan, sampling, seed, max_tokens, forced, on_token, rotations), ev)
 
 
 def decode_steps(
@@ -147,14 +156,17 @@ def decode_steps(
     max_tokens: int,
     forced: list[int] | None = None,
     on_token: Callable[[int], None] | None = None,
+    rotations: Rotations | None = None,
 ):
     """Decode one ballot, yielding every evaluation it needs. With ``forced`` (recorded tokens) nothing is
     sampled, but every evaluation happens exactly as when those tokens were first generated, which restores
-    the same KV state bit for bit. Recorded tokens that stop inside free text are a turn that failed there."""
-    st = _State()
+    the same KV state bit for bit. Recorded tokens that stop inside free text are a turn that failed there.
+
+    With ``rotations`` the prompt's tail is not yet evaluated: it is evaluated with the ballot's first tokens,
+    or, at the vote, after the tails of the other rotations (see ``Rotations``)."""
+    st = _State(unevaluated=list(rotations.tail) if rotations else [])
     values: dict[str, object] = {}
     choices: dict[str, ChoiceRecord] = {}
-    rng = np.random.default_rng([seed & 0xFFFFFFFF, 0x5EED])
     sampler = Sampler(vocab.n, sampling, seed) if forced is None else None
 
     def take_forced(seq: list[int]) -> None:
@@ -184,7 +196,7 @@ def decode_steps(
                 else:
                     st.pending += seg.text
             elif isinstance(seg, Choice):
-                yield from _choose(ev, vocab, seg, plan.literal_after(i), st, values, choices, sampling, rng, forced, take_forced)
+                yield from _choose(ev, vocab, seg, plan.literal_after(i), st, values, choices, sampling, seed, forced, take_forced, rotations)
             else:
                 failure = yield from _free_text(ev, vocab, seg, plan.literal_after(i), st, values, sampler, max_tokens, forced, flush, on_token)
                 if failure:
@@ -197,7 +209,41 @@ def decode_steps(
             sampler.close()
 
 
-def _choose(ev, vocab, seg: Choice, after: str, st: _State, values, choices, sampling, rng, forced, take_forced) -> None:
+@dataclass
+class Rotations:
+    """The prompt's tail (from ``base``, where the rotations of the options first differ) as shown, and as it
+    reads with the options in each other rotation: the vote is scored after each and the probabilities averaged.
+    The shown tail is left unevaluated by the turn, so that it is evaluated once, after the others."""
+
+    base: int
+    tail: list[int]
+    variants: list[list[int]]
+    field: str = "vote"
+
+
+def _score(ev, spans: list[list[int]], common: int):
+    """The log-probability of each alternative's tokens after what is evaluated now (rolled back after)."""
+    base = ev.n_past
+    first = log_softmax(ev.logits())
+    logp = np.empty(len(spans))
+    for k, span in enumerate(spans):
+        tail = span[common:]
+        lp = first[tail[0]]
+        if len(tail) > 1:
+            yield tail[:-1], True
+            for j in range(1, len(tail)):
+                lp += log_softmax(ev.logits(j - 1))[tail[j]]
+            ev.rollback(base)
+        logp[k] = lp
+    return logp
+
+
+def _probabilities(logp: np.ndarray) -> np.ndarray:
+    probs = np.exp(logp - logp.max())
+    return probs / probs.sum()
+
+
+def _choose(ev, vocab, seg: Choice, after: str, st: _State, values, choices, sampling, seed, forced, take_forced, rotations):
     alternatives = list(range(len(seg.values)))
     if seg.null_when and values.get(seg.null_when[0]) == seg.null_when[1]:
         alternatives = [seg.values.index(None)]
@@ -213,42 +259,44 @@ def _choose(ev, vocab, seg: Choice, after: str, st: _State, values, choices, sam
     # Score each alternative through the token that holds the first byte after it, so that no alternative's
     # tokens are a prefix of another's ("3" against "31").
     spans = [_span(vocab.pieces, seq, len((prefix + text).encode()) + 1) for seq, text in zip(seqs, texts)]
-    common = _common_prefix(spans)
+    common = common_prefix(spans)
     if any(len(span) == common for span in spans):
-        raise ValueError(f"alternatives of {seg.field} cannot be told apart by their tokens")
+        raise UndecodableError(
+            f"two values of {seg.field} ({', '.join(texts)}) read as the same tokens to this model; make the options differ more."
+        )
     take_forced(spans[0][:common])
-    if st.unevaluated:
-        yield st.unevaluated, False
+    raw = None
+    if rotations is not None and rotations.field == seg.field:
+        # Every other rotation first, from where they part; the order shown last, so that its state stays.
+        ballot = list(st.tokens)
+        rows = []
+        for variant in rotations.variants:
+            ev.rollback(rotations.base)
+            yield variant + ballot, False
+            rows.append(_probabilities((yield from _score(ev, spans, common))))
+        ev.rollback(rotations.base)
+        yield rotations.tail + ballot, False
         st.unevaluated = []
-    base = ev.n_past
-    first = log_softmax(ev.logits())
-    logp = np.empty(len(spans))
-    for k, span in enumerate(spans):
-        tail = span[common:]
-        lp = first[tail[0]]
-        if len(tail) > 1:
-            yield tail[:-1], True
-            for j in range(1, len(tail)):
-                lp += log_softmax(ev.logits(j - 1))[tail[j]]
-            ev.rollback(base)
-        logp[k] = lp
-    probs = np.exp(logp - logp.max())
-    probs /= probs.sum()
+        shown = _probabilities((yield from _score(ev, spans, common)))
+        raw = [float(p) for p in shown]
+        probs = np.asarray(average([shown, *rows]))
+    else:
+        if st.unevaluated:
+            yield st.unevaluated, False
+            st.unevaluated = []
+        probs = _probabilities((yield from _score(ev, spans, common)))
     if forced is not None:
         pos = len(st.tokens)
         matches = [k for k, seq in enumerate(seqs) if forced[pos : pos + len(seq) - common] == seq[common:]]
         if not matches:
             raise ReplayMismatch(f"recorded tokens match none of the alternatives of {seg.field}")
-        pick = matches[0]
-    elif sampling.temperature <= 0.0:
-        pick = int(np.argmax(logp))
+        chosen = matches[0]
     else:
-        weights = np.exp((logp - logp.max()) / sampling.temperature)
-        pick = int(rng.choice(len(spans), p=weights / weights.sum()))
-    take_forced(seqs[pick][common:])
-    values[seg.field] = seg.values[alternatives[pick]]
+        chosen = pick([seg.values[a] for a in alternatives], probs, sampling.temperature, seed, seg.field)
+    take_forced(seqs[chosen][common:])
+    values[seg.field] = seg.values[alternatives[chosen]]
     choices[seg.field] = ChoiceRecord(
-        values=[seg.values[a] for a in alternatives], probabilities=[float(p) for p in probs], chosen=pick
+        values=[seg.values[a] for a in alternatives], probabilities=[float(p) for p in probs], chosen=chosen, raw=raw
     )
 
 
@@ -262,7 +310,7 @@ def _span(pieces: list[bytes], seq: list[int], cut: int) -> list[int]:
     return seq
 
 
-def _common_prefix(seqs: list[list[int]]) -> int:
+def common_prefix(seqs: list[list[int]]) -> int:
     n = 0
     for column in zip(*seqs):
         if any(t != column[0] for t in column):
@@ -339,11 +387,13 @@ class FreeText(_Rule):
     @property
     def complete(self) -> bool:
         """Long enough and at a sentence end: the decoder closes the text here."""
+        body = bytes(self.body)
         return (
             self.need == 0
             and self.chars >= self.soft_chars
             and self.chars >= self.seg.min_chars
-            and ends_sentence(bytes(self.body))
+            and ends_sentence(body)
+            and not may_continue_as_number(body)
         )
 
     def ending_bias(self) -> float:
@@ -431,13 +481,57 @@ def integer_candidates(vocab: Vocab, after: bytes) -> np.ndarray:
     return vocab.derived(("integer-candidates", after), build)
 
 
+# Free text may not loop: a run of one character past MAX_RUN, of digits past MAX_DIGITS, or the same chunk of
+# p characters three times over (more times for short chunks, so that "0.0." or "haha" are not caught), ends
+# the draw of that token.
+MAX_RUN = 6
+MAX_DIGITS = 15
+LOOP_WINDOW = 180
+MAX_REDRAWS = 8
+_RUN = re.compile(rb"(.)\1{%d}\Z" % MAX_RUN, re.S)
+_DIGITS = re.compile(rb"[0-9]{%d}\Z" % (MAX_DIGITS + 1))
+
+
+def degenerate(text: bytes) -> bool:
+    """Whether ``text`` now ends in a loop: a long run of one character or of digits, or a repeated chunk."""
+    if _RUN.search(text) or _DIGITS.search(text):
+        return True
+    for p in range(2, min(60, len(text) // 3) + 1):
+        reps = max(3, -(-16 // p))
+        if p * reps > len(text):
+            continue
+        chunk = text[-p:]
+        if text.endswith(chunk * reps) and chunk.strip():
+            return True
+    return False
+
+
 ENDING_BIAS = 10.0
 # A sentence ends with . ! or ? (not an ellipsis), then possibly a closing bracket or quote.
 _SENTENCE_END = re.compile(rb"(?:^|[^.])[.!?](?:\)|\]|'|\xe2\x80\x99|\xe2\x80\x9d|\xc2\xbb)*\Z")
 
 
+# Words whose point is not a sentence end (compared lowercased, with the points).
+ABBREVIATIONS = frozenset(
+    b"e.g. i.e. vs. cf. mr. mrs. ms. dr. prof. st. approx. fig. jr. sr. dept. vol. al. pp. a.k.a. viz.".split()
+)
+_LAST_WORD = re.compile(rb"[^\s(\[\"'\xe2\x80\x9c]*\Z")
+# A point right after a digit may be a decimal point ("0." of "0.5", "3." of "3.11", "$2." of "$2.50").
+_AFTER_DIGIT = re.compile(rb"[0-9][.]\Z")
+
+
 def ends_sentence(text: bytes) -> bool:
-    return _SENTENCE_END.search(text) is not None
+    """Whether ``text`` ends a sentence: . ! or ? (not an ellipsis, not the point of an abbreviation such as
+    "e.g."), then possibly a closing bracket or quote."""
+    if _SENTENCE_END.search(text) is None:
+        return False
+    word = _LAST_WORD.search(text.rstrip(b")]'\"\xe2\x80\x99\xe2\x80\x9d\xc2\xbb"))
+    return not (word and word.group(0).lower() in ABBREVIATIONS)
+
+
+def may_continue_as_number(text: bytes) -> bool:
+    """A text ending in "<digit>." may be a number going on ("0." of "0.5"): only the model may end it there."""
+    return _AFTER_DIGIT.search(text) is not None
 
 
 def sentence_enders(vocab: Vocab) -> np.ndarray:
@@ -489,6 +583,26 @@ def _free_text(ev, vocab, seg: Text | Integer, after: str, st: _State, values, s
                 verdict = text.accepts(tok)
                 if verdict is None:  # allowed() admits only tokens accepts() admits: a bug if reached
                     raise AssertionError(f"token {tok} passed the {seg.field} mask but not its check")
+            tries = 0
+            while isinstance(text, FreeText) and degenerate(bytes(text.body[-LOOP_WINDOW:]) + vocab.pieces[tok]):
+                # A loop or a run: that token is taken out and the draw made again, a few times at most.
+                tries += 1
+                logits[tok] = -np.inf
+                if tries > MAX_REDRAWS or not np.isfinite(logits).any():
+                    values[seg.field] = text.value
+                    return f"the {seg.field} kept repeating itself (degenerate text)"
+                tok = sampler.sample(logits)
+                verdict = text.accepts(tok)
+                if verdict is None:
+                    allowed = text.allowed()
+                    logits[~allowed] = -np.inf
+                    if not np.isfinite(logits).any():
+                        values[seg.field] = text.value
+                        return f"the {seg.field} kept repeating itself (degenerate text)"
+                    tok = sampler.sample(logits)
+                    verdict = text.accepts(tok)
+                    if verdict is None:
+                        raise AssertionError(f"token {tok} passed the {seg.field} mask but not its check")
             sampler.accept(tok)
         st.sampled += 1
         st.tokens.append(tok)

@@ -28,7 +28,7 @@ import llama_cpp as L
 import numpy as np
 
 from . import __version__
-from .decoding import ReplayMismatch, decode_steps
+from .decoding import ReplayMismatch, Rotations, common_prefix, decode_steps
 from .errors import ModelLoadError
 from .gguf import read_gguf
 from .grammar import compile_schema
@@ -255,7 +255,7 @@ def _load_model(spec: ModelSpec, path: Path, gpu_layers: int, vocab_only: bool =
 
 
 class LlamaBackend:
-    """Runs constrained generations on llama.cpp, one participant at a time (never two contexts at once)."""
+    """Runs constrained generations on llama.cpp: seats that share a model decode together in one context."""
 
     def __init__(self, settings: RuntimeSettings | None = None):
         self.settings = settings or RuntimeSettings()
@@ -327,17 +327,24 @@ class LlamaBackend:
 
     def _clean(self, lm: LoadedModel, messages: list[Message]) -> list[Message]:
         # Untrusted text (the question, other participants' rationales) must not smuggle in control tokens.
+        clean = lm.vocab.neutralize
         return [
-            m if m.role == "assistant" else m.model_copy(update={"content": lm.vocab.neutralize(m.content)})
+            m if m.role == "assistant" else m.model_copy(update={
+                "content": clean(m.content), "variants": [clean(v) for v in m.variants] if m.variants else None,
+            })
             for m in messages
         ]
 
     def _context(self, lm: LoadedModel, keys: tuple[str, ...], hints: list[int | None]) -> Context:
-        """The group's context: a sequence per key, each as large as the largest need (KV memory grows with it)."""
+        """The group's context: a sequence per key, each as large as the largest need (KV memory grows with it).
+
+        Its size follows from the requests alone: a context of another size is made anew, never reused, because
+        the KV size can change llama.cpp's results in the last bits, and a reused one would make a question's
+        ballots depend on which questions ran before it (on another Ray worker, in another order)."""
         window = self.context_length(lm.spec, lm.path)
         n_ctx = max(min(window, max(512, -(-hint // 256) * 256)) if hint else window for hint in hints)
         ctx = lm.contexts.get(keys)
-        if ctx is not None and ctx.n_ctx < n_ctx:
+        if ctx is not None and ctx.n_ctx != n_ctx:
             ctx.close()
             ctx = None
         if ctx is None:
@@ -500,13 +507,14 @@ class LlamaBackend:
         """One turn as a coroutine: it yields the prompt's new tokens, then what the decoder asks for."""
         prompt = lm.fmt.render(messages)
         if seq.text and prompt.startswith(seq.text) and not seq.dirty:
-            new = lm.vocab.tokenize(prompt[len(seq.text) :], special=True)
+            known = seq.text
         else:
             seq.reset()
-            new = lm.vocab.prompt_tokens(prompt)
+            known = ""
         cached = seq.n_past
-        to_eval = seq.pending + new
+        to_eval = seq.pending + self._new_tokens(lm, prompt, known)
         prompt_tokens = cached + len(to_eval)
+        rotations = self._rotations(lm, messages, known, seq.pending, to_eval, cached)
         plan = compile_schema(request.schema_)
         if prompt_tokens + request.max_tokens > seq.n_ctx:
             return Generation(
@@ -516,9 +524,10 @@ class LlamaBackend:
             )
         seq.dirty = True
         try:
-            yield to_eval, False
+            yield (to_eval[: rotations.base - cached] if rotations else to_eval), False
             decoded = yield from decode_steps(
-                seq, lm.vocab, plan, request.sampling, request.seed, request.max_tokens, forced=forced, on_token=on_token
+                seq, lm.vocab, plan, request.sampling, request.seed, request.max_tokens, forced=forced,
+                on_token=on_token, rotations=rotations,
             )
         except ContextFull as exc:
             seq.reset()
@@ -537,6 +546,28 @@ class LlamaBackend:
             completion_tokens=len(decoded.tokens),
             failure=decoded.failure,
         )
+
+    @staticmethod
+    def _new_tokens(lm: LoadedModel, prompt: str, known: str) -> list[int]:
+        """The tokens of ``prompt`` past the text the sequence already holds (all of it, BOS included, if none)."""
+        return lm.vocab.tokenize(prompt[len(known) :], special=True) if known else lm.vocab.prompt_tokens(prompt)
+
+    def _rotations(
+        self, lm: LoadedModel, messages: list[Message], known: str, pending: list[int], to_eval: list[int], cached: int
+    ) -> Rotations | None:
+        """The prompt's tail as shown and in the other rotations of its options (the last user turn's variants),
+        from the first token where any of them differs; None when the turn shows one order only."""
+        last = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
+        if last is None or not messages[last].variants:
+            return None
+        variants = []
+        for text in messages[last].variants:
+            swapped = [*messages[:last], messages[last].model_copy(update={"content": text, "variants": None}), *messages[last + 1 :]]
+            variants.append(pending + self._new_tokens(lm, lm.fmt.render(swapped), known))
+        split = min(common_prefix([to_eval, v]) for v in variants)
+        if split == 0:  # the opening evaluation is never empty
+            return None
+        return Rotations(base=cached + split, tail=to_eval[split:], variants=[v[split:] for v in variants])
 
     # -- the rest ----------------------------------------------------------------------------------
 

@@ -192,7 +192,9 @@ def moderate(
     max_tokens: int = 384,
 ) -> ModeratorReport:
     args = numbered_arguments(rounds)
-    report = ModeratorReport(model=model.name, seed=moderator_seed(run_seed), facts=facts(question.options, participants, rounds))
+    # An integer question has no options: the answers given are its options, in the order first given.
+    options = question.options or list(dict.fromkeys(t.vote for turns in rounds for t in turns if t.valid))
+    report = ModeratorReport(model=model.name, seed=moderator_seed(run_seed), facts=facts(options, participants, rounds))
     if not args:
         report.failure = "no valid ballots to moderate"
         report.summary = report.facts
@@ -203,7 +205,7 @@ def moderate(
         for t in turns:
             if t.valid:
                 final[t.participant] = t.vote
-    for option in question.options:
+    for option in options:
         given = arguments_for(option, args, final)
         if not given:
             continue
@@ -214,6 +216,7 @@ def moderate(
         else:
             passage.seed = moderator_seed(run_seed, option)
             asked.append((passage, given))
+    asked.sort(key=lambda pair: pair[0].option)  # one batch order whatever order the options were typed in
     requests = [case_request(question, p.option, given, model, model_path, backend, run_seed, max_tokens) for p, given in asked]
     backend.generate_many(requests, on_done=lambda i, g: read_case(asked[i][0], asked[i][1], g))
     for p in report.passages:

@@ -15,6 +15,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .ballot import RATIONALE_MAX, REASONING_MAX, ballot_model
+from .draw import rotate, shifts
 from .errors import ContextOverflowError, InputError
 from .registry import ModelSpec, Panel, Participant
 from .runtime import Backend, Generation, GenerationRequest, Message, Sampling
@@ -37,6 +38,8 @@ class Turn(BaseModel):
     rationale: str | None = None
     attributed_to: str | None = None
     confidence: dict[str, float] = Field(default_factory=dict, description="the model's probability of each option")
+    # The probabilities in the order shown alone, when the vote was scored under several rotations.
+    raw_confidence: dict[str, float] | None = None
     attribution_confidence: dict[str, float] | None = None
     option_order: list[str]
     peer_order: list[str] | None = None
@@ -120,6 +123,8 @@ class DebateSettings(BaseModel):
     early_stop: bool = True
     # The rationale comes before the vote, so that the model works the question out before it answers.
     reason_first: bool = False
+    # Score the vote under rotations of the options shown and average (cancels a preference for a position).
+    debias: bool = True
 
 
 def turn_seed(run_seed: int, participant: Participant, round_no: int, salt: str = "ballot") -> int:
@@ -131,6 +136,19 @@ def turn_seed(run_seed: int, participant: Participant, round_no: int, salt: str 
 def shuffled(items: list[str], seed: int) -> list[str]:
     order = np.random.default_rng(seed).permutation(len(items))
     return [items[i] for i in order]
+
+
+def canonical_order(options: list[str], run_seed: int) -> list[str]:
+    """One order of the options per run, from the option set and the seed alone (never the typed order):
+    every seat is shown a rotation of it."""
+    key = int.from_bytes(hashlib.sha256(f"{run_seed}|options".encode()).digest()[:4], "little")
+    return shuffled(sorted(options), key)
+
+
+def display_order(canonical: list[str], seat_index: int, round_no: int) -> list[str]:
+    """A Latin square: within a round, seat i sees the canonical order rotated by i (and each round shifts it
+    on by one), so that each option stands in each position as evenly as the number of seats allows."""
+    return rotate(canonical, seat_index + round_no - 1)
 
 
 def labels_for(seats: list[Seat], anonymous: bool) -> dict[str, str]:
@@ -220,6 +238,10 @@ class Debate:
         self.question, self.seats, self.settings, self.backend = question, seats, settings, backend
         self.labels = labels_for(seats, settings.anonymous)
         self.by_label = {label: name for name, label in self.labels.items()}
+        self.index = {s.name: i for i, s in enumerate(seats)}
+        self.canonical = canonical_order(question.options, settings.seed)
+        # The rotations each vote is scored under (0: the order shown); one when not debiasing.
+        self.rotations = shifts(len(question.options)) if settings.debias and len(question.options) > 1 else [0]
         self.rounds: list[dict[str, Turn]] = []
         for turn in done or []:
             self._record(turn)
@@ -243,15 +265,19 @@ class Debate:
         messages = [Message(role="system", content=prompt)]
         for r in range(1, round_no + 1):
             seed = turn_seed(self.settings.seed, seat.participant, r)
-            option_order = shuffled(self.question.options, seed ^ 0xA5A5)
+            option_order = display_order(self.canonical, self.index[seat.name], r)
             peer_order = None
             if r == 1:
-                content = first_round_prompt(self.question, option_order)
+                def content(order: list[str]) -> str:
+                    return first_round_prompt(self.question, order)
             else:
                 peer_order = shuffled([s.name for s in self.seats if s.name != seat.name], seed ^ 0x5A5A)
                 peers = [(self.labels[p], t) for p in peer_order if (t := self.turn(p, r - 1)) is not None]
-                content = later_round_prompt(self.question, option_order, r, rounds, peers)
-            messages.append(Message(role="user", content=content))
+
+                def content(order: list[str], peers=peers, r=r) -> str:
+                    return later_round_prompt(self.question, order, r, rounds, peers)
+            variants = [content(rotate(option_order, k)) for k in self.rotations[1:]] or None
+            messages.append(Message(role="user", content=content(option_order), variants=variants))
             ballot = self.ballot(seat, r)
             if r == round_no:
                 return TurnPlan(seat, r, seed, option_order, peer_order, ballot, messages)
@@ -260,6 +286,8 @@ class Debate:
                 messages.append(
                     Message(role="assistant", content=past.text, tokens=past.tokens, schema=ballot.model_json_schema())
                 )
+            else:  # a turn that failed before writing anything: drop its question, so that roles keep alternating
+                messages.pop()
         raise AssertionError("unreachable")
 
     def previous_vote(self, name: str, round_no: int) -> str | None:
@@ -272,13 +300,14 @@ class Debate:
 
     def ballot(self, seat: Seat, round_no: int) -> type[BaseModel]:
         first = self.settings.reason_first
+        options = sorted(self.question.options)  # the schema lists them in one order, whatever order they came in
         if round_no == 1:
-            return ballot_model(self.question.options, reason_first=first)
+            return ballot_model(options, reason_first=first)
         others = [self.labels[s.name] for s in self.seats if s.name != seat.name]
         previous = self.previous_vote(seat.name, round_no)
         if previous is not None and self.question.integer:
             previous = int(previous)
-        return ballot_model(self.question.options, others, previous, reason_first=first)
+        return ballot_model(options, others, previous, reason_first=first)
 
     # -- running ---------------------------------------------------------------------------------------
 
@@ -402,6 +431,8 @@ class Debate:
         turn.attributed_to = self.by_label.get(label, label) if label is not None else None
         if (vote := g.choices.get("vote")) is not None:
             turn.confidence = {v: round(p, 6) for v, p in zip(vote.values, vote.probabilities)}
+            if vote.raw is not None:
+                turn.raw_confidence = {v: round(p, 6) for v, p in zip(vote.values, vote.raw)}
         if (who := g.choices.get("attributed_to")) is not None:
             turn.attribution_confidence = {
                 (self.by_label.get(v, v) if v is not None else "null"): round(p, 6)

@@ -6,6 +6,7 @@ import html
 import textwrap
 
 from .charts import option_colors, persuasion_chart, probability_bar, votes_chart
+from .tally import position_line, shift_line
 from .transcript import Round, Transcript
 
 FORMATS = ("text", "markdown", "html", "json")
@@ -71,6 +72,8 @@ def card(t: Transcript, *, color: bool = False, width: int = 88) -> str:
             out.append(f"  {o:<{name_w}}  {_bar(share)}  {final.tally.counts[o]:>3}    {_pct(final.tally.weighted[o])}")
         if final.tally.abstentions:
             out.append(f"  ({final.tally.abstentions} abstained: their ballot failed)")
+    if t.positions:
+        out += ["", "Position effect", wrap(position_line(t.positions), "  "), wrap(shift_line(t.positions, t.options), "  ")]
         out += ["", "Votes" + (f" (round {final.number})" if t.kind == "debate" else "")]
         models = _model_of(t)
         for turn in final.turns:
@@ -151,6 +154,8 @@ def markdown(t: Transcript) -> str:
             for o in t.options
         ]
         out.append("")
+    if t.positions:
+        out += ["## Position effect", "", _md(position_line(t.positions)), "", _md(shift_line(t.positions, t.options)), ""]
     if summary := summary_parts(t):
         out += ["## Summary", ""]
         out += [(f"**{_md(h)}:** " if h else "") + _md(text) + "\n" for h, text in summary]
@@ -222,6 +227,8 @@ def page(t: Transcript) -> str:
             )
         parts.append("</table>")
         parts.append("<p class=legend>" + "".join(f"<span><i style='background:{colors[o]}'></i>{e(o)}</span>" for o in t.options) + "</p>")
+    if t.positions:
+        parts.append(f"<h2>Position effect</h2><p>{e(position_line(t.positions))}</p><p>{e(shift_line(t.positions, t.options))}</p>")
     if t.kind == "debate" and t.rounds:
         parts.append("<h2>Votes over the rounds</h2>" + votes_chart(t))
         parts.append("<h2>Who moved whom</h2>" + persuasion_chart(t))

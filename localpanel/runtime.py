@@ -58,6 +58,9 @@ class Message(BaseModel):
     # state (a resumed run, an unloaded model) can rebuild it by evaluating the same tokens the same way.
     tokens: list[int] | None = None
     schema_: dict | None = Field(default=None, alias="schema")
+    # For the last user turn: the same message with the options shown in other rotations. The vote is scored
+    # after each of them too and the probabilities averaged, which cancels a preference for a position.
+    variants: list[str] | None = None
 
 
 class GenerationRequest(BaseModel):
@@ -82,11 +85,13 @@ class GenerationRequest(BaseModel):
 
 
 class ChoiceRecord(BaseModel):
-    """A choice among alternatives, with the model's own probability of each complete alternative."""
+    """A choice among alternatives, with the model's own probability of each complete alternative: averaged
+    over the rotations of the options scored, with ``raw`` those of the order shown alone (None: one order)."""
 
     values: list[Any]
     probabilities: list[float]
     chosen: int
+    raw: list[float] | None = None
 
 
 class Generation(BaseModel):
@@ -155,16 +160,56 @@ def each_alone(
     return results
 
 
-def physical_cores() -> int:
-    """Physical cores (not hyper-threads): llama.cpp's spinning threads gain nothing from siblings."""
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask, bounded by a cgroup CPU quota (a container's
+    --cpus), not the host's count that /proc/cpuinfo and os.cpu_count() report."""
     try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            cores = {
-                (phys, core)
-                for phys, core in re.findall(r"physical id\s*:\s*(\d+).*?core id\s*:\s*(\d+)", f.read(), re.S)
-            }
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    quota = cgroup_cpu_quota()
+    return max(1, min(n, quota)) if quota else max(1, n)
+
+
+def cgroup_cpu_quota(root: str = "/sys/fs/cgroup") -> int | None:
+    """CPUs allowed by the cgroup quota, rounded up (v2 ``cpu.max``, else v1 ``cfs_quota_us``); None: no quota."""
+    try:
+        with open(f"{root}/cpu.max", encoding="utf-8") as f:
+            quota, period = f.read().split()[:2]
+        return None if quota == "max" else max(1, -(-int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    try:
+        with open(f"{root}/cpu/cpu.cfs_quota_us", encoding="utf-8") as f:
+            quota = int(f.read())
+        with open(f"{root}/cpu/cpu.cfs_period_us", encoding="utf-8") as f:
+            period = int(f.read())
+        return None if quota <= 0 else max(1, -(-quota // period))
+    except (OSError, ValueError):
+        return None
+
+
+def physical_cores(cpuinfo: str = "/proc/cpuinfo") -> int:
+    """Physical cores (not hyper-threads) among the CPUs this process may use: llama.cpp's spinning threads
+    gain nothing from siblings. Where /proc/cpuinfo names no cores (ARM Linux has no SMT to halve), the usable
+    CPUs."""
+    usable = usable_cpus()
+    try:
+        with open(cpuinfo, encoding="utf-8") as f:
+            text = f.read()
+        blocks = [b for b in text.split("\n\n") if b.strip()]
+        cores: set[tuple[str, str]] = set()
+        logical = 0
+        for b in blocks:
+            m = re.search(r"physical id\s*:\s*(\d+).*?core id\s*:\s*(\d+)", b, re.S)
+            if m:
+                cores.add((m.group(1), m.group(2)))
+                logical += 1
         if cores:
-            return len(cores)
+            threads_per_core = max(1, logical // len(cores))
+            return max(1, min(len(cores), usable // threads_per_core or 1))
+        if blocks:
+            return usable
     except OSError:
         pass
     try:
@@ -172,10 +217,19 @@ def physical_cores() -> int:
 
         out = subprocess.run(["sysctl", "-n", "hw.physicalcpu"], capture_output=True, text=True, timeout=2)
         if out.returncode == 0 and out.stdout.strip().isdigit():
-            return int(out.stdout.strip())
+            return min(int(out.stdout.strip()), usable)
     except (OSError, subprocess.SubprocessError):
         pass
-    return max(1, (os.cpu_count() or 2) // 2)
+    return usable
+
+
+def threads_warning(threads: int | None) -> str | None:
+    """A warning when more threads are asked for than this process has CPUs: spinning threads then contend."""
+    usable = usable_cpus()
+    if threads is not None and threads > usable:
+        return (f"--threads {threads} is more than the {usable} CPU{'s' if usable > 1 else ''} this process may use "
+                "(affinity and container quota): expect generation to be many times slower")
+    return None
 
 
 def busy_cores(window: float = 0.25) -> float | None:

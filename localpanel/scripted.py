@@ -18,6 +18,46 @@ class Failed:
     reason: str
 
 
+def shown_options(content: str) -> list[str]:
+    """The options in the order a prompt shows them (the lines after "Options (vote for exactly one):")."""
+    lines = content.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("Options (vote for exactly one)")), None)
+    if start is None:
+        return []
+    out = []
+    for line in lines[start + 1 :]:
+        if not line.startswith("- "):
+            break
+        out.append(line[2:])
+    return out
+
+
+@dataclass
+class PositionBiased:
+    """A model whose probabilities depend on where each option is shown: ``prior(order)`` gives them for the
+    order shown. It scores the vote as the real backend does (under every rotation it is given, averaged) and
+    draws it with the same Gumbel-max draw, so a test can see the bias and its correction exactly."""
+
+    prior: object  # Callable[[list[str]], dict[str, float]]
+    rationale: str = "A scripted rationale that ends here."
+
+    def __call__(self, request: GenerationRequest) -> Generation:
+        from .draw import average, pick
+
+        user = [m for m in request.messages if m.role == "user"][-1]
+        orders = [shown_options(user.content)] + [shown_options(v) for v in user.variants or []]
+        values = list(request.schema_["properties"]["vote"]["enum"])
+        rows = [[self.prior(order)[v] for v in values] for order in orders]
+        probs = average(rows)
+        chosen = pick(values, probs, request.sampling.temperature, request.seed, "vote")
+        record = ChoiceRecord(values=values, probabilities=probs, chosen=chosen, raw=rows[0] if len(rows) > 1 else None)
+        ballot = {"vote": values[chosen], "rationale": self.rationale}
+        if "attributed_to" in request.schema_["properties"]:
+            ballot["attributed_to"] = None
+        text = json.dumps(ballot)
+        return Generation(text=text, tokens=[ord(c) for c in text], choices={"vote": record}, completion_tokens=len(text))
+
+
 class ScriptedBackend:
     """``enqueue(key, ballot, ...)`` queues answers per participant (the moderator's key is "[moderator]").
 
@@ -44,6 +84,9 @@ class ScriptedBackend:
         if answer is None:
             raise AssertionError(f"nothing scripted for {request.key!r}")
         prompt_tokens = self._count(request.messages)
+        if isinstance(answer, Generation):
+            answer.prompt_tokens = prompt_tokens
+            return answer
         if isinstance(answer, Failed):
             return Generation(text="", tokens=[], prompt_tokens=prompt_tokens, failure=answer.reason)
         choices = {}

@@ -7,6 +7,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel
 
+from .draw import pick
 from .protocol import Turn
 
 Label = Literal["unanimous", "supermajority", "majority", "plurality", "tie", "no votes"]
@@ -140,3 +141,70 @@ def most_persuasive(graph: list[Influence]) -> str | None:
     best = max(credit.values())
     top = [name for name, c in credit.items() if c == best]
     return top[0] if len(top) == 1 else None
+
+
+def undebiased_vote(turn: Turn, temperature: float) -> str | None:
+    """The vote the turn's own draw (the same Gumbel noise) gives from its probabilities in the order shown
+    alone: what the ballot would have been without debiasing."""
+    if not turn.valid or not turn.raw_confidence:
+        return turn.vote if turn.valid else None
+    values = list(turn.raw_confidence)
+    return values[pick(values, [turn.raw_confidence[v] for v in values], temperature, turn.seed, "vote")]
+
+
+class PositionEffect(BaseModel):
+    """Where the options a ballot voted for had been shown, against chance, and what debiasing did."""
+
+    ballots: int  # valid ballots among two or more options
+    first: int  # of them, votes for the option shown first
+    last: int  # votes for the option shown last
+    chance: float  # the share either would get if the position did not matter (mean of 1/options)
+    # Per option, the mean over ballots of (averaged over rotations) - (as shown): what debiasing moved.
+    shift: dict[str, float]
+    debiased: int  # ballots whose vote was scored under several rotations
+    # The same counts for the votes the order shown alone would have drawn (None when not debiased).
+    first_undebiased: int | None = None
+    last_undebiased: int | None = None
+
+
+def position_effect(options: list[str], turns: list[Turn], temperatures: dict[str, float]) -> PositionEffect | None:
+    """None for a question without options (an integer answer is not shown in a position). ``temperatures``
+    (per participant) redraw each debiased vote from its probabilities in the order shown alone."""
+    valid = [t for t in turns if t.valid and len(t.option_order) > 1]
+    if not options or not valid:
+        return None
+    debiased = [t for t in valid if t.raw_confidence]
+    plain = {id(t): undebiased_vote(t, temperatures[t.participant]) for t in debiased}
+    shift = {
+        o: round(float(np.mean([t.confidence.get(o, 0.0) - t.raw_confidence.get(o, 0.0) for t in debiased])), 6)
+        for o in options
+    } if debiased else {}
+    return PositionEffect(
+        ballots=len(valid),
+        first=sum(t.vote == t.option_order[0] for t in valid),
+        last=sum(t.vote == t.option_order[-1] for t in valid),
+        chance=round(float(np.mean([1 / len(t.option_order) for t in valid])), 6),
+        shift=shift,
+        debiased=len(debiased),
+        first_undebiased=sum(plain[id(t)] == t.option_order[0] for t in debiased) if debiased else None,
+        last_undebiased=sum(plain[id(t)] == t.option_order[-1] for t in debiased) if debiased else None,
+    )
+
+
+def position_line(p: PositionEffect) -> str:
+    """'Shown first: 2 of 4 votes · shown last: 1 of 4 · chance 33% each.'"""
+    line = (
+        f"Voted for the option shown first: {p.first} of {p.ballots} ballots; shown last: {p.last} of {p.ballots} "
+        f"(chance: {100 * p.chance:.0f}% each)."
+    )
+    if p.first_undebiased is not None and p.debiased == p.ballots:
+        line += f" In the order shown alone they would have been {p.first_undebiased} and {p.last_undebiased}."
+    return line
+
+
+def shift_line(p: PositionEffect, options: list[str]) -> str:
+    """'Debiasing moved the mean probability: SQLite +12 pts · DuckDB -5 pts ...' or why it did not."""
+    if not p.shift:
+        return "Not debiased: each vote was scored in the order shown only (--no-debias)."
+    moved = " · ".join(f"{o} {100 * p.shift[o]:+.0f} pts" for o in options if o in p.shift)
+    return f"Debiasing (each vote scored under rotations of the options, averaged) moved the mean probability: {moved}."

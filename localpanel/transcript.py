@@ -10,6 +10,8 @@ A run directory holds::
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -25,7 +27,10 @@ from .moderator import Argument, ModeratorReport
 from .protocol import DebateSettings, StopReason, Turn
 from .registry import ModelSpec, Panel
 from .runtime import RuntimeSettings
-from .tally import Influence, Tally, TurningPoint, most_persuasive, persuasion_graph, result_line, tally, turning_points, vote_matrix
+from .tally import (
+    Influence, PositionEffect, Tally, TurningPoint, most_persuasive, persuasion_graph, position_effect, result_line, tally,
+    turning_points, vote_matrix,
+)
 
 SCHEMA_VERSION = 1
 
@@ -97,6 +102,7 @@ class Transcript(BaseModel):
     turning_points: list[TurningPoint]
     persuasion: list[Influence]
     most_persuasive: str | None
+    positions: PositionEffect | None = None
     summary: str | None = None
     strongest_arguments: dict[str, Argument] = Field(default_factory=dict)
     moderator: ModeratorReport | None = None
@@ -159,6 +165,10 @@ def build_transcript(
         turning_points=points,
         persuasion=graph,
         most_persuasive=most_persuasive(graph),
+        positions=position_effect(manifest.options, turns, {
+            p.name: p.temperature if manifest.settings.temperature is None else manifest.settings.temperature
+            for p in manifest.participants
+        }),
         summary=report.summary if report else None,
         strongest_arguments=report.strongest if report else {},
         moderator=report,
@@ -240,8 +250,12 @@ class RunDir:
             f.flush()
             os.fsync(f.fileno())
 
-    def journal(self) -> tuple[list[Turn], ModeratorReport | None]:
-        """The journaled turns (and moderator report). A torn last line, from a crash mid-write, is cut off."""
+    def journal(self, repair: bool = False) -> tuple[list[Turn], ModeratorReport | None]:
+        """The journaled turns (and moderator report).
+
+        A torn last line (no newline: a crash mid-write) is left out, and cut off only with ``repair`` (by the
+        process that resumes, holding the lock). Any other line that does not read is refused, naming the file
+        and the line, and nothing is changed: the turns after it are somebody's saved work."""
         try:
             data = self.journal_path.read_bytes()
         except FileNotFoundError:
@@ -249,7 +263,7 @@ class RunDir:
         turns: list[Turn] = []
         report = None
         good = 0
-        for raw in data.splitlines(keepends=True):
+        for number, raw in enumerate(data.splitlines(keepends=True), 1):
             if not raw.endswith(b"\n"):
                 break
             try:
@@ -259,14 +273,39 @@ class RunDir:
                     turns.append(Turn.model_validate(record))
                 elif kind == "moderator":
                     report = ModeratorReport.model_validate(record)
-            except (ValueError, KeyError, ValidationError):
-                break
+                else:
+                    raise ValueError(f"unknown record kind {kind!r}")
+            except (ValueError, KeyError, AttributeError, ValidationError) as exc:
+                raise RunError(
+                    f"{self.journal_path} line {number} does not read as a turn ({_first(exc)}): it is damaged or was "
+                    "written by another localpanel version; nothing was changed."
+                ) from None
             good += len(raw)
-        if good < len(data):
+        if good < len(data) and repair:
             with open(self.journal_path, "r+b") as f:
                 f.truncate(good)
                 os.fsync(f.fileno())
         return turns, report
+
+    @contextlib.contextmanager
+    def lock(self, shared: bool = False):
+        """Hold the run: exclusively to write it (a run, a resume), shared to read it whole (a replay). A second
+        process is told at once that the run is in use, rather than writing beside it."""
+        try:
+            f = open(self.journal_path, "rb")
+        except FileNotFoundError:
+            raise RunError(f"{self.path} is not a run directory (no turns.jsonl).") from None
+        with f:
+            try:
+                fcntl.flock(f.fileno(), (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RunError(
+                    f"{self.path} is being written by another localpanel process; wait for it to finish (or stop it) and try again."
+                ) from None
+            try:
+                yield self
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
     def write_transcript(self, transcript: Transcript) -> None:
         atomic_write_json(self.transcript_path, transcript.model_dump(mode="json"))

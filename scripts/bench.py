@@ -6,6 +6,8 @@ memory and model loads are measured per phase:
   sequences sharing each llama_decode (one token each per call);
 - decode: constrained against free decoding, ours and llama-cpp-python's grammar;
 - debate / naive: the fixed 4-seat debate at 3 and at 6 rounds, localpanel's runtime and the naive one;
+- nodebias: the first of those debates again with --no-debias: what scoring each vote under every rotation
+  of the options costs (the default needs it to stay within 25% of the debate's wall time);
 - first: time from launching `python -m localpanel poll` on the tiny panel to its first ballot token.
 The compute floor of a debate is its new prompt tokens over the prompt rate plus its ballot tokens over the
 best batched decode rate, per model, all measured in this run; floor_ratio is the debate's wall over it.
@@ -260,7 +262,7 @@ class NaiveBackend:
         self.inner.close()
 
 
-def phase_debate(naive: bool, threads: int, rounds: int, panel: str) -> dict:
+def phase_debate(naive: bool, threads: int, rounds: int, panel: str, debias: bool = True) -> dict:
     registry = load_registry(shipped_registry_path())
     real = Store()
     with tempfile.TemporaryDirectory() as home:
@@ -269,7 +271,7 @@ def phase_debate(naive: bool, threads: int, rounds: int, panel: str) -> dict:
         backend = NaiveBackend(threads) if naive else LlamaBackend(RuntimeSettings(threads=threads))
         t0 = time.perf_counter()
         t = api.start_run(QUESTION, OPTIONS, registry=registry, store=store, backend=backend, panel=panel,
-                          settings=DebateSettings(rounds=rounds, seed=7, early_stop=False))
+                          settings=DebateSettings(rounds=rounds, seed=7, early_stop=False, debias=debias))
         wall = time.perf_counter() - t0
         loads = backend.model_loads
         if naive:
@@ -354,7 +356,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=physical_cores())
     ap.add_argument("--skip-naive", action="store_true", help="skip the naive debates (the slowest phases)")
     ap.add_argument("--skip-decode", action="store_true", help="skip the constrained-against-free decode comparison")
-    ap.add_argument("--phase", choices=["limits", "decode", "debate", "naive", "first"], help=argparse.SUPPRESS)
+    ap.add_argument("--skip-debias", action="store_true", help="skip the --no-debias debate (what debiasing costs)")
+    ap.add_argument("--phase", choices=["limits", "decode", "debate", "naive", "nodebias", "first"], help=argparse.SUPPRESS)
     ap.add_argument("--single-rounds", type=int, default=3, help=argparse.SUPPRESS)
     a = ap.parse_args()
 
@@ -364,6 +367,7 @@ def main() -> None:
             "decode": lambda: phase_decode(a.runs, a.tokens, a.threads, a.panel),
             "debate": lambda: phase_debate(False, a.threads, a.single_rounds, a.panel),
             "naive": lambda: phase_debate(True, a.threads, a.single_rounds, a.panel),
+            "nodebias": lambda: phase_debate(False, a.threads, a.single_rounds, a.panel, debias=False),
             "first": lambda: phase_first(a.panel),
         }[a.phase]()
         print(json.dumps(out))
@@ -409,6 +413,10 @@ def main() -> None:
             naives[r] = run_phase(["--phase", "naive", "--single-rounds", str(r), *common])
     main_r = a.rounds[0]
     d = debates[main_r]
+    nodebias = None
+    if not a.skip_debias:
+        progress(f"bench: {main_r}-round debate without debiasing…")
+        nodebias = run_phase(["--phase", "nodebias", "--single-rounds", str(main_r), *common])
 
     def speedup(r):
         return naives[r]["wall_s"] / debates[r]["wall_s"] if r in naives else None
@@ -424,6 +432,8 @@ def main() -> None:
         "speedup_vs_naive": speedup(3),
         "speedup_vs_naive_6": speedup(6),
         "moderator_share": d["moderator_s"] / d["wall_s"],
+        "debias_cost": d["wall_s"] / nodebias["wall_s"] - 1 if nodebias else None,
+        "no_debias": nodebias,
         "first_token_s": first["first_token_s"],
         "batched_decode_tok_s": {m: lim["batched_decode_tok_s"] for m, lim in limits.items()},
         "prompt_tok_s": {m: lim["prompt_tok_s"] for m, lim in limits.items()},
@@ -471,6 +481,10 @@ def main() -> None:
         if r in naives:
             print(f"speedup vs naive at {r} rounds: {speedup(r):.2f}x")
     print(f"moderator share of the {main_r}-round debate: {result['moderator_share']:.1%}")
+    if nodebias:
+        print(f"debiasing (every vote scored under each rotation of the options): {d['wall_s']:.1f} s against "
+              f"{nodebias['wall_s']:.1f} s with --no-debias, +{result['debias_cost']:.1%} of the wall time "
+              f"({d['runtime_stats']['tokens']} against {nodebias['runtime_stats']['tokens']} tokens through llama_decode; target: at most +25%)")
 
 
 if __name__ == "__main__":

@@ -45,9 +45,29 @@ def test_three_round_debate_reuses_the_cache_and_replays_identically(store_with_
     lines = RunDir(store.runs_dir / "three").journal_path.read_text().splitlines()
     assert [json.loads(line)["kind"] for line in lines] == ["turn"] * 12 + ["moderator"]
 
+    # Debiased (the default): every vote was scored under each rotation of the three options.
+    assert t.settings.debias and all(x.raw_confidence and set(x.raw_confidence) == set(OPTIONS) for r in t.rounds for x in r.turns)
+    assert t.positions is not None and t.positions.debiased == 12
+
     report = api.replay(store.runs_dir / "three", store=store)
     assert report.identical and report.turns_compared == 12, report.divergence
     assert report.environment_differences == {}
+
+
+def test_the_typing_order_changes_no_ballot_no_summary_and_no_result(store_with_weights, registry):
+    """Real weights: the same debate with its options typed in another order is the same debate, to the token."""
+    runs = []
+    for k, options in enumerate((["Yes", "No", "It depends"], ["It depends", "Yes", "No"])):
+        runs.append(api.start_run(QUESTION, options, registry=registry, store=store_with_weights, panel="tiny",
+                                  settings=DebateSettings(rounds=2, seed=7, early_stop=False),
+                                  run_dir=store_with_weights.runs_dir / f"order-{k}"))
+    turns = [[(x.participant, x.round, x.tokens, x.vote, x.confidence, x.raw_confidence, x.option_order, x.attributed_to)
+              for r in t.rounds for x in r.turns] for t in runs]
+    assert turns[0] == turns[1]
+    assert len({x[6][0] for x in turns[0] if x[1] == 1}) == 3  # round 1 showed each option first to some seat
+    assert runs[0].moderator.text == runs[1].moderator.text and runs[0].summary is not None
+    assert runs[0].result.counts == runs[1].result.counts and runs[0].result.label == runs[1].result.label
+    assert runs[0].options == ["Yes", "No", "It depends"] and runs[1].options == ["It depends", "Yes", "No"]
 
 
 def cli(*args, home):

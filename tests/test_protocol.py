@@ -191,10 +191,11 @@ def test_moderator_writes_each_case_from_that_options_rationales_alone(env):
     registry, store = env
     backend = script(ScriptedBackend(), [{"Ann": ballot("Yes", "Because of A."), "Bob": ballot("No", "Because of B."),
                                           "Cy": ballot("No", "Because of C."), "Di": ballot("Yes", "Because of D.")}])
-    backend.enqueue("[moderator]", {"strongest": 4, "case": "Ann and Di argued that A and D hold."},
-                    {"strongest": 2, "case": "Bob and Cy argued that B and C hold."})
+    # The passages are asked in one order whatever order the options were typed in (sorted: No, then Yes).
+    backend.enqueue("[moderator]", {"strongest": 2, "case": "Bob and Cy argued that B and C hold."},
+                    {"strongest": 4, "case": "Ann and Di argued that A and D hold."})
     t = api.start_run("Is it?", ["Yes", "No"], registry=registry, store=store, backend=backend)
-    yes, no = backend.requests[-2:]
+    no, yes = backend.requests[-2:]
     assert yes.schema_["properties"]["strongest"]["enum"] == [1, 4]
     assert no.schema_["properties"]["strongest"]["enum"] == [2, 3]
     yes_prompt, no_prompt = yes.messages[-1].content, no.messages[-1].content
@@ -215,8 +216,8 @@ def test_an_option_argued_once_is_quoted_and_facts_tell_who_moved(env):
         {"Ann": ballot("Yes", "Still because of A.", None), "Bob": ballot("Yes", "A convinced me.", "Ann"),
          "Cy": ballot("No", "Still because of C.", None), "Di": ballot("No", "Still because of D.", None)},
     ])
-    backend.enqueue("[moderator]", {"strongest": 6, "case": "Ann held, and Bob came round to her view."},
-                    {"strongest": 7, "case": "Cy and Di kept to their points C and D."})
+    backend.enqueue("[moderator]", {"strongest": 7, "case": "Cy and Di kept to their points C and D."},
+                    {"strongest": 6, "case": "Ann held, and Bob came round to her view."})  # asked sorted: No, Yes
     t = api.start_run("Is it?", ["Yes", "No", "Maybe"], registry=registry, store=store, backend=backend,
                       settings=DebateSettings(rounds=2))
     assert t.moderator.facts == ("After 2 rounds, the panel was split: 2 voted Yes, 2 voted No. "

@@ -53,7 +53,20 @@ def _lines(r: Report) -> dict[str, list[str]]:
         rho = (f"mean correlation of the seats' correctness {r.correctness_correlation:.2f} over {r.correlation_pairs} of "
                f"{total} pairs (a seat always right or always wrong has none); " if r.correctness_correlation is not None else "")
         indep.append(f"{len(r.participants)} seats, {r.effective_votes:.1f} effective independent votes ({rho}Kish: n / (1 + (n−1)ρ))")
-    return {"diff": [diff] if diff else [], "conformity": conf, "independence": indep}
+    debias = []
+    for mode, raw in r.undebiased.items():
+        g = r.debias_gain.get(mode)
+        debias.append(f"{mode}: {_pct(r.modes.get(mode))} ± {_se(r.modes.get(mode))} debiased, {_pct(raw)} ± {_se(raw)} in the order shown; "
+                      f"difference {100 * g.value:+.1f} ± {_se(g)} points (paired over {g.n} questions)" if g else "")
+    pos = []
+    if r.positions:
+        for where, ests in (("first", r.positions.first), ("last", r.positions.last)):
+            pos.append(f"round-1 votes for the option shown {where}: " + ", ".join(f"{_pct(e)}% ± {_se(e)} {k}" for k, e in ests.items())
+                       + f" (chance {100 * r.positions.chance:.0f}%)")
+    notes = [f"{mode}: n = {e.n} questions" for mode, e in r.modes.items()]
+    notes += [f"could not run: {qid} ({why})" for qid, why in r.failed_questions.items()]
+    return {"diff": [diff] if diff else [], "conformity": conf, "independence": indep, "debias": debias, "positions": pos,
+            "conventions": r.conventions + notes}
 
 
 def text(r: Report) -> str:
@@ -69,6 +82,9 @@ def text(r: Report) -> str:
     out += ["", "Accuracy by round (%)", "  " + " " * 22 + "".join(f"{'R' + str(k + 1):>8}" for k in range(r.rounds))]
     for label, ests in [("majority", r.by_round["majority"]), ("mean seat", r.by_round["single"])] + list(r.by_participant.items()):
         out.append(f"  {label[:22]:<22}" + "".join(f"{_pct(e):>8}" for e in ests))
+    if parts["debias"] or parts["positions"]:
+        out += ["", "Position bias (round 1)"] + [f"  {line}" for line in parts["debias"] + parts["positions"]]
+    out += ["", "Abstentions and counts"] + [f"  {line}" for line in parts["conventions"]]
     if parts["conformity"]:
         out += ["", "Conformity"] + [f"  {line}" for line in parts["conformity"]]
     if r.agreement:
@@ -95,6 +111,9 @@ def markdown(r: Report) -> str:
                                    "|---|" + "---:|" * r.rounds]
     for label, ests in [("majority", r.by_round["majority"]), ("mean seat", r.by_round["single"])] + list(r.by_participant.items()):
         out.append(f"| {label} | " + " | ".join(_pct(e) for e in ests) + " |")
+    if parts["debias"] or parts["positions"]:
+        out += ["", "## Position bias (round 1)", ""] + [f"- {line}" for line in parts["debias"] + parts["positions"]]
+    out += ["", "## Abstentions and counts", ""] + [f"- {line}" for line in parts["conventions"]]
     if parts["conformity"]:
         out += ["", "## Conformity", ""] + [f"- {line}" for line in parts["conformity"]]
     if parts["independence"]:
@@ -148,6 +167,9 @@ def page(r: Report) -> str:
     parts.append(html_table(table[:n_modes]))
     lines = _lines(r)
     parts += [f"<p>{e(x)}</p>" for x in lines["diff"]]
+    if lines["debias"] or lines["positions"]:
+        parts.append("<h2>Position bias (round 1)</h2>" + "".join(f"<p>{e(x)}</p>" for x in lines["debias"] + lines["positions"]))
+    parts.append("<h2>Abstentions and counts</h2><ul>" + "".join(f"<li>{e(x)}</li>" for x in lines["conventions"]) + "</ul>")
     parts += ["<h2>Accuracy by round</h2>", accuracy_chart(r), html_table(table[n_modes:])]
     if lines["conformity"]:
         parts += ["<h2>Conformity</h2><ul>"] + [f"<li>{e(x)}" for x in lines["conformity"]] + ["</ul>"]

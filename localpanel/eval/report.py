@@ -4,8 +4,8 @@ Conventions (as lm-evaluation-harness and inspect_ai): a mean accuracy's standar
 standard deviation (ddof=1) over questions divided by sqrt(n); the difference between two modes on the
 same questions gets the paired standard error, that of the per-question differences. A majority with a
 tie between k answers scores 1/k if the right answer is among them (a fair tie-break's expected score).
-An answer that cannot be read does not exist here (the grammar forces every ballot); an abstention
-(a failed ballot) is wrong.
+An answer that cannot be read does not exist here (the grammar forces every ballot). Abstentions (failed
+ballots, and every ballot of a question that could not run) follow CONVENTIONS, stated in every report.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from collections import Counter
 import numpy as np
 from pydantic import BaseModel
 
+from ..tally import undebiased_vote
 from ..transcript import Transcript
 from .questions import DU_ET_AL, EvalQuestion
 
@@ -26,6 +27,17 @@ MODE_TITLES = {
     "debate": "debate (final-round majority)",
     "reflect": "self-reflection (first seat alone)",
 }
+
+
+CONVENTIONS = [
+    "single: a failed ballot is a wrong answer.",
+    "vote and debate: failed ballots are a bloc of their own that can win the count (one right answer and three "
+    "failures score 0; a tie between k blocs scores 1/k when the right answer leads).",
+    "weighted: the probabilities of the valid ballots, summed; a question whose ballots all failed scores 0; "
+    "integer questions have no option probabilities and are left out of it (see its n).",
+    "a question that could not run (too long for a context, a model that did not load) has every ballot failed.",
+]
+ABSTAIN = object()
 
 
 class Estimate(BaseModel):
@@ -43,7 +55,8 @@ def estimate(scores: list[float]) -> Estimate:
 
 
 def majority_score(votes: list[str | None], answer: str) -> float:
-    counts = Counter(v for v in votes if v is not None)
+    """The majority's score, failed ballots (None) counting as one bloc that can lead (see CONVENTIONS)."""
+    counts = Counter(ABSTAIN if v is None else v for v in votes)
     if not counts:
         return 0.0
     top = max(counts.values())
@@ -73,24 +86,53 @@ class QuestionResult(BaseModel):
     reflect: list[str | None] | None = None  # the reflect run's answer per round
     reflect_tokens: int = 0
     reflect_seconds: float = 0.0
+    # Round 1 without debiasing, per participant: the vote the same draw gives from the probabilities in the
+    # order shown alone, and those probabilities (None when the run was not debiased).
+    undebiased: list[str | None] | None = None
+    raw_confidence: list[dict[str, float]] | None = None
+    shown_first: list[str | None] = []  # round 1, per participant: the option shown first (None: no options)
+    shown_last: list[str | None] = []
+    integer: bool = False  # answered with an integer: no options, so no probabilities
+    failure: str | None = None  # why the question could not run at all
 
     def scores(self) -> dict[str, float]:
-        first = self.votes[0]
-        out = {
-            "single": float(np.mean([v == self.answer for v in first])),
-            "vote": majority_score(first, self.answer),
-            "debate": majority_score(self.votes[-1], self.answer),
-        }
-        if any(self.confidence):
+        out = self._round_one(self.votes[0], self.confidence)
+        out["debate"] = majority_score(self.votes[-1], self.answer)
+        if self.reflect is not None:
+            out["reflect"] = float(self.reflect[-1] == self.answer)
+        return out
+
+    def undebiased_scores(self) -> dict[str, float]:
+        """single, vote and weighted as they would have been without debiasing (round 1 only: later rounds
+        read what others wrote, which debiasing changed)."""
+        if self.undebiased is None or self.raw_confidence is None:
+            return {}
+        return self._round_one(self.undebiased, self.raw_confidence)
+
+    def _round_one(self, first: list[str | None], confidence: list[dict[str, float]]) -> dict[str, float]:
+        out = {"single": float(np.mean([v == self.answer for v in first])), "vote": majority_score(first, self.answer)}
+        if not self.integer:
             summed: Counter = Counter()
-            for c in self.confidence:
+            for c in confidence:
                 summed.update(c)
             best = max(summed.values()) if summed else 0
             leaders = [o for o, p in summed.items() if p == best]
             out["weighted"] = (self.answer in leaders) / len(leaders) if leaders else 0.0
-        if self.reflect is not None:
-            out["reflect"] = float(self.reflect[-1] == self.answer)
         return out
+
+    def position_share(self, votes: list[str | None], shown: list[str | None]) -> float | None:
+        """The share of this question's valid round-1 ballots that went to the option shown at that place."""
+        pairs = [(v, s) for v, s in zip(votes, shown) if v is not None and s is not None]
+        return float(np.mean([v == s for v, s in pairs])) if pairs else None
+
+
+def failed_question(index: int, q: EvalQuestion, names: list[str], rounds: int, reason: str) -> QuestionResult:
+    """A question that could not run: every ballot of every round failed."""
+    return QuestionResult(
+        index=index, id=q.id, answer=q.answer, votes=[[None] * len(names) for _ in range(rounds)],
+        confidence=[{} for _ in names], tokens=[0] * rounds, seconds=[0.0] * rounds, integer=q.integer, failure=reason,
+        reflect=None,
+    )
 
 
 def read_question(index: int, q: EvalQuestion, debate: Transcript, reflect: Transcript | None) -> QuestionResult:
@@ -104,16 +146,36 @@ def read_question(index: int, q: EvalQuestion, debate: Transcript, reflect: Tran
         return tokens, [sum(x.seconds + x.rebuild_seconds for x in r.turns) for r in t.rounds]
 
     tokens, seconds = cost(debate)
+    first = {x.participant: x for x in debate.rounds[0].turns}
     result = QuestionResult(
         index=index, id=q.id, answer=q.answer, votes=votes(debate, names),
-        confidence=[next((x.confidence for x in debate.rounds[0].turns if x.participant == n), {}) for n in names],
-        tokens=tokens, seconds=seconds,
+        confidence=[first[n].confidence if n in first else {} for n in names],
+        tokens=tokens, seconds=seconds, integer=q.integer,
+        shown_first=[first[n].option_order[0] if n in first and first[n].option_order else None for n in names],
+        shown_last=[first[n].option_order[-1] if n in first and first[n].option_order else None for n in names],
     )
+    if debate.settings.debias and debate.options and any(t.raw_confidence for t in first.values()):
+        temperature = {p.name: p.temperature if debate.settings.temperature is None else debate.settings.temperature
+                       for p in debate.participants}
+        result.undebiased = [undebiased_vote(first[n], temperature[n]) if n in first else None for n in names]
+        result.raw_confidence = [(first[n].raw_confidence or {}) if n in first else {} for n in names]
     if reflect is not None:
+        if not isinstance(reflect, Transcript):  # the reflect run could not run: its answer failed
+            result.reflect = [None]
+            return result
         rt, rs = cost(reflect)
         result.reflect = [v[0] for v in votes(reflect, [reflect.participants[0].name])]
         result.reflect_tokens, result.reflect_seconds = sum(rt), sum(rs)
     return result
+
+
+class PositionReport(BaseModel):
+    """Round 1: the share of ballots for the option shown first and last (mean over questions, with stderr),
+    as voted (debiased) and as the order shown alone would have voted; chance is the mean of 1/options."""
+
+    chance: float
+    first: dict[str, Estimate]  # "as voted", and "order shown only" when the votes were debiased
+    last: dict[str, Estimate]
 
 
 class Conformity(BaseModel):
@@ -132,6 +194,11 @@ class Report(BaseModel):
     participants: list[str]
     rounds: int
     modes: dict[str, Estimate]
+    # Round-1 modes without debiasing (the same draws from the probabilities in the order shown), and the
+    # paired difference debiased - undebiased per mode; empty when the eval was not debiased.
+    undebiased: dict[str, Estimate] = {}
+    debias_gain: dict[str, Estimate] = {}
+    positions: PositionReport | None = None
     debate_minus_vote: Estimate | None
     by_participant: dict[str, list[Estimate]]  # per round
     by_round: dict[str, list[Estimate]]  # "single" (mean seat) and "majority", per round
@@ -141,6 +208,8 @@ class Report(BaseModel):
     correlation_pairs: int = 0  # pairs of seats whose correctness varied (a seat always right or wrong has no correlation)
     effective_votes: float | None
     cost: dict[str, dict[str, float]]  # per mode: mean tokens and seconds per question
+    conventions: list[str] = CONVENTIONS
+    failed_questions: dict[str, str] = {}  # id -> why it could not run
     reference: dict[str, float] | None  # Du et al.'s figures, when the set is theirs
     seconds: float  # wall time of the invocation that finished the eval
     compute_seconds: float  # time in the turns of every run, however many invocations and workers it took
@@ -163,13 +232,39 @@ def build_report(manifest, results: list[QuestionResult], seconds: float) -> Rep
     }
     agreement, correlation, effective, pairs = independence(results, len(names))
     reference = DU_ET_AL.get(manifest.questions.name)
+    raw = [(s, r.undebiased_scores()) for s, r in zip(per_q, results)]
+    raw = [(s, u) for s, u in raw if u]
+    undebiased = {m: estimate([u[m] for _, u in raw if m in u]) for m in ("single", "vote", "weighted") if any(m in u for _, u in raw)}
+    gain = {m: estimate([s[m] - u[m] for s, u in raw if m in u and m in s]) for m in undebiased}
     return Report(
         name=manifest.questions.name, source=manifest.questions.source, sha256=manifest.questions.sha256,
         questions=len(results), participants=names, rounds=n_rounds, modes=modes, debate_minus_vote=diff,
+        undebiased=undebiased, debias_gain=gain, positions=positions(results),
+        failed_questions={r.id: r.failure for r in results if r.failure},
         by_participant=by_participant, by_round=by_round, conformity=conformity(results),
         agreement=agreement, correctness_correlation=correlation, correlation_pairs=pairs, effective_votes=effective,
         cost=cost(results, len(names)), reference=reference, seconds=round(seconds, 1),
         compute_seconds=round(sum(sum(r.seconds) + r.reflect_seconds for r in results), 1),
+    )
+
+
+def positions(results: list[QuestionResult]) -> PositionReport | None:
+    with_options = [r for r in results if any(s is not None for s in r.shown_first)]
+    if not with_options:
+        return None
+
+    def share(which: str, votes_of) -> Estimate:
+        shares = [r.position_share(votes_of(r), getattr(r, which)) for r in with_options if votes_of(r) is not None]
+        return estimate([x for x in shares if x is not None])
+
+    chance = float(np.mean([1 / len(set(r.confidence[0]) or {1}) for r in with_options if r.confidence and r.confidence[0]] or [float("nan")]))
+    kinds = {"as voted": lambda r: r.votes[0]}
+    if any(r.undebiased is not None for r in with_options):
+        kinds["order shown only"] = lambda r: r.undebiased
+    return PositionReport(
+        chance=chance,
+        first={k: share("shown_first", f) for k, f in kinds.items()},
+        last={k: share("shown_last", f) for k, f in kinds.items()},
     )
 
 
