@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from . import __version__
 from .errors import InputError, RunError
 from .moderator import ModeratorReport, moderate
+from .prompting import run_date
 from .protocol import Debate, DebateSettings, Question, Seat, Turn
 from .registry import Registry
 from .runtime import Backend, RuntimeSettings
@@ -115,8 +117,13 @@ def continue_run(
     on_progress: ProgressFn | None = None,
 ) -> Transcript:
     """Run (or finish) the turns not yet in the journal, then the moderator, then write the transcript."""
+    with run.lock(), run_date(manifest.created_at):
+        return _continue(run, manifest, seats, backend, store, on_progress)
+
+
+def _continue(run: RunDir, manifest: Manifest, seats: list[Seat], backend: Backend, store: Store, on_progress) -> Transcript:
     started = time.perf_counter()
-    done, report = run.journal()
+    done, report = run.journal(repair=True)
     earlier = sum(t.seconds + t.rebuild_seconds for t in done) + (report.seconds if report else 0.0)
     q = Question(text=manifest.question, options=manifest.options)
     debate = Debate(q, seats, manifest.settings, backend, done=done, on_turn=lambda t: run.append("turn", t), on_progress=on_progress)
@@ -145,6 +152,7 @@ def resume(ref: str | Path, *, store: Store, backend: Backend | None = None, on_
     if run.finished:
         return run.transcript()
     manifest = run.manifest()
+    same_version(run, manifest, "resume")
     seats = manifest_seats(manifest, store)
     backend = backend or _backend(manifest.runtime)
     return continue_run(run, manifest, seats, backend, store, on_progress)
@@ -180,6 +188,27 @@ def replay(ref: str | Path, *, store: Store, backend: Backend | None = None, on_
     """Run every turn of a saved run again from its manifest and compare the text, turn by turn."""
     run = find_run(ref, store.runs_dir)
     manifest = run.manifest()
+    if not run.finished:
+        raise InputError(
+            f"{run.path} is unfinished, so there is nothing whole to compare with; finish it first with "
+            f"`localpanel {manifest.kind} --resume {run.path}`, then replay it."
+        )
+    same_version(run, manifest, "replay")
+    with run.lock(shared=True), run_date(manifest.created_at):
+        return _replay(run, manifest, store, backend, on_progress)
+
+
+def same_version(run: RunDir, manifest: Manifest, what: str) -> None:
+    """A run resumes and replays only with the localpanel that made it: another one may draw differently."""
+    made_by = manifest.environment.get("localpanel")
+    if made_by is not None and made_by != __version__:
+        raise RunError(
+            f"{run.path} was made by localpanel {made_by} and this is {__version__}, which decodes ballots differently; "
+            f"{what} it with localpanel {made_by}."
+        )
+
+
+def _replay(run: RunDir, manifest: Manifest, store: Store, backend: Backend | None, on_progress) -> ReplayReport:
     original, original_report = run.journal()
     if not original:
         raise RunError(f"{run.path} has no finished turns to replay.")

@@ -5,22 +5,24 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from . import __version__, api
 from .atomic import atomic_write_text
 from .discover import scan, size_label
 from .errors import LocalpanelError
 from .protocol import DebateSettings, Seat
-from .registry import Registry, load_registry
+from .registry import Registry, load_registry, shipped_registry_path, user_registry_path
 from .render import FORMATS, render
 
 EVAL_FORMATS = ("text", "markdown", "html", "json")
-from .runtime import RuntimeSettings, busy_warning, physical_cores
+from .runtime import RuntimeSettings, busy_warning, physical_cores, threads_warning
 from .store import Store, add_model
 from .transcript import RunDir, find_run
 
@@ -34,6 +36,8 @@ class Failure(click.ClickException):
 
 
 def errors_to_sentences(fn):
+    """Library errors become one sentence and their exit code; a file that cannot be written says which and
+    why (exit 1); Ctrl-C anywhere else exits 130 without a traceback."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
@@ -42,6 +46,14 @@ def errors_to_sentences(fn):
             if os.environ.get("LOCALPANEL_DEBUG"):
                 raise
             raise Failure(str(exc), exc.exit_code) from None
+        except OSError as exc:
+            if os.environ.get("LOCALPANEL_DEBUG"):
+                raise
+            where = f" {exc.filename}" if exc.filename else ""
+            raise Failure(f"Could not use{where}: {exc.strerror or exc}; check the path and its permissions or free space.") from None
+        except KeyboardInterrupt:
+            click.echo("\nInterrupted; nothing half-written was left behind.", err=True)
+            sys.exit(130)
 
     return wrapper
 
@@ -52,7 +64,8 @@ class CliState:
     def __init__(self, models_file: str | None):
         self.models_file = models_file
         self._registry: Registry | None = None
-        self.store = Store()
+        self.store = Store(progress=ByteProgress(True), on_rehash=lambda name, size: click.echo(
+            f"Re-hashing {name} ({_size(size)}): its verified mark is stale (the file changed since it was checked)…", err=True))
 
     @property
     def registry(self) -> Registry:
@@ -125,8 +138,9 @@ class TurnProgress:
             return
         if not self.checked:  # once, when the first turn starts: bad input never gets this far
             self.checked = True
-            if warning := busy_warning(self.threads):
-                click.echo(f"Warning: {warning}.", err=True)
+            for warning in (threads_warning(self.threads), busy_warning(self.threads)):
+                if warning:
+                    click.echo(f"Warning: {warning}.", err=True)
         where = f"Round {round_no}/{self.rounds} · " if self.rounds > 1 else ""
         if event == "start":
             self.started[seat.name] = time.perf_counter()
@@ -171,19 +185,25 @@ def models(ctx: CliState, as_json: bool, scan: bool) -> None:
     if scan:
         _scan(ctx, as_json)
         return
-    rows = [ctx.store.status(spec) for spec in ctx.registry.models.values()]
+    registry = ctx.registry
+    rows = [ctx.store.status(spec) for spec in registry.models.values()]
+    origin = {r.spec.name: str(registry.origins.get(f"models.{r.spec.name}", registry.path)) for r in rows}
     if as_json:
-        click.echo(json.dumps([r.as_dict() for r in rows], indent=2))
+        click.echo(json.dumps([{**r.as_dict(), "from": origin[r.spec.name]} for r in rows], indent=2))
         return
-    click.echo(f"models.yaml: {ctx.registry.path}\nstore: {ctx.store.models_dir}\n")
-    header = f"{'NAME':<24} {'SIZE':>9}  {'SHA256':<12}  {'LICENSE':<14} {'STATUS':<10} SOURCE"
+    files = list(dict.fromkeys(origin.values()))
+    click.echo("models.yaml: " + " + ".join(files) + f" (localpanel add writes to {registry.writable})")
+    click.echo(f"store: {ctx.store.models_dir}\n")
+    header = f"{'NAME':<24} {'SIZE':>9}  {'SHA256':<12}  {'LICENSE':<14} {'STATUS':<10} {'FROM':<8} SOURCE"
     click.echo(header)
+    labels = {str(shipped_registry_path()): "shipped", str(user_registry_path()): "yours"}
     for r in rows:
         state = "verified" if r.verified else "present" if r.present else "missing"
         sha = r.sha256[:12] if r.sha256 else "unpinned"
         source = r.spec.sources[0].uri
         source = source if len(source) < 60 else source[:57] + "…"
-        click.echo(f"{r.spec.name:<24} {_size(r.size):>9}  {sha:<12}  {(r.spec.license or '?')[:14]:<14} {state:<10} {source}")
+        where = labels.get(origin[r.spec.name], Path(origin[r.spec.name]).name)
+        click.echo(f"{r.spec.name:<24} {_size(r.size):>9}  {sha:<12}  {(r.spec.license or '?')[:14]:<14} {state:<10} {where[:8]:<8} {source}")
 
 
 def _scan(ctx: CliState, as_json: bool) -> None:
@@ -316,6 +336,8 @@ def run_options(fn):
         click.option("--seed", type=click.IntRange(0), default=7, show_default=True, help="Run seed; every turn's seed derives from it."),
         click.option("--temperature", type=click.FloatRange(0, 2), help="Override every participant's temperature."),
         click.option("--max-tokens", type=click.IntRange(32, 4096), default=512, show_default=True, help="Most tokens one ballot may take; a ballot cut off is recorded as failed."),
+        click.option("--no-debias", is_flag=True, help="Score each vote in the order its seat was shown only, instead of under rotations of the options averaged (faster; keeps the models' preference for a position)."),
+        click.option("--ballot", "ballot_order", type=click.Choice(["vote-first", "reason-first"]), default=DEFAULT_BALLOT, show_default=True, help="vote-first: the vote, then the rationale; reason-first: the rationale (the model's working), then the vote it leads to. Cards show the vote first either way."),
         click.option("--no-moderator", is_flag=True, help="Skip the moderator's summary and strongest arguments."),
         click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), help="Where to save the run (default: under the store's runs/)."),
         click.option("--json", "as_json", is_flag=True, help="Print the whole transcript as JSON on stdout."),
@@ -327,6 +349,14 @@ def run_options(fn):
     for option in reversed(options):
         fn = option(fn)
     return fn
+
+
+DEFAULT_BALLOT = "reason-first" if DebateSettings().reason_first else "vote-first"
+
+
+def _ballot(kw: dict) -> dict:
+    """How the ballot is asked for and scored, from --ballot and --no-debias."""
+    return {"reason_first": kw.pop("ballot_order") == "reason-first", "debias": not kw.pop("no_debias")}
 
 
 def _emit(transcript, fmt: str, out: Path | None, as_json: bool) -> None:
@@ -371,7 +401,25 @@ def _interrupted(run_dir: Path | None, debate: bool) -> None:
     sys.exit(130)
 
 
+# What a run is made of: a resume takes all of it from the run's manifest, so giving any of it is a conflict.
+RUNTIME_OPTIONS = ("threads", "batch_size", "ctx_size", "gpu_layers", "max_memory", "one_at_a_time")
+RUN_SHAPING = ("question", "options", "panel", "seat_models", "seed", "temperature", "max_tokens", "rounds", "anonymous",
+               "no_early_stop", "no_debias", "ballot_order", "no_moderator", "run_dir", *RUNTIME_OPTIONS)
+
+
+def _refuse_beside_resume(shaping: tuple[str, ...] = RUN_SHAPING) -> None:
+    click_ctx = click.get_current_context()
+    given = [name for name in shaping if name in click_ctx.params
+             and click_ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)]
+    if given:
+        flag = ("a question" if given[0] in ("question", "source")
+                else "--" + given[0].replace("_", "-").replace("seat-models", "model").replace("ballot-order", "ballot"))
+        raise Failure(f"--resume continues a run exactly as it was started, so it takes no {flag}; "
+                      "drop it, or start a new run without --resume.", 2)
+
+
 def _resume(ctx: CliState, ref: Path, kw: dict) -> None:
+    _refuse_beside_resume()
     run = find_run(ref, ctx.store.runs_dir)
     was_finished = run.finished
     manifest = run.manifest()
@@ -402,7 +450,7 @@ def poll(ctx: CliState, question: str | None, resume_dir: Path | None, seed, tem
     """
     if resume_dir:
         return _resume(ctx, resume_dir, kw)
-    settings = DebateSettings(rounds=1, seed=seed, temperature=temperature, max_tokens=max_tokens)
+    settings = DebateSettings(rounds=1, seed=seed, temperature=temperature, max_tokens=max_tokens, **_ballot(kw))
     _run(ctx, question or "", settings, kw)
 
 
@@ -431,7 +479,7 @@ def debate(ctx: CliState, question: str | None, rounds: int, anonymous: bool, no
     if resume_dir:
         return _resume(ctx, resume_dir, kw)
     settings = DebateSettings(rounds=rounds, seed=seed, temperature=temperature, max_tokens=max_tokens,
-                              anonymous=anonymous, early_stop=not no_early_stop)
+                              anonymous=anonymous, early_stop=not no_early_stop, **_ballot(kw))
     _run(ctx, question or "", settings, kw)
 
 
@@ -488,12 +536,16 @@ def replay(ctx: CliState, run: str, as_json: bool, quiet: bool) -> None:
         sys.exit(1)
 
 
-@cli.command()
-@click.option("--json", "as_json", is_flag=True)
-@pass_ctx
+@cli.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@click.option("--limit", type=click.IntRange(1), help="Only the newest N runs.")
+@click.pass_context
 @errors_to_sentences
-def runs(ctx: CliState, as_json: bool) -> None:
-    """List saved runs, newest last."""
+def runs(click_ctx: click.Context, as_json: bool, limit: int | None) -> None:
+    """List saved runs, newest last (`runs rm RUN...` deletes runs)."""
+    if click_ctx.invoked_subcommand is not None:
+        return
+    ctx = click_ctx.find_object(CliState)
     rows = []
     if ctx.store.runs_dir.is_dir():
         for path in sorted(ctx.store.runs_dir.iterdir()):
@@ -506,6 +558,8 @@ def runs(ctx: CliState, as_json: bool) -> None:
                 continue
             line = run.transcript().result.line if run.finished else "unfinished (resume it with --resume)"
             rows.append({"id": path.name, "kind": m.kind, "question": m.question, "result": line, "path": str(path)})
+    if limit:
+        rows = rows[-limit:]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -513,6 +567,61 @@ def runs(ctx: CliState, as_json: bool) -> None:
         click.echo(f"No runs yet in {ctx.store.runs_dir}.")
     for r in rows:
         click.echo(f"{r['id']}  {r['kind']:<6}  {r['result']}\n    {r['question'][:100]}")
+
+
+@runs.command("rm")
+@click.argument("refs", metavar="RUN...", nargs=-1, required=True)
+@click.option("--dry-run", is_flag=True, help="Say what would be deleted, delete nothing.")
+@pass_ctx
+@errors_to_sentences
+def runs_rm(ctx: CliState, refs: tuple[str, ...], dry_run: bool) -> None:
+    """Delete runs (a directory, an id or unique prefix, or 'last') or eval directories, whole.
+
+    A run another process is writing is refused. Every name is checked before anything is deleted."""
+    targets = []
+    for ref in refs:
+        path = Path(ref)
+        if path.is_dir() and (path / "eval.json").is_file():
+            targets.append(path)
+            continue
+        run = find_run(ref, ctx.store.runs_dir)
+        if not run.manifest_path.is_file():
+            raise Failure(f"{run.path} is not a run directory (no manifest.json); nothing was deleted.", 2)
+        targets.append(run.path)
+    for path in targets:
+        if dry_run:
+            click.echo(f"would delete {path}")
+            continue
+        journal = RunDir(path)
+        if journal.journal_path.is_file():
+            with journal.lock():  # refuses a run being written
+                shutil.rmtree(path)
+        else:
+            shutil.rmtree(path)
+        click.echo(f"deleted {path}")
+
+
+@cli.command()
+@click.option("--yes", is_flag=True, help="Delete them (without it, only list them: a dry run).")
+@click.option("--json", "as_json", is_flag=True, help="Print what is (or would be) removed as JSON.")
+@pass_ctx
+@errors_to_sentences
+def prune(ctx: CliState, yes: bool, as_json: bool) -> None:
+    """Remove weights from the store that no models.yaml layer names (a dry run unless --yes)."""
+    stale = ctx.store.unreferenced(ctx.registry)
+    total = sum(p.stat().st_size for p in stale)
+    if yes:
+        for p in stale:
+            ctx.store.remove(p)
+    if as_json:
+        click.echo(json.dumps({"removed" if yes else "would_remove": [str(p) for p in stale], "bytes": total}, indent=2))
+        return
+    for p in stale:
+        click.echo(f"{'removed' if yes else 'would remove'} {p} ({_size(p.stat().st_size) if p.exists() else 'gone'})")
+    if not stale:
+        click.echo("Nothing to prune: every file in the store is named by models.yaml.")
+    elif not yes:
+        click.echo(f"{len(stale)} file(s), {_size(total)}; run `localpanel prune --yes` to remove them.")
 
 
 # -- eval -------------------------------------------------------------------------------------------------
@@ -553,6 +662,8 @@ def eval_group() -> None:
 @click.option("--modes", default="", metavar="LIST", help="Extra modes, comma-separated: 'reflect' adds the first seat revising its own answer with no peers.")
 @click.option("--temperature", type=click.FloatRange(0, 2), help="Override every participant's temperature.")
 @click.option("--max-tokens", type=click.IntRange(32, 4096), default=1024, show_default=True, help="Most tokens one ballot may take.")
+@click.option("--no-debias", is_flag=True, help="Score each vote in the order shown only (the report then has no with/without-debiasing comparison).")
+@click.option("--ballot", "ballot_order", type=click.Choice(["reason-first", "vote-first"]), default="reason-first", show_default=True, help="Whether the working comes before the vote (as in the debate papers) or after it.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="Where questions run: this process, or Ray actors.")
 @click.option("--address", help="Ray cluster to join (e.g. auto, or ray://HOST:10001); default: start a local Ray.")
 @click.option("--workers", type=click.IntRange(1), help="Ray actors (default: the cluster's CPUs / threads per actor).")
@@ -564,7 +675,7 @@ def eval_group() -> None:
 @runtime_options
 @pass_ctx
 @errors_to_sentences
-def eval_run(ctx: CliState, source, panel, seat_models, rounds, seed, modes, temperature, max_tokens, executor, address,
+def eval_run(ctx: CliState, source, panel, seat_models, rounds, seed, modes, temperature, max_tokens, no_debias, ballot_order, executor, address,
              workers, out_dir, resume_dir, fmt, as_json, quiet, threads, batch_size, ctx_size, gpu_layers, max_memory,
              one_at_a_time) -> None:
     """Run a question set through the panel; every question is a debate.
@@ -578,8 +689,8 @@ def eval_run(ctx: CliState, source, panel, seat_models, rounds, seed, modes, tem
     from .eval.runner import DEFAULT_MODES, EvalSettings, LocalExecutor, RayExecutor, load_manifest
 
     if resume_dir is not None:
-        if source:
-            raise Failure("Give either a question set or --resume DIR, not both.", 2)
+        _refuse_beside_resume(("source", "panel", "seat_models", "rounds", "seed", "modes", "temperature", "max_tokens",
+                               "no_debias", "ballot_order", "out_dir", *RUNTIME_OPTIONS))
         eval_dir = resume_dir
         runtime = load_manifest(eval_dir).runtime
     else:
@@ -595,7 +706,8 @@ def eval_run(ctx: CliState, source, panel, seat_models, rounds, seed, modes, tem
             raise Failure("Give either --panel or --model, not both.", 2)
         chosen = registry.models_panel(list(seat_models)) if seat_models else registry.panel(panel)
         settings = EvalSettings(rounds=rounds, seed=seed, temperature=temperature, max_tokens=max_tokens,
-                                modes=list(dict.fromkeys([*DEFAULT_MODES, *extra])))
+                                modes=list(dict.fromkeys([*DEFAULT_MODES, *extra])), debias=not no_debias,
+                                reason_first=ballot_order == "reason-first")
         runtime = _runtime(threads, batch_size, ctx_size, gpu_layers, max_memory, one_at_a_time)
         eval_dir = eval_api.prepare(questions, registry=registry, store=ctx.store, panel=chosen, settings=settings,
                                     runtime=runtime, out_dir=out_dir)

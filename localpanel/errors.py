@@ -53,3 +53,7 @@ class ModelLoadError(LocalpanelError):
 
 class RunError(LocalpanelError):
     """A run directory is missing, damaged, or does not match what was asked."""
+
+
+class UndecodableError(InputError):
+    """A ballot cannot be decoded with this model: two options read as the same tokens."""

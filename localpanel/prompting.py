@@ -6,6 +6,8 @@ that is what lets a participant's KV cache carry over from one round to the next
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import json
 from datetime import datetime
@@ -49,6 +51,29 @@ def _raise(message: str):
     raise jinja2.TemplateError(message)
 
 
+# The date templates print (Llama 3.x writes "Today Date: ..." into every prompt): the run's own date while a
+# run is being made, resumed or replayed, so that the same run renders the same prompts on another day.
+_RUN_DATE: contextvars.ContextVar[datetime | None] = contextvars.ContextVar("run_date", default=None)
+
+
+def _today() -> datetime:
+    return datetime.now()
+
+
+@contextlib.contextmanager
+def run_date(created_at: str):
+    """Render every template inside with the date of a run (its manifest's ``created_at``, ISO 8601 UTC)."""
+    token = _RUN_DATE.set(datetime.strptime(created_at, "%Y-%m-%dT%H:%M:%SZ"))
+    try:
+        yield
+    finally:
+        _RUN_DATE.reset(token)
+
+
+def strftime_now(fmt: str) -> str:
+    return (_RUN_DATE.get() or _today()).strftime(fmt)
+
+
 class ChatTemplate:
     """A model's Jinja chat template (from its GGUF or models.yaml), rendered the way transformers does."""
 
@@ -58,7 +83,7 @@ class ChatTemplate:
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
         env.filters["tojson"] = lambda x, indent=None, **_: json.dumps(x, ensure_ascii=False, indent=indent)
         env.globals["raise_exception"] = _raise
-        env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+        env.globals["strftime_now"] = strftime_now
         try:
             self.template = env.from_string(source)
         except jinja2.TemplateError as exc:

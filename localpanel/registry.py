@@ -190,6 +190,10 @@ class Registry(BaseModel):
     panels: dict[str, Panel] = Field(default_factory=dict)
     default_panel: str = "default"
     path: Path | None = Field(default=None, exclude=True)
+    # Where each "models.NAME" and "panels.NAME" was read from (the shipped file, the user's, ./models.yaml), and the
+    # file `add` writes to: the one named with --models/LOCALPANEL_MODELS, else the user's under LOCALPANEL_HOME.
+    origins: dict[str, Path] = Field(default_factory=dict, exclude=True)
+    writable: Path | None = Field(default=None, exclude=True)
 
     @model_validator(mode="before")
     @classmethod
@@ -261,17 +265,29 @@ def shipped_registry_path() -> Path:
     return Path(__file__).resolve().parent.parent / "models.yaml"
 
 
-def registry_path(explicit: str | os.PathLike | None = None) -> Path:
-    """--models FILE, else $LOCALPANEL_MODELS, else ./models.yaml, else the shipped one."""
+def registry_path(explicit: str | os.PathLike | None = None) -> Path | None:
+    """--models FILE, else $LOCALPANEL_MODELS; None: the layered registry (see ``registry_layers``)."""
     if explicit:
         return Path(explicit)
     env = os.environ.get("LOCALPANEL_MODELS")
-    if env:
-        return Path(env)
-    local = Path.cwd() / "models.yaml"
-    if local.is_file():
-        return local
-    return shipped_registry_path()
+    return Path(env) if env else None
+
+
+def user_registry_path() -> Path:
+    """The user's own models.yaml, where `add` pins what the user adds: $LOCALPANEL_HOME/models.yaml."""
+    from .store import default_home  # the store owns the home directory
+
+    return default_home() / "models.yaml"
+
+
+def registry_layers() -> list[Path]:
+    """The files the registry is read from, lowest first: the shipped one, the user's, and ./models.yaml. Each
+    adds models and panels to those below it (an entry of the same name replaces the one below)."""
+    layers = [shipped_registry_path()]
+    for path in (user_registry_path(), Path.cwd() / "models.yaml"):
+        if path.is_file() and all(path.resolve() != p.resolve() for p in layers):
+            layers.append(path)
+    return layers
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -310,6 +326,46 @@ def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
 
 def parse_registry(text: str, path: Path) -> Registry:
     """Parse and validate models.yaml text; errors name the file, line and key at fault."""
+    return parse_layers([(text, path)])
+
+
+def parse_layers(layers: list[tuple[str, Path]]) -> Registry:
+    """Parse several models.yaml texts, lowest first, and validate them merged: a panel in one file may seat a
+    model of another. Errors name the file, line and key at fault."""
+    merged: dict = {"models": {}, "panels": {}}
+    origins: dict[str, Path] = {}
+    roots = {}
+    for text, path in layers:
+        data, root = _read_layer(text, path)
+        roots[path] = root
+        for section in ("models", "panels"):
+            for name, entry in (data.get(section) or {}).items():
+                merged[section][name] = entry
+                origins[f"{section}.{name}"] = path
+        if "default_panel" in data:
+            merged["default_panel"] = data["default_panel"]
+            origins["default_panel"] = path
+    top = layers[-1][1]
+
+    def fail(loc: tuple, msg: str) -> RegistryError:
+        path = origins.get(".".join(str(p) for p in loc[:2]), origins.get(str(loc[0]) if loc else "", top))
+        line = _line_of(roots.get(path), loc)
+        key = ".".join(str(p) for p in loc) or "top level"
+        return RegistryError(f"{path}:{line}: {key}: {msg}." if line else f"{path}: {key}: {msg}.")
+
+    try:
+        registry = Registry.model_validate(merged)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in {"hf", "pypi", "file", "parts"}))
+        raise fail(loc, err["msg"].removeprefix("Value error, ")) from None
+    registry.path = top
+    registry.origins = origins
+    return registry
+
+
+def _read_layer(text: str, path: Path):
+    """One file's YAML as data (its sources resolved against its own folder) and as nodes (for line numbers)."""
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -323,41 +379,52 @@ def parse_registry(text: str, path: Path) -> Registry:
         raise RegistryError(f"{path}: {path.name} is not valid YAML ({exc}).") from None
     if data is None:
         data = {}
+    if not isinstance(data, dict):
+        raise RegistryError(f"{path}: the top level must be a mapping with 'models' and 'panels'.")
+    unknown = set(data) - {"models", "panels", "default_panel"}
+    if unknown:
+        key = sorted(unknown)[0]
+        line = _line_of(root, (key,))
+        raise RegistryError(f"{path}:{line}: {key}: Extra inputs are not permitted." if line else f"{path}: {key}: Extra inputs are not permitted.")
     base_dir = path.resolve().parent
+    for section in ("models", "panels"):
+        if data.get(section) is not None and not isinstance(data[section], dict):
+            line = _line_of(root, (section,))
+            raise RegistryError(f"{path}:{line}: {section}: Input should be a valid dictionary.")
+    for name, entry in (data.get("models") or {}).items():
+        if isinstance(entry, dict) and isinstance(entry.get("sources"), list):
+            for i, raw in enumerate(entry["sources"]):
+                try:
+                    entry["sources"][i] = parse_source(raw, base_dir)
+                except ValueError as exc:
+                    line = _line_of(root, ("models", name, "sources", i))
+                    where = f"{path}:{line}" if line else str(path)
+                    raise RegistryError(f"{where}: models.{name}.sources.{i}: {exc}.") from None
+    return data, root
 
-    def fail(loc: tuple, msg: str) -> RegistryError:
-        line = _line_of(root, loc)
-        key = ".".join(str(p) for p in loc) or "top level"
-        return RegistryError(f"{path}:{line}: {key}: {msg}." if line else f"{path}: {key}: {msg}.")
 
-    if isinstance(data, dict) and isinstance(data.get("models"), dict):
-        for name, entry in data["models"].items():
-            if isinstance(entry, dict) and isinstance(entry.get("sources"), list):
-                for i, raw in enumerate(entry["sources"]):
-                    try:
-                        entry["sources"][i] = parse_source(raw, base_dir)
-                    except ValueError as exc:
-                        raise fail(("models", name, "sources", i), str(exc)) from None
+def _read_text(path: Path) -> str:
     try:
-        registry = Registry.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in {"hf", "pypi", "file", "parts"}))
-        raise fail(loc, err["msg"].removeprefix("Value error, ")) from None
-    registry.path = path
-    return registry
-
-
-def load_registry(explicit: str | os.PathLike | None = None) -> Registry:
-    """Find and load models.yaml (see `registry_path` for the search order)."""
-    path = registry_path(explicit)
-    try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RegistryError(f"{path}: no such models file; pass --models FILE or set LOCALPANEL_MODELS.") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise RegistryError(f"{path}: cannot read the models file ({exc}).") from None
-    return parse_registry(text, path)
+
+
+def load_registry(explicit: str | os.PathLike | None = None) -> Registry:
+    """models.yaml: the file named by --models or LOCALPANEL_MODELS alone; else the shipped one with the user's
+    ($LOCALPANEL_HOME/models.yaml) and ./models.yaml layered over it. `add` writes to the named file, else to
+    the user's, so that what a user adds is found from any directory."""
+    path = registry_path(explicit)
+    if path is not None:
+        registry = parse_layers([(_read_text(path), path)])
+        registry.writable = path
+        return registry
+    layers = registry_layers()
+    registry = parse_layers([(_read_text(p), p) for p in layers])
+    registry.writable = user_registry_path()
+    return registry
 
 
 def model_entry_yaml(name: str, entry: dict, indent: int = 2) -> str:

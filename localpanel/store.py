@@ -31,9 +31,11 @@ from .registry import (
     ModelSpec,
     Registry,
     insert_model_entry,
-    parse_registry,
+    parse_layers,
     parse_source,
+    registry_layers,
     shipped_registry_path,
+    user_registry_path,
 )
 from .sources import Fetched, Progress, SourceError, fetch, sha256_file
 
@@ -79,8 +81,10 @@ class PullOutcome:
 
 
 class Store:
-    def __init__(self, home: Path | None = None):
+    def __init__(self, home: Path | None = None, progress: Progress | None = None, on_rehash=None):
         self.home = Path(home) if home else default_home()
+        # Told when weights must be hashed again before a run (their verified mark is stale: a multi-GB read).
+        self.progress, self.on_rehash = progress, on_rehash
         self.models_dir = self.home / "models"
         self.tmp_dir = self.home / "tmp"
         self.runs_dir = self.home / "runs"
@@ -156,6 +160,30 @@ class Store:
         self._write_marker(sha)
         return True
 
+    def _rehash_before_use(self, sha256: str, name: str) -> bool:
+        if self.on_rehash:
+            self.on_rehash(name, self.blob(sha256).stat().st_size)
+        return self._rehash(sha256, name, self.progress)
+
+    def unreferenced(self, registry: Registry) -> list[Path]:
+        """Weights in the store that no model of ``registry``, no local pin and no saved run (which replay needs)
+        names: what `prune` removes."""
+        named = {spec.sha256 for spec in registry.models.values() if spec.sha256}
+        named |= {pin.get("sha256") for pin in self.pins().values()}
+        for manifest in self.runs_dir.glob("*/manifest.json") if self.runs_dir.is_dir() else []:
+            try:
+                named |= set(json.loads(manifest.read_text(encoding="utf-8")).get("sha256", {}).values())
+            except (OSError, ValueError, AttributeError):
+                continue
+        if not self.models_dir.is_dir():
+            return []
+        return sorted(p for p in self.models_dir.glob("*.gguf") if p.stem not in named)
+
+    def remove(self, blob: Path) -> None:
+        """Delete stored weights and their verified mark."""
+        self._marker(blob.stem).unlink(missing_ok=True)
+        blob.unlink(missing_ok=True)
+
     def path_for(self, spec: ModelSpec) -> Path:
         """The verified weights of a model, ready for llama.cpp; NotPulledError if they are not here."""
         sha, _ = self.expected_sha(spec)
@@ -168,7 +196,7 @@ class Store:
         path = self.blob(sha256)
         if not path.is_file():
             raise NotPulledError(f"Model {name!r} is not pulled yet (sha256 {sha256[:12]}…); run `localpanel pull {name}`.")
-        if not self._marker_ok(sha256) and not self._rehash(sha256, name):
+        if not self._marker_ok(sha256) and not self._rehash_before_use(sha256, name):
             raise NotPulledError(f"Model {name!r} was corrupt on disk and has been removed; run `localpanel pull {name}`.")
         return path
 
@@ -304,7 +332,7 @@ def add_model(store: Store, registry: Registry, ref: str, name: str | None = Non
     if not NAME_RE.match(name):
         raise InputError(f"{name!r} is not a valid model name (letters, digits, '.', '_', '-').")
     if isinstance(source, HFSource) and name in registry.models:  # before downloading anything
-        raise InputError(f"Model {name!r} is already in {registry.path}; pass --name to choose another name.")
+        raise InputError(f"Model {name!r} is already in {registry.origins.get('models.' + name, registry.path)}; pass --name to choose another name.")
 
     try:
         fetched = store.fetch_source(source, expect_sha=expect_sha, progress=progress, label=name)
@@ -319,7 +347,7 @@ def add_model(store: Store, registry: Registry, ref: str, name: str | None = Non
     if pinned:
         return Added(pinned[0], {"sha256": fetched.sha256, "size": fetched.size}, None, fetched.linked, already=True)
     if name in registry.models:
-        raise InputError(f"Model {name!r} is already in {registry.path} with other weights; pass --name to choose another name.")
+        raise InputError(f"Model {name!r} is already in {registry.origins.get('models.' + name, registry.path)} with other weights; pass --name to choose another name.")
     info = read_gguf(store.blob(fetched.sha256))
     entry: dict = {"sha256": fetched.sha256, "size": fetched.size}
     if info.license:
@@ -328,13 +356,15 @@ def add_model(store: Store, registry: Registry, ref: str, name: str | None = Non
         entry["description"] = description or info.name
     entry["sources"] = [fetched.resolved]
 
-    target = registry.path
-    if target is None or target.resolve() == shipped_registry_path().resolve():
-        target = Path.cwd() / "models.yaml"
-        text = shipped_registry_path().read_text(encoding="utf-8")
-    else:
-        text = target.read_text(encoding="utf-8")
+    target = registry.writable or user_registry_path()
+    if target.resolve() == shipped_registry_path().resolve():
+        raise InputError(f"{target} is the models.yaml that ships with localpanel; pass --models with a file of your own.")
+    text = target.read_text(encoding="utf-8") if target.is_file() else (
+        "# Models you added with `localpanel add`, layered over the ones localpanel ships.\nmodels:\n")
     new_text = insert_model_entry(text, name, entry)
-    parse_registry(new_text, target)  # never write a models.yaml that would not load
+    layers = [(p.read_text(encoding="utf-8"), p) for p in registry_layers() if p.resolve() != target.resolve()] \
+        if registry.writable == user_registry_path() else []
+    parse_layers([*layers, (new_text, target)])  # never write a models.yaml that would not load
+    target.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(target, new_text)
     return Added(name, entry, target, fetched.linked)

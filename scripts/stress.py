@@ -1,8 +1,9 @@
 """localpanel's stress run: awkward questions x many seeds on one panel, every ballot checked.
 
-Prints two figures: valid ballots out of all ballots, and the share of rationales that end at a sentence end
-(. ! or ?, possibly followed by a closing bracket or quote). Exits 1 below the targets (100% valid, 99%
-ending at a sentence end). The polls run in one process, one at a time, on one backend (models load once);
+Prints: valid ballots out of all ballots (a ballot whose rationale is degenerate, a loop or a run of one
+character or of digits, counts as failed), and the rationales that end inside a number ("0." of "0.5") or an
+abbreviation ("e.g."), which the grammar's own sentence-end rule cannot catch. Exits 1 below the targets (100%
+valid, none degenerate, none ending inside an abbreviation). The polls run in one process, one at a time, on one backend (models load once);
 their run directories go to a temporary directory, not to your store's run list.
 """
 
@@ -16,7 +17,7 @@ import time
 from pathlib import Path
 
 from localpanel import api
-from localpanel.decoding import ends_sentence
+from localpanel.decoding import ABBREVIATIONS, degenerate, may_continue_as_number
 from localpanel.llama import LlamaBackend
 from localpanel.protocol import DebateSettings
 from localpanel.registry import load_registry
@@ -33,7 +34,13 @@ QUESTIONS: list[tuple[str, str, list[str]]] = [
     ("numbers", "What is 17 + 25?", ["42", "4", "420", "41"]),
     ("not English", "¿Deberían las ciudades prohibir los coches en el centro? Responde con tus razones.", ["Sí", "No", "Depende"]),
 ]
-TARGET_VALID, TARGET_SENTENCE_END = 1.0, 0.99
+TARGET_VALID = 1.0
+
+
+def loops(text: str) -> bool:
+    """A rationale that loops anywhere (the decoder's rule, applied to every prefix)."""
+    data = text.encode()
+    return any(degenerate(data[max(0, i - 180) : i]) for i in range(1, len(data) + 1))
 
 
 def main() -> None:
@@ -53,17 +60,22 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as runs, LlamaBackend(RuntimeSettings(threads=a.threads)) as backend:
         for kind, question, options in QUESTIONS:
-            row = per_question[kind] = {"ballots": 0, "valid": 0, "sentence_end": 0}
+            row = per_question[kind] = {"ballots": 0, "valid": 0, "degenerate": 0, "after_number": 0, "after_abbreviation": 0}
             for seed in range(a.seeds):
                 t = api.start_run(question, options, registry=registry, store=store, panel=a.panel, backend=backend,
                                   settings=DebateSettings(seed=seed), with_moderator=False,
                                   run_dir=Path(runs) / f"{len(per_question)}-{seed}")
                 for turn in t.rounds[0].turns:
                     row["ballots"] += 1
-                    if turn.valid:
+                    if turn.valid and loops(turn.rationale):
+                        row["degenerate"] += 1
+                        failures.append({"question": kind, "seed": seed, "participant": turn.participant,
+                                         "failure": f"degenerate rationale: {turn.rationale[-80:]!r}"})
+                    elif turn.valid:
                         row["valid"] += 1
                         rationales.append(turn.rationale)
-                        row["sentence_end"] += ends_sentence(turn.rationale.encode())
+                        row["after_number"] += may_continue_as_number(turn.rationale.encode())
+                        row["after_abbreviation"] += turn.rationale.split()[-1].lower() in {a.decode() for a in ABBREVIATIONS}
                     else:
                         failures.append({"question": kind, "seed": seed, "participant": turn.participant, "failure": turn.failure})
                 if not a.json and sys.stderr.isatty():
@@ -74,7 +86,9 @@ def main() -> None:
         print(file=sys.stderr)
     ballots = sum(r["ballots"] for r in per_question.values())
     valid = sum(r["valid"] for r in per_question.values())
-    ended = sum(r["sentence_end"] for r in per_question.values())
+    after_number = sum(r["after_number"] for r in per_question.values())
+    after_abbreviation = sum(r["after_abbreviation"] for r in per_question.values())
+    degenerate_n = sum(r["degenerate"] for r in per_question.values())
     result = {
         "panel": a.panel,
         "questions": len(QUESTIONS),
@@ -82,23 +96,28 @@ def main() -> None:
         "ballots": ballots,
         "valid": valid,
         "valid_share": valid / ballots if ballots else 0.0,
-        "sentence_end_share": ended / len(rationales) if rationales else 0.0,
+        "degenerate": degenerate_n,
+        "ends_after_number": after_number,
+        "ends_after_abbreviation": after_abbreviation,
         "mean_rationale_chars": sum(map(len, rationales)) / len(rationales) if rationales else 0.0,
         "seconds": round(time.perf_counter() - started, 1),
         "per_question": per_question,
         "failures": failures,
     }
-    ok = result["valid_share"] >= TARGET_VALID and result["sentence_end_share"] >= TARGET_SENTENCE_END
+    ok = result["valid_share"] >= TARGET_VALID and degenerate_n == 0 and after_abbreviation == 0
     if a.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
     else:
         print(f"localpanel stress · panel {a.panel} · {len(QUESTIONS)} question types x {a.seeds} seeds · {result['seconds']} s")
         for kind, r in per_question.items():
-            print(f"  {kind:<16} {r['valid']:>4}/{r['ballots']:<4} valid   {r['sentence_end']:>4} end at a sentence end")
+            print(f"  {kind:<16} {r['valid']:>4}/{r['ballots']:<4} valid   {r['degenerate']:>3} degenerate   "
+                  f"{r['after_number']:>3} end after a number   {r['after_abbreviation']:>3} after an abbreviation")
         for f in failures:
             print(f"  failed: {f['question']}, seed {f['seed']}, {f['participant']}: {f['failure']}")
         print(f"valid ballots: {valid}/{ballots} ({100 * result['valid_share']:.1f}%)")
-        print(f"rationales ending at a sentence end: {ended}/{len(rationales)} ({100 * result['sentence_end_share']:.1f}%)")
+        print(f"degenerate rationales (counted as failed): {degenerate_n}")
+        print(f"rationales ending right after a number (\"42.\": the model's own end; the decoder never closes there): "
+              f"{after_number}/{len(rationales)}; after an abbreviation: {after_abbreviation}")
         print(f"mean rationale length: {result['mean_rationale_chars']:.0f} characters")
     sys.exit(0 if ok else 1)
 

@@ -26,7 +26,7 @@ def invoke(*args, **kw):
 
 
 @pytest.fixture
-def tiny_registry(tmp_path):
+def tiny_registry(tmp_path, monkeypatch):
     (tmp_path / "tiny.gguf").write_bytes(TINY)
     (tmp_path / "models.yaml").write_text(textwrap.dedent(f"""\
         models:
@@ -40,6 +40,7 @@ def tiny_registry(tmp_path):
             participants: [{{name: One, model: tiny}}]
         default_panel: solo
         """))
+    monkeypatch.setenv("LOCALPANEL_MODELS", str(tmp_path / "models.yaml"))  # this file alone, nothing layered
     return tmp_path / "models.yaml"
 
 

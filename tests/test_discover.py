@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -43,8 +44,14 @@ def ollama_tree(root, name, tag, data, digest=None):
     return blob
 
 
+def user_file():
+    """Where `add` pins what a user adds: their own models.yaml under LOCALPANEL_HOME (not ./models.yaml)."""
+    return Path(os.environ["LOCALPANEL_HOME"]) / "models.yaml"
+
+
 def models_yaml(tmp_path):
-    return yaml.safe_load((tmp_path / "models.yaml").read_text())["models"]
+    assert not (tmp_path / "models.yaml").exists()
+    return yaml.safe_load(user_file().read_text())["models"]
 
 
 def test_a_local_gguf_is_pinned_once_and_hard_linked(tmp_path):
@@ -57,11 +64,11 @@ def test_a_local_gguf_is_pinned_once_and_hard_linked(tmp_path):
     entry = models_yaml(tmp_path)["tiny-local"]
     assert entry == {"sha256": sha(GOOD), "size": len(GOOD), "description": "good", "sources": [local.resolve().as_uri()]}
     assert os.stat(Store().blob(sha(GOOD))).st_ino == os.stat(local).st_ino
-    text_before = (tmp_path / "models.yaml").read_text()
+    text_before = user_file().read_text()
     second = invoke("add", str(local))  # another default name, same bytes: not pinned twice
     assert second.exit_code == 0 and "Already in models.yaml as tiny-local" in second.output
-    assert (tmp_path / "models.yaml").read_text() == text_before
-    assert "# localpanel model registry." in text_before  # comments kept
+    assert user_file().read_text() == text_before
+    assert "# Models you added with `localpanel add`" in text_before  # comments kept
 
 
 @pytest.mark.parametrize("data, message", [
@@ -74,7 +81,7 @@ def test_a_file_that_is_not_a_whole_gguf_is_refused_and_nothing_is_written(tmp_p
     result = invoke("add", str(bad))
     assert result.exit_code == 2
     assert result.output.startswith(f"Error: {bad} {message}") and result.output.count("\n") == 1
-    assert not (tmp_path / "models.yaml").exists() and not Store().models_dir.exists()
+    assert not user_file().exists() and not Store().models_dir.exists()
 
 
 def test_missing_file_is_one_sentence(tmp_path):
@@ -94,7 +101,7 @@ def test_ollama_model_is_added_from_its_blob_with_the_pin_it_is_named_by(tmp_pat
     entry = models_yaml(tmp_path)["tinyllm-1b"]
     assert entry["sha256"] == sha(GOOD) and entry["sources"] == [blob.resolve().as_uri()]
     assert entry["description"] == "tinyllm:1b (from Ollama)"
-    assert load_registry(tmp_path / "models.yaml").model("tinyllm-1b").sha256 == sha(GOOD)
+    assert load_registry().model("tinyllm-1b").sha256 == sha(GOOD)
     missing = invoke("add", "ollama://tinyllm:70b")
     assert missing.exit_code == 2 and "Ollama has no model 'tinyllm:70b'" in missing.output
 
@@ -106,7 +113,7 @@ def test_ollama_blob_whose_bytes_do_not_match_its_name_is_refused(tmp_path, monk
     result = invoke("add", "ollama://liar")
     assert result.exit_code == 1
     assert "does not match the sha256 it is named by" in result.output and "Nothing was added" in result.output
-    assert not (tmp_path / "models.yaml").exists()
+    assert not user_file().exists()
     assert not list(Store().models_dir.glob("*.gguf"))
 
 
@@ -173,7 +180,6 @@ def test_weights_from_ollama_run_in_a_poll_with_no_download(real_store, tmp_path
     monkeypatch.setenv("OLLAMA_MODELS", str(root))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("PIP_NO_INDEX", "1")
-    (tmp_path / "models.yaml").write_text("models: {}\npanels: {}\n")
     added = invoke("add", "ollama://smollm2:135m", "--name", "my-smol")
     assert added.exit_code == 0, added.output
     result = invoke("poll", "Is a local model worth it?", "--model", "my-smol", "--model", "my-smol", "--json", "-q")

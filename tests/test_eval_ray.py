@@ -47,3 +47,33 @@ def test_ray_executor_gives_the_local_executors_runs(store_with_weights, tmp_pat
     assert len(local_ballots) == 3 and all(len(b) == 8 for b in local_ballots.values())
     assert ray_ballots == local_ballots
     assert ray_report.modes == local_report.modes
+
+
+def test_two_ray_actors_in_another_job_order_give_the_same_ballots(store_with_weights, tmp_path):
+    """Two actors of one thread each take the questions in another order than the local run (which runs them
+    backwards): each question's context is sized for it alone, so no ballot depends on what ran before it."""
+    registry = load_registry()
+    runtime = RuntimeSettings(threads=1)
+    settings = EvalSettings(rounds=1, seed=1)
+    questions = arithmetic(4, 1)
+    dirs = {name: eval_api.prepare(questions, registry=registry, store=store_with_weights, panel=registry.panel("tiny"),
+                                   settings=settings, runtime=runtime, out_dir=tmp_path / name) for name in ("local", "ray")}
+
+    class Backwards(LocalExecutor):
+        def run(self, jobs, manifest, eval_dir, on_done):
+            super().run(list(reversed(jobs)), manifest, eval_dir, on_done)
+
+    local = Backwards(store_with_weights, runtime)
+    try:
+        eval_api.run(dirs["local"], local)
+    finally:
+        local.close()
+    with pytest.raises(Exception, match=r"--workers 3 at 1 thread each needs 3 CPUs and the Ray cluster has 2"):
+        RayExecutor(runtime, num_cpus=2, workers=3)
+    remote = RayExecutor(runtime, num_cpus=2, workers=2)
+    try:
+        assert len(remote.actors) == 2
+        eval_api.run(dirs["ray"], remote)
+    finally:
+        remote.close()
+    assert ballots(dirs["ray"]) == ballots(dirs["local"])

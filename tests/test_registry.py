@@ -93,9 +93,7 @@ def test_unknown_model_and_panel_are_one_sentence(registry):
 
 
 def test_which_file_is_used(tmp_path, monkeypatch):
-    assert registry_path() == shipped_registry_path()
-    (tmp_path / "models.yaml").write_text(MINIMAL)
-    assert registry_path() == tmp_path / "models.yaml"
+    assert registry_path() is None and load_registry().path == shipped_registry_path()
     monkeypatch.setenv("LOCALPANEL_MODELS", str(tmp_path / "env.yaml"))
     assert registry_path() == tmp_path / "env.yaml"
     assert registry_path("given.yaml").name == "given.yaml"
@@ -112,3 +110,19 @@ def test_inserting_a_model_keeps_comments_and_the_rest(tmp_path):
     reg = parse(new, tmp_path)
     assert set(reg.models) == {"smollm2-135m", "extra"}
     assert parse(insert_model_entry("", "solo", {"sources": ["file:///x.gguf"]}), tmp_path).models["solo"]
+
+
+def test_layers_add_to_the_shipped_registry_and_say_where_each_entry_comes_from(tmp_path, monkeypatch, isolated):
+    """./models.yaml and the user's own file under LOCALPANEL_HOME add to the shipped models, never replace them."""
+    user = isolated / "models.yaml"
+    user.parent.mkdir(parents=True, exist_ok=True)
+    user.write_text(MINIMAL.replace("smollm2-135m", "mine"))
+    (tmp_path / "models.yaml").write_text("panels:\n  duo:\n    participants: [{name: A, model: mine}, {name: B, model: qwen2.5-coder-0.5b}]\n")
+    reg = load_registry()
+    assert {"mine", "qwen2.5-coder-1.5b", "smollm2-135m"} <= set(reg.models)
+    assert reg.origins["models.mine"] == user and reg.origins["models.smollm2-135m"] == shipped_registry_path()
+    assert reg.origins["panels.duo"] == tmp_path / "models.yaml" and reg.panel("duo").participants[0].model == "mine"
+    assert reg.writable == user
+    (tmp_path / "models.yaml").write_text("panels:\n  bad:\n    participants: [{name: A, model: nowhere}]\n")
+    with pytest.raises(RegistryError, match=r"models.yaml.*unknown model 'nowhere'"):
+        load_registry()

@@ -1,6 +1,7 @@
 """The store against a real HTTP server speaking the Hub's protocol, real pip, and local files."""
 
 import json
+import os
 
 import pytest
 
@@ -152,16 +153,20 @@ def test_unpinned_model_is_pinned_locally_and_frozen_refuses_it(tmp_path, hub):
         Store(store.home).pull(reg.model("tiny"))
 
 
-def test_add_pins_commit_size_and_sha256_into_models_yaml(tmp_path, hub, registry):
-    added = add_model(Store(), registry, "hf://owner/repo/tiny.gguf")
+def test_add_pins_commit_size_and_sha256_into_models_yaml(tmp_path, hub, isolated):
+    added = add_model(Store(), load_registry(), "hf://owner/repo/tiny.gguf")
     name, entry, target = added.name, added.entry, added.target
     assert name == "tiny" and not added.already
     assert entry == {"sha256": sha(GOOD), "size": len(GOOD), "description": "good",
                      "sources": [f"hf://owner/repo/tiny.gguf@{COMMIT}"]}
-    assert target == tmp_path / "models.yaml"
-    reg = load_registry(target)
-    assert reg.model("tiny").sha256 == sha(GOOD)
-    assert "default" in reg.panels  # the shipped registry was copied, not replaced
+    assert target == isolated / "models.yaml"  # the user's own file, found from any directory
+    assert not (tmp_path / "models.yaml").exists()
+    (tmp_path / "elsewhere").mkdir()
+    os.chdir(tmp_path / "elsewhere")
+    reg = load_registry()
+    assert reg.model("tiny").sha256 == sha(GOOD) and reg.origins["models.tiny"] == target
+    assert "default" in reg.panels  # layered over the shipped registry, which is not copied
+    assert "qwen2.5-coder-1.5b" not in target.read_text()
     assert Store().status(reg.model("tiny")).verified
     with pytest.raises(InputError, match="already in"):
         add_model(Store(), reg, "hf://owner/repo/tiny.gguf")

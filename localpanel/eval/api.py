@@ -15,8 +15,8 @@ from ..store import Store
 from ..transcript import now
 from . import benchmarks
 from .questions import QuestionSet, load_source
-from .report import QuestionResult, Report, build_report, read_question
-from .runner import EvalManifest, EvalSettings, Executor, Job, create, eval_id, jobs_for, load_manifest, run_eval
+from .report import QuestionResult, Report, build_report, failed_question, read_question
+from .runner import EvalManifest, EvalSettings, Executor, Job, JobFailure, create, eval_id, jobs_for, load_manifest, run_eval
 
 Progress = Callable[[int, int, dict[str, float]], None]  # questions done, total, accuracy so far per mode
 
@@ -55,10 +55,16 @@ def run(eval_dir: Path, executor: Executor, on_progress: Progress | None = None)
         q = manifest.questions.questions[job.index]
         debate, reflect = done.get(("debate", job.index)), done.get(("reflect", job.index))
         if debate is not None and (("reflect", job.index) not in wanted or reflect is not None):
-            results[job.index] = read_question(job.index, q, debate, reflect)
+            if isinstance(debate, JobFailure):
+                names = [p.name for p in manifest.panel.participants]
+                results[job.index] = failed_question(job.index, q, names, manifest.settings.rounds, debate.reason)
+                if reflect is not None:
+                    results[job.index].reflect = [None]
+            else:
+                results[job.index] = read_question(job.index, q, debate, reflect)
             if on_progress:
                 scores = [r.scores() for r in results.values()]
-                so_far = {m: sum(s[m] for s in scores if m in s) / len(scores) for m in manifest.settings.modes if scores and m in scores[0]}
+                so_far = {m: sum(x) / len(x) for m in manifest.settings.modes if (x := [s[m] for s in scores if m in s])}
                 on_progress(len(results), len(manifest.questions.questions), so_far)
 
     run_eval(eval_dir, executor, on_done)

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .. import __version__, api
 from ..atomic import atomic_write_json, atomic_write_text, fsync_dir
-from ..errors import InputError, RunError
+from ..errors import InputError, ModelLoadError, RunError
 from ..protocol import DebateSettings
 from ..registry import Panel, Registry
 from ..runtime import Backend, RuntimeSettings
@@ -46,6 +46,8 @@ class EvalSettings(BaseModel):
     max_tokens: int = Field(default=1024, ge=32, le=4096)
     # Rationale before the vote: models work the question out, then answer (as the debate papers let them).
     reason_first: bool = True
+    # Each vote scored under rotations of the options and averaged; the report also scores round 1 without it.
+    debias: bool = True
 
 
 class EvalManifest(BaseModel):
@@ -84,8 +86,31 @@ def reflect_panel(panel: Panel) -> Panel:
     return Panel(name=f"{panel.name}-reflect", participants=[panel.participants[0]], moderator=panel.participants[0].model)
 
 
-def run_job(job: Job, manifest: EvalManifest, store: Store, backend: Backend, run_dir: Path) -> Transcript:
-    """Run one job into ``run_dir`` (finishing it if an earlier attempt was interrupted)."""
+class JobFailure(BaseModel):
+    """A question that could not run at all (too long for a context, a model that does not load): recorded in
+    its job directory as ``failed.json`` and scored as a question every ballot of which failed."""
+
+    reason: str
+
+
+FAILED = "failed.json"
+
+
+def run_job(job: Job, manifest: EvalManifest, store: Store, backend: Backend, run_dir: Path) -> Transcript | JobFailure:
+    """Run one job into ``run_dir`` (finishing it if an earlier attempt was interrupted); a question that cannot
+    run is recorded as failed, with its reason, so that the eval goes on and a resume does not hit it again."""
+    try:
+        return _run_job(job, manifest, store, backend, run_dir)
+    except (InputError, ModelLoadError) as exc:
+        failure = JobFailure(reason=str(exc))
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True)
+        atomic_write_json(run_dir / FAILED, failure.model_dump(mode="json"))
+        return failure
+
+
+def _run_job(job: Job, manifest: EvalManifest, store: Store, backend: Backend, run_dir: Path) -> Transcript:
     if (run_dir / "manifest.json").is_file():
         return api.resume(run_dir, store=store, backend=backend)
     if run_dir.exists():
@@ -95,13 +120,13 @@ def run_job(job: Job, manifest: EvalManifest, store: Store, backend: Backend, ru
     registry = registry.with_panel(panel)
     s = manifest.settings
     settings = DebateSettings(rounds=s.rounds, seed=job.seed, temperature=s.temperature, max_tokens=s.max_tokens,
-                              early_stop=False, reason_first=s.reason_first)
+                              early_stop=False, reason_first=s.reason_first, debias=s.debias)
     q = job.question
     return api.start_run(q.question, q.options, registry=registry, store=store, panel=panel.name, settings=settings,
                          runtime=manifest.runtime, run_dir=run_dir, backend=backend, with_moderator=False, integer=q.integer)
 
 
-OnDone = Callable[[Job, Transcript], None]
+OnDone = Callable[[Job, "Transcript | JobFailure"], None]
 
 
 class Executor(Protocol):
@@ -147,7 +172,8 @@ class _RayWorker:
         with tempfile.TemporaryDirectory() as tmp:
             run_dir = Path(tmp) / Path(job_.dir).name
             run_job(job_, manifest_, self.store, self.backend, run_dir)
-            files = {name: (run_dir / name).read_text(encoding="utf-8") for name in ("manifest.json", "turns.jsonl", "transcript.json")}
+            names = [FAILED] if (run_dir / FAILED).is_file() else ["manifest.json", "turns.jsonl", "transcript.json"]
+            files = {name: (run_dir / name).read_text(encoding="utf-8") for name in names}
             return job_.kind, job_.index, files
 
 
@@ -168,11 +194,23 @@ class RayExecutor:
         self.ray = ray
         self.started = not ray.is_initialized()
         if self.started:
-            ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
+            try:
+                ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                         configure_logging=False)
+            except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError... as it starts
+                raise RunError(f"Ray did not start{f' at {address}' if address else ''} ({_first_line(exc)}); "
+                               "check --address, or use --executor local.") from None
         threads = runtime.threads or physical_cores()
         runtime = runtime.model_copy(update={"threads": threads})
         cpus = int(ray.cluster_resources().get("CPU", threads))
+        if workers and workers * threads > cpus:
+            if self.started:
+                ray.shutdown()
+            raise InputError(
+                f"--workers {workers} at {threads} thread{'s' if threads > 1 else ''} each needs {workers * threads} CPUs and "
+                f"the Ray cluster has {cpus}; they would wait forever. Use --workers {max(1, cpus // threads)} or fewer "
+                "(or fewer --threads)."
+            )
         count = workers or max(1, cpus // threads)
         actor = ray.remote(num_cpus=threads)(_RayWorker)
         home = str(home) if home else os.environ.get("LOCALPANEL_HOME")
@@ -187,7 +225,11 @@ class RayExecutor:
         for job in jobs:
             pool.submit(lambda a, j: a.run.remote(j.model_dump(mode="json"), data), job)
         for _ in jobs:
-            kind, index, files = pool.get_next_unordered()
+            try:
+                kind, index, files = pool.get_next_unordered()
+            except Exception as exc:  # a RayTaskError wraps whatever the worker raised; RayActorError, a lost worker
+                raise RunError(f"A Ray worker failed ({_first_line(exc)}); the questions that finished are saved: "
+                               f"continue with `localpanel eval --resume {eval_dir}`.") from None
             job = by_index[(kind, index)]
             on_done(job, _place(eval_dir / job.dir, files))
 
@@ -196,6 +238,11 @@ class RayExecutor:
             self.ray.kill(a)
         if self.started:
             self.ray.shutdown()
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[-1] if lines else ''}".rstrip(": ")
 
 
 def _place(run_dir: Path, files: dict[str, str]) -> Transcript:
@@ -208,7 +255,7 @@ def _place(run_dir: Path, files: dict[str, str]) -> Transcript:
     shutil.rmtree(run_dir, ignore_errors=True)
     os.replace(tmp, run_dir)
     fsync_dir(run_dir.parent)
-    return RunDir(run_dir).transcript()
+    return finished_at(run_dir)
 
 
 # -- the eval directory -----------------------------------------------------------------------------------
@@ -247,15 +294,21 @@ def jobs_for(manifest: EvalManifest) -> list[Job]:
     ]
 
 
-def finished(eval_dir: Path, job: Job) -> Transcript | None:
-    path = eval_dir / job.dir
+def finished(eval_dir: Path, job: Job) -> Transcript | JobFailure | None:
+    return finished_at(eval_dir / job.dir)
+
+
+def finished_at(path: Path) -> Transcript | JobFailure | None:
+    """What a job directory holds once its job is over: the run's transcript, or the reason it could not run."""
+    if (path / FAILED).is_file():
+        return JobFailure.model_validate_json((path / FAILED).read_text(encoding="utf-8"))
     return RunDir(path).transcript() if (path / "transcript.json").is_file() else None
 
 
-def run_eval(eval_dir: Path, executor: Executor, on_done: OnDone | None = None) -> dict[tuple[str, int], Transcript]:
+def run_eval(eval_dir: Path, executor: Executor, on_done: OnDone | None = None) -> dict[tuple[str, int], Transcript | JobFailure]:
     """Run (or finish) every job of the eval in ``eval_dir``; jobs already finished are read back, not rerun."""
     manifest = load_manifest(eval_dir)
-    done: dict[tuple[str, int], Transcript] = {}
+    done: dict[tuple[str, int], Transcript | JobFailure] = {}
     todo = []
     for job in jobs_for(manifest):
         t = finished(eval_dir, job)
@@ -268,7 +321,7 @@ def run_eval(eval_dir: Path, executor: Executor, on_done: OnDone | None = None) 
             if (job.kind, job.index) in done:
                 on_done(job, done[(job.kind, job.index)])
 
-    def record(job: Job, t: Transcript) -> None:
+    def record(job: Job, t: Transcript | JobFailure) -> None:
         done[(job.kind, job.index)] = t
         if on_done:
             on_done(job, t)

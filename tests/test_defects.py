@@ -1,0 +1,271 @@
+"""The defects a careful read of the code found (issue 17): each test fails on the code before its fix."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from datetime import datetime
+
+import pytest
+from click.testing import CliRunner
+
+from localpanel import api
+from localpanel.cli import cli
+from localpanel.decoding import ends_sentence, may_continue_as_number
+from localpanel.errors import InputError, RunError
+from localpanel.eval.report import QuestionResult, majority_score
+from localpanel.prompting import ChatTemplate, run_date
+from localpanel.protocol import DebateSettings
+from localpanel.runtime import Message, cgroup_cpu_quota, physical_cores, threads_warning, usable_cpus
+from localpanel.scripted import Failed, ScriptedBackend
+from localpanel.transcript import RunDir
+
+from .test_protocol import NAMES, ballot, env, script  # noqa: F401
+
+# -- saved work ----------------------------------------------------------------------------------------------
+
+
+def finished_run(env, name="saved", rounds=2):  # noqa: F811
+    registry, store = env
+    plan = [{n: ballot("Yes" if i % 2 else "No") for i, n in enumerate(NAMES)}, {n: ballot("No") for n in NAMES}][:rounds]
+    run_dir = store.runs_dir / name
+    api.start_run("Is it?", ["Yes", "No"], registry=registry, store=store, backend=script(ScriptedBackend(), plan),
+                  settings=DebateSettings(rounds=rounds, early_stop=False), run_dir=run_dir, with_moderator=False)
+    return run_dir
+
+
+def test_a_bad_line_in_the_middle_of_a_journal_is_refused_and_nothing_is_cut(env):  # noqa: F811
+    run_dir = finished_run(env)
+    journal = RunDir(run_dir).journal_path
+    lines = journal.read_bytes().splitlines(keepends=True)
+    lines[2] = b'{"kind": "turn", "participant": "Cy", "brand_new_field": 1}\n'  # another version's turn
+    damaged = b"".join(lines)
+    journal.write_bytes(damaged)
+    (run_dir / "transcript.json").unlink()  # unfinished: a resume would read the journal
+    with pytest.raises(RunError, match=rf"{journal} line 3 does not read as a turn .*nothing was changed"):
+        api.resume(run_dir, store=env[1], backend=ScriptedBackend())
+    assert journal.read_bytes() == damaged  # every later turn is still there
+
+
+def test_only_the_resuming_process_cuts_a_torn_last_line(env):  # noqa: F811
+    run_dir = finished_run(env)
+    run = RunDir(run_dir)
+    torn = run.journal_path.read_bytes() + b'{"kind": "turn", "partic'
+    run.journal_path.write_bytes(torn)
+    turns, _ = run.journal()  # a reader leaves it alone
+    assert len(turns) == 8 and run.journal_path.read_bytes() == torn
+    run.journal(repair=True)
+    assert run.journal_path.read_bytes() == torn[: torn.rindex(b"\n") + 1]
+
+
+def test_a_run_being_written_is_locked_against_a_second_resume_and_replay(env):  # noqa: F811
+    run_dir = finished_run(env)
+    (run_dir / "transcript.json").unlink()
+    holding, release = threading.Event(), threading.Event()
+
+    def writer():
+        with RunDir(run_dir).lock():
+            holding.set()
+            release.wait(10)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    holding.wait(10)
+    try:
+        code = ("import sys; from localpanel.transcript import RunDir\n"
+                f"with RunDir({str(run_dir)!r}).lock(): pass")
+        other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert "is being written by another localpanel process" in other.stderr
+    finally:
+        release.set()
+        t.join()
+    with RunDir(run_dir).lock():  # free again
+        pass
+
+
+def test_replay_of_an_unfinished_run_says_so_and_gives_the_resume_command(env):  # noqa: F811
+    run_dir = finished_run(env)
+    (run_dir / "transcript.json").unlink()
+    before = (run_dir / "turns.jsonl").read_bytes()
+    with pytest.raises(InputError, match=rf"is unfinished.*`localpanel debate --resume {run_dir}`"):
+        api.replay(run_dir, store=env[1], backend=ScriptedBackend())
+    assert (run_dir / "turns.jsonl").read_bytes() == before
+
+
+def test_a_run_made_by_another_version_is_refused_in_one_sentence(env):  # noqa: F811
+    run_dir = finished_run(env)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest["environment"]["localpanel"] = "0.0.9"
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(RunError, match=r"was made by localpanel 0\.0\.9 and this is .*replay it with localpanel 0\.0\.9"):
+        api.replay(run_dir, store=env[1], backend=ScriptedBackend())
+
+
+def test_templates_render_the_runs_date_not_todays(monkeypatch):
+    template = ChatTemplate("{{ strftime_now('%d %b %Y') }}|{% for m in messages %}{{ m.content }}{% endfor %}", "", "")
+    messages = [Message(role="user", content="hi")]
+    monkeypatch.setattr("localpanel.prompting._today", lambda: datetime(2031, 5, 6))
+    assert template.render(messages).startswith("06 May 2031|")
+    with run_date("2026-11-25T04:13:39Z"):
+        assert template.render(messages).startswith("25 Nov 2026|")
+    assert template.render(messages).startswith("06 May 2031|")
+
+
+def test_a_run_keeps_its_date_for_resume_and_replay(env, monkeypatch):  # noqa: F811
+    seen = []
+    monkeypatch.setattr("localpanel.prompting._today", lambda: datetime(2031, 5, 6))
+
+    class Dated(ScriptedBackend):
+        def generate(self, request, on_token=None):
+            from localpanel.prompting import strftime_now
+
+            seen.append(strftime_now("%Y-%m-%d"))
+            return super().generate(request, on_token)
+
+    registry, store = env
+    backend = script(Dated(), [{n: ballot("Yes") for n in NAMES}])
+    t = api.start_run("Is it?", ["Yes", "No"], registry=registry, store=store, backend=backend, with_moderator=False)
+    assert set(seen) == {t.created_at[:10]}
+
+
+# -- figures that must be true ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, ends", [
+    (b"The answer is 42.", True), (b"It works (mostly).", True), (b"Really?", True), (b"Wait...", False),
+    (b"Use a column store, e.g.", False), (b"Compare DuckDB vs.", False), (b"As argued by Dr.", False),
+    (b"Costs rise, i.e.", False), (b"He said \xe2\x80\x9cno.\xe2\x80\x9d", True),
+])
+def test_sentence_ends_are_not_abbreviations(text, ends):
+    assert ends_sentence(text) is ends
+
+
+@pytest.mark.parametrize("text", [b"episodes he watched on Wednesday is (7 - 1) / 0.", b"Python 3.", b"It costs $2."])
+def test_the_decoder_never_closes_a_text_inside_a_number(text):
+    assert may_continue_as_number(text)
+    assert not may_continue_as_number(b"It costs two dollars.")
+
+
+def test_a_majority_of_failed_ballots_is_no_right_answer():
+    assert majority_score(["Yes", None, None, None], "Yes") == 0.0
+    assert majority_score(["Yes", "Yes", None, None], "Yes") == 0.5  # tied with the abstentions
+    assert majority_score(["Yes", "Yes", "No", None], "Yes") == 1.0
+    q = QuestionResult(index=0, id="q", answer="Yes", votes=[[None, None]], confidence=[{}, {}], tokens=[0], seconds=[0.0])
+    assert q.scores()["weighted"] == 0.0  # a question with options whose ballots all failed still counts, as wrong
+    integer = QuestionResult(index=0, id="q", answer="4", votes=[["4"]], confidence=[{}], tokens=[0], seconds=[0.0], integer=True)
+    assert "weighted" not in integer.scores()
+
+
+def test_an_integer_question_with_the_moderator_works(env):  # noqa: F811
+    registry, store = env
+    backend = ScriptedBackend()
+    for n, v in zip(NAMES, [42, 42, 41, 42]):
+        backend.enqueue(n, {"vote": v, "rationale": f"I computed {v} carefully."})
+    backend.enqueue("[moderator]", {"strongest": 1, "case": "Three panelists computed forty-two with care."})
+    t = api.start_run("What is 6*7?", [], registry=registry, store=store, backend=backend, integer=True)
+    assert t.result.winner == "42" and t.moderator.facts == "3 of 4 panelists voted 42 (supermajority); 1 voted 41."
+    assert set(t.strongest_arguments) == {"42", "41"}
+
+
+def test_a_turn_that_failed_before_writing_keeps_the_conversation_alternating(env):  # noqa: F811
+    registry, store = env
+    backend = ScriptedBackend()
+    script(backend, [{"Ann": Failed("the prompt did not fit"), "Bob": ballot("No"), "Cy": ballot("No"), "Di": ballot("Yes")},
+                     {n: ballot("No") for n in NAMES}])
+    api.start_run("Is it?", ["Yes", "No"], registry=registry, store=store, backend=backend,
+                  settings=DebateSettings(rounds=2, early_stop=False), with_moderator=False)
+    for request in backend.requests:
+        roles = [m.role for m in request.messages if m.role != "system"]
+        assert all(a != b for a, b in zip(roles, roles[1:])), (request.key, roles)
+    ann_round_2 = [r for r in backend.requests if r.key == "Ann"][-1]
+    assert [m.role for m in ann_round_2.messages] == ["system", "user"]
+
+
+# -- errors at the edge ----------------------------------------------------------------------------------------
+
+
+def test_threads_follow_the_affinity_and_the_container_quota(tmp_path, monkeypatch):
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert cgroup_cpu_quota(str(tmp_path)) == 2
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpu_quota(str(tmp_path)) is None
+    monkeypatch.setattr("localpanel.runtime.cgroup_cpu_quota", lambda root="": 1)
+    assert usable_cpus() == 1 and physical_cores() == 1
+    assert "more than the 1 CPU this process may use" in threads_warning(4)
+    arm = tmp_path / "cpuinfo"
+    arm.write_text("processor\t: 0\nBogoMIPS\t: 50.00\n\nprocessor\t: 1\nBogoMIPS\t: 50.00\n\n")
+    monkeypatch.setattr("localpanel.runtime.cgroup_cpu_quota", lambda root="": None)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert physical_cores(str(arm)) == 2  # ARM names no cores: no halving
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+@pytest.mark.parametrize("extra, flag", [(["Q?"], "a question"), (["--seed", "3"], "--seed"), (["--panel", "tiny"], "--panel")])
+def test_resume_refuses_what_would_be_ignored(tmp_path, extra, flag):
+    result = invoke("poll", "--resume", str(tmp_path), *extra)
+    assert result.exit_code == 2 and f"--resume continues a run exactly as it was started, so it takes no {flag}" in result.output
+
+
+def test_ctrl_c_in_pull_exits_130_without_a_traceback(monkeypatch):
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("localpanel.store.Store.pull", interrupted)
+    result = invoke("pull", "smollm2-135m")
+    assert result.exit_code == 130 and "Traceback" not in result.output and "Aborted" not in result.output
+
+
+def test_an_out_file_that_cannot_be_written_is_one_sentence(env, tmp_path):  # noqa: F811
+    run_dir = finished_run(env, rounds=1)
+    blocked = tmp_path / "no-such-dir" / "card.md"
+    (tmp_path / "no-such-dir").write_text("a file, not a directory")
+    result = invoke("show", str(run_dir), "--format", "markdown", "--out", str(blocked))
+    assert result.exit_code == 1 and result.output.startswith("Error: Could not use ") and "Traceback" not in result.output
+
+
+# -- what a user expects: housekeeping -------------------------------------------------------------------------
+
+
+def test_runs_limit_and_rm(env):  # noqa: F811
+    first, second = finished_run(env, "a-first", rounds=1), finished_run(env, "b-second", rounds=1)
+    listed = json.loads(invoke("runs", "--json", "--limit", "1").output)
+    assert [r["id"] for r in listed] == ["b-second"]
+    dry = invoke("runs", "rm", "a-first", "--dry-run")
+    assert dry.exit_code == 0 and f"would delete {first}" in dry.output and first.is_dir()
+    missing = invoke("runs", "rm", "a-first", "no-such-run")
+    assert missing.exit_code == 1 and "No run 'no-such-run'" in missing.output and first.is_dir()  # all checked first
+    gone = invoke("runs", "rm", "a-first")
+    assert gone.exit_code == 0 and not first.exists() and second.is_dir()
+
+
+def test_prune_lists_first_and_keeps_what_a_registry_or_a_run_names(env, tmp_path, monkeypatch):  # noqa: F811
+    registry, store = env
+    finished_run(env, "keeps-its-weights", rounds=1)
+    orphan = store.models_dir / ("ab" * 32 + ".gguf")
+    orphan.write_bytes(b"GGUF not named anywhere")
+    monkeypatch.setenv("LOCALPANEL_MODELS", str(registry.path))
+    dry = invoke("prune")
+    assert dry.exit_code == 0 and f"would remove {orphan}" in dry.output and orphan.exists()
+    assert dry.output.count("would remove") == 1  # the panel's own weights are named
+    done = json.loads(invoke("prune", "--yes", "--json").output)
+    assert done["removed"] == [str(orphan)] and not orphan.exists()
+    assert all(store.blob(spec.sha256).exists() for spec in registry.models.values())
+
+
+def test_a_stale_verified_mark_is_rehashed_with_a_word_first(env):  # noqa: F811
+    registry, _ = env
+    told = []
+    from localpanel.store import Store
+
+    store = Store(on_rehash=lambda name, size: told.append((name, size)))
+    spec = registry.model("alpha")
+    blob = store.blob(spec.sha256)
+    os.utime(blob, ns=(blob.stat().st_atime_ns, blob.stat().st_mtime_ns + 10**9))  # touched: the mark is stale
+    assert store.path_for(spec) == blob
+    assert told == [("alpha", blob.stat().st_size)]
+    store.path_for(spec)
+    assert len(told) == 1  # verified again: no second re-hash
