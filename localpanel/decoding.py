@@ -99,7 +99,18 @@ class Evaluator(Protocol):
     def rollback(self, n_past: int) -> None: ...
 
 
-Step = tuple[list[int], bool]  # what a decoding coroutine yields: tokens to evaluate, and whether it wants every row's logits
+# What a decoding coroutine yields: tokens to evaluate, and which rows' logits it wants: True every token's,
+# False the last one's, an int i those of the tokens from index i on.
+Step = tuple[list[int], "bool | int"]
+
+
+def wants_logits(which: "bool | int", i: int, n: int) -> bool:
+    """Whether the ``i``-th of ``n`` evaluated tokens must output logits (see ``Step``)."""
+    if which is True:
+        return True
+    if which is False:
+        return i == n - 1
+    return i >= which
 
 
 def drive(steps, ev: Evaluator):
@@ -238,6 +249,31 @@ def _score(ev, spans: list[list[int]], common: int):
     return logp
 
 
+def _evaluate_and_score(ev, prefix: list[int], spans: list[list[int]], common: int):
+    """Evaluate ``prefix``, then score each alternative after it, in as few evaluations as it takes: the
+    longest alternative rides along with the prefix (logits from the prefix's last token on), each other one
+    of several tokens takes one more. The state ends right after the prefix."""
+    if not prefix:
+        return (yield from _score(ev, spans, common))
+    tails = [span[common:] for span in spans]
+    ride = max(range(len(tails)), key=lambda k: (len(tails[k]), -k))  # the first of the longest
+    extra = tails[ride][:-1]
+    yield prefix + extra, len(prefix) - 1
+    base = ev.n_past - len(extra)
+    first = log_softmax(ev.logits(0))
+    logp = np.array([first[tail[0]] for tail in tails])
+    for j in range(1, len(tails[ride])):
+        logp[ride] += log_softmax(ev.logits(j))[tails[ride][j]]
+    for k, tail in enumerate(tails):
+        if k != ride and len(tail) > 1:
+            ev.rollback(base)
+            yield tail[:-1], True
+            for j in range(1, len(tail)):
+                logp[k] += log_softmax(ev.logits(j - 1))[tail[j]]
+    ev.rollback(base)
+    return logp
+
+
 def _probabilities(logp: np.ndarray) -> np.ndarray:
     probs = np.exp(logp - logp.max())
     return probs / probs.sum()
@@ -272,19 +308,15 @@ def _choose(ev, vocab, seg: Choice, after: str, st: _State, values, choices, sam
         rows = []
         for variant in rotations.variants:
             ev.rollback(rotations.base)
-            yield variant + ballot, False
-            rows.append(_probabilities((yield from _score(ev, spans, common))))
+            rows.append(_probabilities((yield from _evaluate_and_score(ev, variant + ballot, spans, common))))
         ev.rollback(rotations.base)
-        yield rotations.tail + ballot, False
         st.unevaluated = []
-        shown = _probabilities((yield from _score(ev, spans, common)))
+        shown = _probabilities((yield from _evaluate_and_score(ev, rotations.tail + ballot, spans, common)))
         raw = [float(p) for p in shown]
         probs = np.asarray(average([shown, *rows]))
     else:
-        if st.unevaluated:
-            yield st.unevaluated, False
-            st.unevaluated = []
-        probs = _probabilities((yield from _score(ev, spans, common)))
+        pending, st.unevaluated = st.unevaluated, []
+        probs = _probabilities((yield from _evaluate_and_score(ev, pending, spans, common)))
     if forced is not None:
         pos = len(st.tokens)
         matches = [k for k, seq in enumerate(seqs) if forced[pos : pos + len(seq) - common] == seq[common:]]

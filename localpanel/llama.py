@@ -28,7 +28,7 @@ import llama_cpp as L
 import numpy as np
 
 from . import __version__
-from .decoding import ReplayMismatch, Rotations, common_prefix, decode_steps
+from .decoding import ReplayMismatch, Rotations, common_prefix, decode_steps, wants_logits
 from .errors import ModelLoadError
 from .gguf import read_gguf
 from .grammar import compile_schema
@@ -140,7 +140,7 @@ class Context:
             if seq.n_past + len(tokens) > seq.n_ctx:
                 raise ContextFull(f"the conversation needs more than the {seq.n_ctx}-token context")
         flat = [
-            (seq, tok, seq.n_past + i, all_logits or i == len(tokens) - 1)
+            (seq, tok, seq.n_past + i, wants_logits(all_logits, i, len(tokens)))
             for seq, tokens, all_logits in work
             for i, tok in enumerate(tokens)
         ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
@@ -93,7 +94,8 @@ def facts(options: list[str], participants: list[str], rounds: list[list[Turn]])
     if final.label == "no votes":
         return f"None of the {n} panelists cast a valid ballot."
     lead = f"After {len(rounds)} rounds, " if len(rounds) > 1 else ""
-    voted = sorted((o for o in options if final.counts[o]), key=lambda o: -final.counts[o])
+    # Most votes first, ties by name: the same sentence whatever order the options were typed in.
+    voted = sorted((o for o in options if final.counts[o]), key=lambda o: (-final.counts[o], o))
     if final.label == "unanimous":
         sentences = [f"{lead}all {n} panelists voted {final.winner}."]
     elif final.label == "tie":
@@ -205,7 +207,8 @@ def moderate(
         for t in turns:
             if t.valid:
                 final[t.participant] = t.vote
-    for option in options:
+    held = Counter(final.values())
+    for option in sorted(options, key=lambda o: (-held[o], o)):  # the case for the most held option first
         given = arguments_for(option, args, final)
         if not given:
             continue

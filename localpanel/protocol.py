@@ -184,8 +184,10 @@ def _options_block(options: list[str]) -> str:
     return "Options (vote for exactly one):\n" + "\n".join(f"- {o}" for o in options)
 
 
+# The options come last in every prompt: a vote scored under another rotation of them re-reads only the options
+# (and the chat template's few tokens after them), never an instruction that could as well come before.
 def first_round_prompt(question: Question, option_order: list[str]) -> str:
-    return f"Question: {question.text}\n{_options_block(option_order)}\nCast your ballot."
+    return f"Question: {question.text}\nCast your ballot.\n{_options_block(option_order)}"
 
 
 def later_round_prompt(
@@ -199,8 +201,8 @@ def later_round_prompt(
             lines.append(f"- {label} abstained (no valid ballot).")
     lines += [
         f"Question: {question.text}",
-        _options_block(option_order),
         "Weigh these arguments, then cast your ballot for this round: keep your vote or change it.",
+        _options_block(option_order),
     ]
     return "\n".join(lines)
 

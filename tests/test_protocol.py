@@ -203,9 +203,10 @@ def test_moderator_writes_each_case_from_that_options_rationales_alone(env):
     assert "Because of B." not in yes_prompt and "Because of C." not in yes_prompt
     assert "Because of B." in no_prompt and "Because of A." not in no_prompt
     assert {o: (a.participant, a.text) for o, a in t.strongest_arguments.items()} == {"Yes": ("Di", "Because of D."), "No": ("Bob", "Because of B.")}
-    assert t.moderator.facts == "The panel was split: 2 voted Yes, 2 voted No."
-    assert t.summary == ("The panel was split: 2 voted Yes, 2 voted No. The case for Yes: Ann and Di argued that A and D hold. "
-                         "The case for No: Bob and Cy argued that B and C hold.")
+    # Most votes first, ties by name: the summary reads the same whatever order the options were typed in.
+    assert t.moderator.facts == "The panel was split: 2 voted No, 2 voted Yes."
+    assert t.summary == ("The panel was split: 2 voted No, 2 voted Yes. The case for No: Bob and Cy argued that B and C hold. "
+                         "The case for Yes: Ann and Di argued that A and D hold.")
     assert "The case for Yes (the moderator, from 2 rationales):" in render(t, "text")
 
 
@@ -220,11 +221,11 @@ def test_an_option_argued_once_is_quoted_and_facts_tell_who_moved(env):
                     {"strongest": 6, "case": "Ann held, and Bob came round to her view."})  # asked sorted: No, Yes
     t = api.start_run("Is it?", ["Yes", "No", "Maybe"], registry=registry, store=store, backend=backend,
                       settings=DebateSettings(rounds=2))
-    assert t.moderator.facts == ("After 2 rounds, the panel was split: 2 voted Yes, 2 voted No. "
+    assert t.moderator.facts == ("After 2 rounds, the panel was split: 2 voted No, 2 voted Yes. "
                                  "In round 2, Bob moved from No to Yes, crediting Ann.")
-    assert [p.option for p in t.moderator.passages] == ["Yes", "No"]  # nobody argued Maybe: no passage
+    assert [p.option for p in t.moderator.passages] == ["No", "Yes"]  # nobody argued Maybe: no passage
     # Where the debate ended: each final voter's latest rationale (Bob's earlier case for No is not read).
-    assert [p.arguments for p in t.moderator.passages] == [[5, 6], [7, 8]] and not any(p.failure for p in t.moderator.passages)
+    assert [p.arguments for p in t.moderator.passages] == [[7, 8], [5, 6]] and not any(p.failure for p in t.moderator.passages)
     assert len([r for r in backend.requests if r.key.startswith("[moderator]")]) == 2
 
 
@@ -235,7 +236,7 @@ def test_a_single_rationale_needs_no_model(env):
     backend.enqueue("[moderator]", {"strongest": 3, "case": "Three panelists said no for B, C and D."})
     t = api.start_run("Is it?", ["Yes", "No"], registry=registry, store=store, backend=backend)
     assert len([r for r in backend.requests if r.key.startswith("[moderator]")]) == 1
-    yes = t.moderator.passages[0]
+    yes = t.moderator.passages[1]  # No, held by three, comes first
     assert (yes.option, yes.by_model, yes.text, yes.strongest.participant) == ("Yes", False, "Because of A.", "Ann")
     assert t.moderator.facts == "3 of 4 panelists voted No (supermajority); 1 voted Yes."
 
