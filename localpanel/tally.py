@@ -39,7 +39,8 @@ def tally(options: list[str], turns: list[Turn]) -> Tally:
             probs += np.array([t.confidence.get(o, 0.0) for o in options])
     n = len(turns)
     top = int(counts.max()) if len(counts) else 0
-    leaders = [options[i] for i in np.flatnonzero(counts == top)] if top else []
+    # Tied leaders by name, so that "Tie — A/B" reads the same whatever order the options were typed in.
+    leaders = sorted(options[i] for i in np.flatnonzero(counts == top)) if top else []
     if top == 0:
         label: Label = "no votes"
     elif len(leaders) > 1:

@@ -121,7 +121,8 @@ def main() -> None:
                     print(f"[{time.perf_counter() - started:6.0f} s] q{qi + 1} {style} order {k + 1}: "
                           f"{results[-1].result.line} ({seconds:.1f} s)", file=sys.stderr, flush=True)
                 t = results[0]
-                same = all(ballots(r) == ballots(t) and r.result.line == t.result.line for r in results[1:])
+                same = all(ballots(r) == ballots(t) and (r.result.line, r.result.counts) == (t.result.line, t.result.counts)
+                           for r in results[1:])
                 if not same:
                     mismatches.append(f"q{qi + 1} {style}")
                 temperature = {p.name: p.temperature for p in t.participants}

@@ -135,7 +135,7 @@ def test_debate_stops_when_a_round_changes_no_vote(env):
     first = {"Ann": ballot("Yes"), "Bob": ballot("No"), "Cy": ballot("No"), "Di": ballot("Yes")}
     t = run(env, script(ScriptedBackend(), [first, first]), rounds=4)
     assert t.stopped_because == "stable" and len(t.rounds) == 2
-    assert t.result.line.startswith("No agreement after 2 rounds · Tie — Yes/No (2/2)")
+    assert t.result.line.startswith("No agreement after 2 rounds · Tie — No/Yes (2/2)")
 
 
 def test_debate_runs_every_round_without_early_stop(env):

@@ -21,8 +21,8 @@ def votes(*vs):
         (["Yes"] * 4, "unanimous", "Yes", "Unanimous — Yes (4/4 votes)"),
         (["No", "No", "No", "Yes", "Yes"], "majority", "No", "Majority — No (3/5 votes)"),
         (["No", "No", "Yes"], "supermajority", "No", "Supermajority — No (2/3 votes)"),
-        (["Yes", "Yes", "No", "No"], "tie", None, "Tie — Yes/No (2/2)"),
-        (["Yes", "No", "Maybe"], "tie", None, "Tie — Yes/No/Maybe (1/1/1)"),
+        (["Yes", "Yes", "No", "No"], "tie", None, "Tie — No/Yes (2/2)"),  # tied leaders by name, not by typing order
+        (["Yes", "No", "Maybe"], "tie", None, "Tie — Maybe/No/Yes (1/1/1)"),
         (["Yes", "Yes", "No", "Maybe", "Maybe", "Yes", "No"], "plurality", "Yes", "Plurality — Yes (3/7 votes)"),
         (["Yes", "Yes", "Yes", None], "supermajority", "Yes", "Supermajority — Yes (3/4 votes), 1 abstained"),
         ([None, None], "no votes", None, "No votes — all 2 ballots failed"),
