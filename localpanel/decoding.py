@@ -514,14 +514,23 @@ def integer_candidates(vocab: Vocab, after: bytes) -> np.ndarray:
 
 
 # Free text may not loop: a run of one character past MAX_RUN, of digits past MAX_DIGITS, or the same chunk of
-# p characters three times over (more times for short chunks, so that "0.0." or "haha" are not caught), ends
-# the draw of that token.
+# p characters three times over (more times for short chunks, so that "0.0." or "haha" are not caught), takes
+# that token, and every token that starts like it, out of the draw.
 MAX_RUN = 6
 MAX_DIGITS = 15
 LOOP_WINDOW = 180
 MAX_REDRAWS = 8
 _RUN = re.compile(rb"(.)\1{%d}\Z" % MAX_RUN, re.S)
 _DIGITS = re.compile(rb"[0-9]{%d}\Z" % (MAX_DIGITS + 1))
+
+
+def looping_class(vocab: Vocab, tok: int) -> np.ndarray:
+    """The tokens that start as ``tok`` does: with the same first byte, or with any digit when it starts with one."""
+    first = vocab.derived("first-bytes", lambda: np.array([p[0] if p else -1 for p in vocab.pieces], dtype=np.int16))
+    b = int(first[tok])
+    if 0x30 <= b <= 0x39:
+        return (first >= 0x30) & (first <= 0x39)
+    return first == b
 
 
 def degenerate(text: bytes) -> bool:
@@ -617,24 +626,18 @@ def _free_text(ev, vocab, seg: Text | Integer, after: str, st: _State, values, s
                     raise AssertionError(f"token {tok} passed the {seg.field} mask but not its check")
             tries = 0
             while isinstance(text, FreeText) and degenerate(bytes(text.body[-LOOP_WINDOW:]) + vocab.pieces[tok]):
-                # A loop or a run: that token is taken out and the draw made again, a few times at most.
+                # A loop or a run: every token that starts like that one (any digit, for a digit) is taken out and
+                # the draw made again, so that a model set on a run of digits must write something else.
                 tries += 1
-                logits[tok] = -np.inf
+                logits[looping_class(vocab, tok)] = -np.inf
+                logits[~text.allowed()] = -np.inf
                 if tries > MAX_REDRAWS or not np.isfinite(logits).any():
                     values[seg.field] = text.value
                     return f"the {seg.field} kept repeating itself (degenerate text)"
                 tok = sampler.sample(logits)
                 verdict = text.accepts(tok)
-                if verdict is None:
-                    allowed = text.allowed()
-                    logits[~allowed] = -np.inf
-                    if not np.isfinite(logits).any():
-                        values[seg.field] = text.value
-                        return f"the {seg.field} kept repeating itself (degenerate text)"
-                    tok = sampler.sample(logits)
-                    verdict = text.accepts(tok)
-                    if verdict is None:
-                        raise AssertionError(f"token {tok} passed the {seg.field} mask but not its check")
+                if verdict is None:  # allowed() admits only tokens accepts() admits: a bug if reached
+                    raise AssertionError(f"token {tok} passed the {seg.field} mask but not its check")
             sampler.accept(tok)
         st.sampled += 1
         st.tokens.append(tok)

@@ -180,6 +180,9 @@ def test_weights_from_ollama_run_in_a_poll_with_no_download(real_store, tmp_path
     monkeypatch.setenv("OLLAMA_MODELS", str(root))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("PIP_NO_INDEX", "1")
+    own = tmp_path / "own-models.yaml"  # a registry of the user's own that does not pin these bytes already
+    own.write_text("models: {}\npanels: {}\n")
+    monkeypatch.setenv("LOCALPANEL_MODELS", str(own))
     added = invoke("add", "ollama://smollm2:135m", "--name", "my-smol")
     assert added.exit_code == 0, added.output
     result = invoke("poll", "Is a local model worth it?", "--model", "my-smol", "--model", "my-smol", "--json", "-q")

@@ -44,7 +44,9 @@ def test_real_size_poll_end_to_end(store_with_real_size_weights):
     else:
         assert f"{counts[winner]} voted" in report["facts"] or f"{counts[winner]} of 4 panelists voted {winner}" in report["facts"]
     by_vote = {o: {x["rationale"] for x in turns if x["vote"] == o} for o in ("Yes", "No")}
-    assert [p["option"] for p in report["passages"]] == [o for o in ("Yes", "No") if by_vote[o]]
+    # Most-held case first, ties by name: never the typed order.
+    held = sorted((o for o in ("Yes", "No") if by_vote[o]), key=lambda o: (-counts[o], o))
+    assert [p["option"] for p in report["passages"]] == held
     for p in report["passages"]:
         assert p["failure"] is None and p["text"] and ends_sentence(p["text"].encode())
         assert p["strongest"]["text"] in by_vote[p["option"]] and p["strongest"]["vote"] == p["option"]
