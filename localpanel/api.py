@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Callable
 
 from . import __version__
-from .errors import InputError, RunError
+from .errors import InputError, LocalpanelError, RunError
+from .events import EventSink, RunEvents
 from .moderator import ModeratorReport, moderate
 from .prompting import run_date
 from .protocol import Debate, DebateSettings, Question, Seat, Turn
@@ -18,7 +19,6 @@ from .runtime import Backend, RuntimeSettings
 from .store import Store
 from .transcript import Manifest, ParticipantRecord, RunDir, Transcript, build_transcript, find_run, now, run_id
 
-ProgressFn = Callable[[str, Seat, int, int], None]
 
 
 def _backend(runtime: RuntimeSettings) -> Backend:
@@ -34,7 +34,20 @@ def seats_for(registry: Registry, store: Store, panel_name: str | None) -> tuple
     return seats, panel.name
 
 
-def start_run(
+@dataclass
+class PreparedRun:
+    """A run checked and claimed: its directory holds the manifest, and no turn has run yet."""
+
+    run: RunDir
+    manifest: Manifest
+    seats: list[Seat]
+
+    @property
+    def id(self) -> str:
+        return self.run.path.name
+
+
+def prepare_run(
     question: str,
     options: list[str],
     *,
@@ -46,13 +59,10 @@ def start_run(
     run_dir: Path | None = None,
     backend: Backend | None = None,
     with_moderator: bool = True,
-    on_progress: ProgressFn | None = None,
-    on_start: Callable[[Path], None] | None = None,
     integer: bool = False,
-) -> Transcript:
-    """Run a poll (one round) or a debate (several) and save it; every input is checked before anything is written.
-
-    ``on_start`` is told the run directory once it is claimed (under the store's runs unless ``run_dir``)."""
+) -> PreparedRun:
+    """Check every input (question, panel, weights, context) and claim the run directory with its manifest;
+    nothing runs. Under the store's runs unless ``run_dir``."""
     settings = settings or DebateSettings()
     runtime = runtime or RuntimeSettings()
     q = Question.checked(question, options, integer)
@@ -87,9 +97,36 @@ def start_run(
         run = RunDir.create(Path(run_dir), manifest)
     else:
         run = RunDir.create_unique(store.runs_dir, run_id(q.text), manifest)
+    return PreparedRun(run, run.manifest(), seats)
+
+
+def start_run(
+    question: str,
+    options: list[str],
+    *,
+    registry: Registry,
+    store: Store,
+    panel: str | None = None,
+    settings: DebateSettings | None = None,
+    runtime: RuntimeSettings | None = None,
+    run_dir: Path | None = None,
+    backend: Backend | None = None,
+    with_moderator: bool = True,
+    on_event: EventSink | None = None,
+    on_start: Callable[[Path], None] | None = None,
+    integer: bool = False,
+) -> Transcript:
+    """Run a poll (one round) or a debate (several) and save it; every input is checked before anything is written.
+
+    ``on_start`` is told the run directory once it is claimed; ``on_event`` gets the run's events."""
+    runtime = runtime or RuntimeSettings()
+    backend = backend or _backend(runtime)
+    prepared = prepare_run(question, options, registry=registry, store=store, panel=panel, settings=settings,
+                           runtime=runtime, run_dir=run_dir, backend=backend, with_moderator=with_moderator,
+                           integer=integer)
     if on_start:
-        on_start(run.path)
-    return continue_run(run, manifest, seats, backend, store, on_progress)
+        on_start(prepared.run.path)
+    return continue_run(prepared.run, prepared.manifest, prepared.seats, backend, store, on_event)
 
 
 def participant_record(seat: Seat, sha256: str) -> ParticipantRecord:
@@ -114,26 +151,52 @@ def continue_run(
     seats: list[Seat],
     backend: Backend,
     store: Store,
-    on_progress: ProgressFn | None = None,
+    on_event: EventSink | None = None,
 ) -> Transcript:
-    """Run (or finish) the turns not yet in the journal, then the moderator, then write the transcript."""
+    """Run (or finish) the turns not yet in the journal, then the moderator, then write the transcript. The
+    events say what happens, ending with finished, interrupted or failed."""
     with run.lock(), run_date(manifest.created_at):
-        return _continue(run, manifest, seats, backend, store, on_progress)
+        events = RunEvents(run.path.name, manifest.options, seats, manifest.settings.rounds, on_event or _ignore)
+        try:
+            return _continue(run, manifest, seats, backend, store, events)
+        except (KeyboardInterrupt, Stop) as exc:
+            events.interrupted(str(exc) or "interrupted")
+            raise
+        except Exception as exc:  # noqa: BLE001 - told to the watchers, then raised as it was
+            events.failed(str(exc) or type(exc).__name__)
+            raise
 
 
-def _continue(run: RunDir, manifest: Manifest, seats: list[Seat], backend: Backend, store: Store, on_progress) -> Transcript:
+def _ignore(event) -> None:
+    pass
+
+
+class Stop(Exception):
+    """Raised from an event sink to stop a run between two tokens; the run stays resumable."""
+
+
+def _continue(run: RunDir, manifest: Manifest, seats: list[Seat], backend: Backend, store: Store, events: RunEvents) -> Transcript:
     started = time.perf_counter()
     done, report = run.journal(repair=True)
+    events.earlier(done)
     earlier = sum(t.seconds + t.rebuild_seconds for t in done) + (report.seconds if report else 0.0)
     q = Question(text=manifest.question, options=manifest.options)
-    debate = Debate(q, seats, manifest.settings, backend, done=done, on_turn=lambda t: run.append("turn", t), on_progress=on_progress)
+
+    def journaled(turn: Turn) -> None:
+        run.append("turn", turn)
+        events.turn(turn)
+
+    debate = Debate(q, seats, manifest.settings, backend, done=done, on_turn=journaled, on_progress=events.progress)
     stopped = debate.run()
     turns = [t for r in debate.rounds for t in r.values()]
     if report is None and manifest.moderator:
         report = run_moderator(manifest, turns, stopped, backend, store)
         run.append("moderator", report)
+        events.moderator(report)
     transcript = build_transcript(manifest, turns, stopped, report, earlier + time.perf_counter() - started)
     run.write_transcript(transcript)
+    result = transcript.result
+    events.finished(result.label, result.winner, result.counts, stopped)
     return transcript
 
 
@@ -146,7 +209,7 @@ def run_moderator(manifest: Manifest, turns: list[Turn], stopped, backend: Backe
     return moderate(q, names, [r.turns for r in preview.rounds], spec, path, backend, manifest.settings.seed)
 
 
-def resume(ref: str | Path, *, store: Store, backend: Backend | None = None, on_progress: ProgressFn | None = None) -> Transcript:
+def resume(ref: str | Path, *, store: Store, backend: Backend | None = None, on_event: EventSink | None = None) -> Transcript:
     """Finish an interrupted run with the settings it started with; a finished run is just loaded."""
     run = find_run(ref, store.runs_dir)
     if run.finished:
@@ -155,7 +218,26 @@ def resume(ref: str | Path, *, store: Store, backend: Backend | None = None, on_
     same_version(run, manifest, "resume")
     seats = manifest_seats(manifest, store)
     backend = backend or _backend(manifest.runtime)
-    return continue_run(run, manifest, seats, backend, store, on_progress)
+    return continue_run(run, manifest, seats, backend, store, on_event)
+
+
+def list_runs(store: Store) -> list[dict]:
+    """The store's runs, oldest first: id, kind, question, result line (or unfinished) and path."""
+    rows = []
+    if not store.runs_dir.is_dir():
+        return rows
+    for path in sorted(store.runs_dir.iterdir()):
+        run = RunDir(path)
+        if not run.manifest_path.is_file():
+            continue
+        try:
+            m = run.manifest()
+            line = run.transcript().result.line if run.finished else "unfinished (resume it with --resume)"
+        except LocalpanelError:
+            continue
+        rows.append({"id": path.name, "kind": m.kind, "question": m.question, "result": line, "path": str(path),
+                     "created_at": m.created_at, "state": "finished" if run.finished else "interrupted"})
+    return rows
 
 
 def load_run(ref: str | Path, store: Store) -> Transcript:
@@ -184,7 +266,7 @@ class _Diverged(Exception):
     pass
 
 
-def replay(ref: str | Path, *, store: Store, backend: Backend | None = None, on_progress: ProgressFn | None = None) -> ReplayReport:
+def replay(ref: str | Path, *, store: Store, backend: Backend | None = None, on_event: EventSink | None = None) -> ReplayReport:
     """Run every turn of a saved run again from its manifest and compare the text, turn by turn."""
     run = find_run(ref, store.runs_dir)
     manifest = run.manifest()
@@ -195,7 +277,7 @@ def replay(ref: str | Path, *, store: Store, backend: Backend | None = None, on_
         )
     same_version(run, manifest, "replay")
     with run.lock(shared=True), run_date(manifest.created_at):
-        return _replay(run, manifest, store, backend, on_progress)
+        return _replay(run, manifest, store, backend, on_event or _ignore)
 
 
 def same_version(run: RunDir, manifest: Manifest, what: str) -> None:
@@ -208,13 +290,14 @@ def same_version(run: RunDir, manifest: Manifest, what: str) -> None:
         )
 
 
-def _replay(run: RunDir, manifest: Manifest, store: Store, backend: Backend | None, on_progress) -> ReplayReport:
+def _replay(run: RunDir, manifest: Manifest, store: Store, backend: Backend | None, on_event: EventSink) -> ReplayReport:
     original, original_report = run.journal()
     if not original:
         raise RunError(f"{run.path} has no finished turns to replay.")
     expected = {(t.round, t.participant): t for t in original}
     seats = manifest_seats(manifest, store)
     backend = backend or _backend(manifest.runtime)
+    events = RunEvents(run.path.name, manifest.options, seats, manifest.settings.rounds, on_event)
     started = time.perf_counter()
     compared = 0
     divergence: Divergence | None = None
@@ -226,12 +309,13 @@ def _replay(run: RunDir, manifest: Manifest, store: Store, backend: Backend | No
             divergence = Divergence(turn.round, turn.participant, 0, "(no such turn in the original)", turn.text)
             raise _Diverged
         compared += 1
+        events.turn(turn)
         if turn.text != want.text or turn.confidence != want.confidence:
             divergence = Divergence(turn.round, turn.participant, _first_difference(want.text, turn.text), want.text, turn.text)
             raise _Diverged
 
     q = Question(text=manifest.question, options=manifest.options)
-    debate = Debate(q, seats, manifest.settings, backend, on_turn=check, on_progress=on_progress)
+    debate = Debate(q, seats, manifest.settings, backend, on_turn=check, on_progress=events.progress)
     try:
         stopped = debate.run()
         replayed = {(t.round, t.participant) for r in debate.rounds for t in r.values()}

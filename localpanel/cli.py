@@ -79,7 +79,7 @@ pass_ctx = click.make_pass_decorator(CliState)
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--models", "models_file", metavar="FILE", envvar="LOCALPANEL_MODELS",
-              help="The model registry. Default: $LOCALPANEL_MODELS, ./models.yaml, else the one shipped.")
+              help="Read only this model registry. Default: the shipped one, with $LOCALPANEL_HOME/models.yaml and ./models.yaml layered over it.")
 @click.version_option(__version__, prog_name="localpanel")
 @click.pass_context
 def cli(ctx: click.Context, models_file: str | None) -> None:
@@ -123,34 +123,32 @@ class ByteProgress:
 
 
 class TurnProgress:
-    """Who is voting and how many tokens so far (seats sharing a model vote together); a line per finished turn."""
+    """The run's events on stderr: who is voting and how many tokens so far (seats sharing a model vote
+    together), and a line per finished ballot."""
 
     def __init__(self, rounds: int, quiet: bool = False, threads: int | None = None):
         self.rounds, self.quiet = rounds, quiet
         self.live = sys.stderr.isatty() and not quiet
-        self.started: dict[str, float] = {}
         self.tokens: dict[str, int] = {}
         self.threads = threads or physical_cores()
         self.checked = False
 
-    def __call__(self, event: str, seat: Seat, round_no: int, tokens: int) -> None:
-        if self.quiet:
+    def __call__(self, event) -> None:
+        if self.quiet or event.type not in ("turn_started", "tokens", "ballot") or getattr(event, "earlier", False):
             return
         if not self.checked:  # once, when the first turn starts: bad input never gets this far
             self.checked = True
             for warning in (threads_warning(self.threads), busy_warning(self.threads)):
                 if warning:
                     click.echo(f"Warning: {warning}.", err=True)
-        where = f"Round {round_no}/{self.rounds} · " if self.rounds > 1 else ""
-        if event == "start":
-            self.started[seat.name] = time.perf_counter()
-            self.tokens[seat.name] = 0
-        elif event == "token":
-            self.tokens[seat.name] = tokens
-        elif event == "done":
-            took = time.perf_counter() - self.started.pop(seat.name, time.perf_counter())
-            self.tokens.pop(seat.name, None)
-            click.echo(("\r\033[K" if self.live else "") + f"{where}{seat.name}: done ({tokens} tokens, {took:.1f} s)", err=True)
+        where = f"Round {event.round}/{self.rounds} · " if self.rounds > 1 else ""
+        if event.type == "turn_started":
+            self.tokens[event.participant] = 0
+        elif event.type == "tokens":
+            self.tokens[event.participant] = event.tokens
+        else:
+            self.tokens.pop(event.participant, None)
+            click.echo(("\r\033[K" if self.live else "") + f"{where}{event.participant}: done ({event.tokens} tokens, {event.seconds:.1f} s)", err=True)
         if self.live and self.tokens:
             busy = " · ".join(f"{name} {n}" for name, n in self.tokens.items())
             click.echo(f"\r\033[K{where}voting… {busy} tokens"[:150], nl=False, err=True)
@@ -384,7 +382,7 @@ def _run(ctx: CliState, question: str, settings: DebateSettings, kw: dict) -> No
         transcript = api.start_run(
             question, list(kw["options"]) or ["Yes", "No"], registry=registry, store=ctx.store, panel=kw["panel"],
             settings=settings, runtime=runtime, run_dir=kw["run_dir"], with_moderator=not kw["no_moderator"],
-            on_progress=TurnProgress(settings.rounds, kw["quiet"], runtime.threads), on_start=started.append,
+            on_event=TurnProgress(settings.rounds, kw["quiet"], runtime.threads), on_start=started.append,
         )
     except KeyboardInterrupt:
         _interrupted(started[0] if started else None, settings.rounds > 1)
@@ -425,7 +423,7 @@ def _resume(ctx: CliState, ref: Path, kw: dict) -> None:
     manifest = run.manifest()
     progress = TurnProgress(manifest.settings.rounds, kw["quiet"], manifest.runtime.threads)
     try:
-        transcript = api.resume(run.path, store=ctx.store, on_progress=progress)
+        transcript = api.resume(run.path, store=ctx.store, on_event=progress)
     except KeyboardInterrupt:
         _interrupted(run.path, True)
     if was_finished:
@@ -513,7 +511,7 @@ def replay(ctx: CliState, run: str, as_json: bool, quiet: bool) -> None:
     Exit status 0 when every turn is reproduced exactly, 1 when one differs.
     """
     manifest = find_run(run, ctx.store.runs_dir).manifest()
-    report = api.replay(run, store=ctx.store, on_progress=TurnProgress(manifest.settings.rounds, quiet))
+    report = api.replay(run, store=ctx.store, on_event=TurnProgress(manifest.settings.rounds, quiet))
     if as_json:
         click.echo(json.dumps({
             "identical": report.identical, "turns_compared": report.turns_compared, "seconds": round(report.seconds, 3),
@@ -546,18 +544,7 @@ def runs(click_ctx: click.Context, as_json: bool, limit: int | None) -> None:
     if click_ctx.invoked_subcommand is not None:
         return
     ctx = click_ctx.find_object(CliState)
-    rows = []
-    if ctx.store.runs_dir.is_dir():
-        for path in sorted(ctx.store.runs_dir.iterdir()):
-            run = RunDir(path)
-            if not run.manifest_path.is_file():
-                continue
-            try:
-                m = run.manifest()
-            except LocalpanelError:
-                continue
-            line = run.transcript().result.line if run.finished else "unfinished (resume it with --resume)"
-            rows.append({"id": path.name, "kind": m.kind, "question": m.question, "result": line, "path": str(path)})
+    rows = [{k: r[k] for k in ("id", "kind", "question", "result", "path")} for r in api.list_runs(ctx.store)]
     if limit:
         rows = rows[-limit:]
     if as_json:
@@ -622,6 +609,58 @@ def prune(ctx: CliState, yes: bool, as_json: bool) -> None:
         click.echo("Nothing to prune: every file in the store is named by models.yaml.")
     elif not yes:
         click.echo(f"{len(stale)} file(s), {_size(total)}; run `localpanel prune --yes` to remove them.")
+
+
+# -- where agents and people work ------------------------------------------------------------------------
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@cli.command("mcp")
+@click.option("--threads", type=click.IntRange(1), help="CPU threads for llama.cpp (default: the CPUs this process may use).")
+@pass_ctx
+@errors_to_sentences
+def mcp_command(ctx: CliState, threads: int | None) -> None:
+    """Serve localpanel to agents over MCP, on stdin and stdout.
+
+    \b
+    Tools: start_run (returns a run id at once), wait_run (waits at most N seconds,
+    with progress notifications), show_run, list_runs, list_models, resume_run,
+    replay_run. Each finished run's card is the resource
+    localpanel://runs/RUN_ID/card.md (and card.json). Runs queue one at a time on
+    this machine. An MCP client starts it itself; see the README for the snippet.
+    """
+    from .mcp_server import serve_stdio
+    from .service import Service
+
+    serve_stdio(Service(Store(), RuntimeSettings(threads=threads), ctx.models_file))
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on. Anything but this machine's loopback exposes every run to the network, with no login.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="Port to listen on (0: any free port).")
+@click.option("--threads", type=click.IntRange(1), help="CPU threads for llama.cpp (default: the CPUs this process may use).")
+@pass_ctx
+@errors_to_sentences
+def serve(ctx: CliState, host: str, port: int, threads: int | None) -> None:
+    """A local web page: start polls and debates, watch ballots land live, read, resume and replay past runs.
+
+    Runs started there are ordinary run directories (`show`, `replay`, `--resume` work on them) and queue one at
+    a time on this machine. Closing the browser does not stop a run; Ctrl-C stops the server and leaves a run
+    that was going resumable.
+    """
+    from .service import Service
+    from .web import serve as serve_web
+
+    if host not in LOOPBACK:
+        click.echo(f"Warning: listening on {host}: anyone who can reach this port can start runs and read every run; "
+                   "there is no login.", err=True)
+    shown = f"[{host}]" if ":" in host else host
+
+    def ready(bound: int) -> None:
+        click.echo(f"localpanel is at http://{shown}:{bound}/ (Ctrl-C stops it; a run going on stays resumable)", err=True)
+
+    serve_web(Service(Store(), RuntimeSettings(threads=threads), ctx.models_file), host, port, on_ready=ready)
 
 
 # -- eval -------------------------------------------------------------------------------------------------

@@ -331,19 +331,22 @@ def _first(exc: Exception) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-def find_run(ref: str | Path, runs_dir: Path) -> RunDir:
-    """A run given as a directory, a transcript.json, or an id (or unique id prefix) under the store's runs."""
+def find_run(ref: str | Path, runs_dir: Path, ids_only: bool = False) -> RunDir:
+    """A run given as a directory, a transcript.json, or an id (or unique id prefix) under the store's runs
+    (``ids_only``: only the last, for callers that may read nothing but the store's runs)."""
     path = Path(ref)
-    if path.is_file() and path.name == "transcript.json":
+    if not ids_only and path.is_file() and path.name == "transcript.json":
         return RunDir(path.parent)
-    if path.is_dir():
+    if not ids_only and path.is_dir():
         return RunDir(path)
     if runs_dir.is_dir():
         if ref == "last":
             runs = sorted(p for p in runs_dir.iterdir() if (p / "manifest.json").is_file())
             if runs:
                 return RunDir(runs[-1])
-        matches = sorted(p for p in runs_dir.iterdir() if p.name.startswith(str(ref)))
+        matches = sorted(p for p in runs_dir.iterdir() if p.name.startswith(str(ref)) and (p / "manifest.json").is_file())
+        exact = [p for p in matches if p.name == str(ref)]
+        matches = exact or matches
         if len(matches) == 1:
             return RunDir(matches[0])
         if len(matches) > 1:

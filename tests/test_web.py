@@ -1,0 +1,115 @@
+"""`localpanel serve` over real HTTP on 127.0.0.1 (uvicorn in a thread, the scripted backend behind it)."""
+
+import json
+import re
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from localpanel import web
+from localpanel.scripted import ScriptedBackend
+from localpanel.service import Service
+
+from .test_protocol import ballot, env  # noqa: F401 - env is a fixture
+
+HOSTILE = "Is <script>alert(1)</script> & \"this\" safe?"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(env):
+    registry, store = env
+    backend = ScriptedBackend(default=lambda req: ballot("Yes", "<b>bold</b> & sure.", who=False))
+    service = Service(store, registry_file=str(registry.path), make_backend=lambda runtime: backend)
+    port = free_port()
+    ready = threading.Event()
+    thread = threading.Thread(target=web.serve, args=(service, "127.0.0.1", port), kwargs={"on_ready": lambda p: ready.set()},
+                              daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    yield f"http://127.0.0.1:{port}", service
+    service.close()
+
+
+def call(url, body=None, headers=None, method=None):
+    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    hdrs = {"Content-Type": "application/json"} if body is not None else {}
+    hdrs.update(headers or {})
+    req = urllib.request.Request(url, data=data, headers=hdrs, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def finished(base, run_id, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        snap = json.loads(call(f"{base}/api/runs/{run_id}")[2])
+        if snap["state"] == "finished":
+            return snap
+        time.sleep(0.05)
+    raise AssertionError(snap)
+
+
+def test_a_run_started_over_http_streams_its_events_and_ends_as_a_card(server):
+    base, service = server
+    status, _, body = call(f"{base}/api/runs", {"question": HOSTILE, "options": ["Yes", "No"], "rounds": 1, "seed": 3})
+    assert status == 200, body
+    run_id = json.loads(body)["run_id"]
+    snap = finished(base, run_id)
+    assert snap["result"]["label"] == "unanimous" and len(snap["ballots"]) == 4
+    # The event stream replays the run from its first event and closes with its state.
+    status, headers, stream = call(f"{base}/api/runs/{run_id}/events")
+    assert status == 200 and headers["content-type"].startswith("text/event-stream")
+    kinds = [json.loads(m)["type"] for m in re.findall(r"data: (.*)", stream.decode())]
+    assert kinds.count("ballot") == 4 and kinds[-2:] == ["finished", "state"]
+    # The card: the question and the rationales escaped, behind a policy that forbids scripts.
+    status, headers, card = call(f"{base}/runs/{run_id}")
+    assert status == 200 and "script-src" not in headers["content-security-policy"]
+    assert b"<script>" not in card and b"&lt;script&gt;" in card and b"&lt;b&gt;bold&lt;/b&gt;" in card
+    rows = json.loads(call(f"{base}/api/runs?q=script+safe")[2])
+    assert [r["id"] for r in rows] == [run_id]
+    assert json.loads(call(f"{base}/api/runs?q=nothing-like-it")[2]) == []
+    # An ordinary run directory: the CLI's own library reads it.
+    assert (service.store.runs_dir / run_id / "transcript.json").is_file()
+
+
+@pytest.mark.parametrize("body, headers, status, message", [
+    ({"question": "Is it?", "options": ["Only"]}, {}, 400, "at least 2 options"),
+    ({"question": "Is it?", "panel": "nope"}, {}, 400, "Unknown panel"),
+    ({"question": "Is it?", "rounds": "many"}, {}, 400, "whole numbers"),
+    (b"{not json", {}, 400, "not valid JSON"),
+    (b"question=x", {"Content-Type": "application/x-www-form-urlencoded"}, 400, "application/json"),
+    ({"question": "Is it?"}, {"Origin": "http://evil.example"}, 400, "from this page"),
+    ({"question": "x" * 70000}, {}, 413, "larger than 64 KiB"),
+])
+def test_bad_requests_get_one_sentence_and_start_nothing(server, body, headers, status, message):
+    base, service = server
+    got, _, answer = call(f"{base}/api/runs", body, headers)
+    assert got == status and message in json.loads(answer)["error"]
+    assert not service.store.runs_dir.exists() or not any(service.store.runs_dir.iterdir())
+
+
+def test_only_this_machine_and_nothing_from_outside(server):
+    base, _ = server
+    status, _, _ = call(f"{base}/", headers={"Host": "evil.example"})  # DNS rebinding: refused
+    assert status == 400
+    status, headers, page = call(f"{base}/")
+    assert status == 200 and "script-src 'self'" in headers["content-security-policy"]
+    for name in ("/", "/app.js", "/app.css"):
+        text = call(base + name)[2].decode()
+        assert not re.search(r"(?:src|href)=[\"']?(?:https?:)?//", text) and "@import" not in text and "url(http" not in text
+    # A run id is never a path.
+    assert call(f"{base}/api/runs/..%2F..%2Fetc")[0] in (400, 404)
+    assert call(f"{base}/api/runs/nope")[0] == 404
