@@ -14,7 +14,7 @@ RATIONALE_MAX = 400
 # A rationale written before the vote is the model's working: room for it (the decoder closes it past half).
 REASONING_MAX = 800
 CASE_MIN = 30
-CASE_MAX = 240
+CASE_MAX = 320
 
 
 def ballot_model(

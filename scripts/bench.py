@@ -116,14 +116,14 @@ def phase_first(panel: str) -> dict:
 
     first: list[float] = []
 
-    def progress(event, seat, round_no, tokens):
-        if event == "token" and not first:
+    def progress(event):  # the first token count comes as soon as the first token is drawn
+        if event.type == "tokens" and not first:
             first.append(time.time())
 
     with tempfile.TemporaryDirectory() as home:
         real = S()
         (Path(home) / "models").symlink_to(real.models_dir, target_is_directory=True)
-        lp_api.start_run(QUESTION, OPTIONS, registry=lr(srp()), store=S(Path(home)), panel=panel, on_progress=progress,
+        lp_api.start_run(QUESTION, OPTIONS, registry=lr(srp()), store=S(Path(home)), panel=panel, on_event=progress,
                          settings=DebateSettings(rounds=1, seed=7), with_moderator=False)
     return {"first_token_at": first[0], "imported_at": t_import}
 
