@@ -76,11 +76,14 @@ function addBallot(b) {
   const key = `${b.round}/${b.participant}`;
   if (current.seen.has(key)) return;
   current.seen.add(key);
-  const list = $("ballots");
-  if (current.rounds > 1 && !list.querySelector(`[data-round-head="${b.round}"]`)) {
-    const head = el("div", "round-head", `Round ${b.round}`);
-    head.dataset.roundHead = String(b.round);
-    list.append(head);
+  // One group per round, the newest on top, so that what just landed is in view.
+  let group = $("ballots").querySelector(`[data-round-group="${b.round}"]`);
+  if (!group) {
+    group = el("div", "round");
+    group.dataset.roundGroup = String(b.round);
+    if (current.rounds > 1) group.append(el("div", "round-head", `Round ${b.round}`));
+    const older = [...$("ballots").children].find((g) => Number(g.dataset.roundGroup) < b.round);
+    $("ballots").insertBefore(group, older || null);
   }
   const card = el("div", b.failure ? "ballot failed" : "ballot");
   card.dataset.round = String(b.round);
@@ -102,7 +105,7 @@ function addBallot(b) {
     if (b.attributed_to) card.append(el("div", "p", `Persuaded by ${b.attributed_to}`));
     card.append(el("p", "rationale", b.rationale));
   }
-  list.append(card);
+  group.append(card);
 }
 
 async function refreshCharts(id) {
