@@ -8,6 +8,7 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -17,7 +18,7 @@ from . import __version__, api
 from .atomic import atomic_write_text
 from .discover import scan, size_label
 from .errors import LocalpanelError
-from .protocol import DebateSettings, Seat
+from .protocol import DebateSettings
 from .registry import Registry, load_registry, shipped_registry_path, user_registry_path
 from .render import FORMATS, render
 
@@ -352,9 +353,37 @@ def run_options(fn):
 DEFAULT_BALLOT = "reason-first" if DebateSettings().reason_first else "vote-first"
 
 
-def _ballot(kw: dict) -> dict:
-    """How the ballot is asked for and scored, from --ballot and --no-debias."""
-    return {"reason_first": kw.pop("ballot_order") == "reason-first", "debias": not kw.pop("no_debias")}
+@dataclass(frozen=True)
+class RunOptions:
+    """What poll and debate share, typed, out of Click's keyword arguments: the vote, the seats, the ballot,
+    the runtime, and how the result is shown."""
+
+    options: tuple[str, ...]
+    panel: str | None
+    seat_models: tuple[str, ...]
+    reason_first: bool
+    debias: bool
+    with_moderator: bool
+    run_dir: Path | None
+    runtime: RuntimeSettings
+    as_json: bool
+    fmt: str
+    out: Path | None
+    quiet: bool
+
+    @classmethod
+    def take(cls, kw: dict) -> "RunOptions":
+        return cls(
+            options=tuple(kw["options"]), panel=kw["panel"], seat_models=tuple(kw["seat_models"]),
+            reason_first=kw["ballot_order"] == "reason-first", debias=not kw["no_debias"],
+            with_moderator=not kw["no_moderator"], run_dir=kw["run_dir"],
+            runtime=_runtime(kw["threads"], kw["batch_size"], kw["ctx_size"], kw["gpu_layers"], kw["max_memory"],
+                             kw["one_at_a_time"]),
+            as_json=kw["as_json"], fmt=kw["fmt"], out=kw["out"], quiet=kw["quiet"],
+        )
+
+    def settings(self, **fields) -> DebateSettings:
+        return DebateSettings(reason_first=self.reason_first, debias=self.debias, **fields)
 
 
 def _emit(transcript, fmt: str, out: Path | None, as_json: bool) -> None:
@@ -369,24 +398,23 @@ def _emit(transcript, fmt: str, out: Path | None, as_json: bool) -> None:
         click.echo(render(transcript, fmt, color=sys.stdout.isatty() and fmt == "text"), nl=False)
 
 
-def _run(ctx: CliState, question: str, settings: DebateSettings, kw: dict) -> None:
-    runtime = _runtime(kw["threads"], kw["batch_size"], kw["ctx_size"], kw["gpu_layers"], kw["max_memory"], kw["one_at_a_time"])
-    registry = ctx.registry
-    if kw["seat_models"]:
-        if kw["panel"]:
+def _run(ctx: CliState, question: str, settings: DebateSettings, opts: RunOptions) -> None:
+    registry, panel = ctx.registry, opts.panel
+    if opts.seat_models:
+        if opts.panel:
             raise Failure("Give either --panel or --model, not both.", 2)
-        panel = registry.models_panel(list(kw["seat_models"]))
-        registry, kw["panel"] = registry.with_panel(panel), panel.name
+        seated = registry.models_panel(list(opts.seat_models))
+        registry, panel = registry.with_panel(seated), seated.name
     started: list[Path] = []
     try:
         transcript = api.start_run(
-            question, list(kw["options"]) or ["Yes", "No"], registry=registry, store=ctx.store, panel=kw["panel"],
-            settings=settings, runtime=runtime, run_dir=kw["run_dir"], with_moderator=not kw["no_moderator"],
-            on_event=TurnProgress(settings.rounds, kw["quiet"], runtime.threads), on_start=started.append,
+            question, list(opts.options) or ["Yes", "No"], registry=registry, store=ctx.store, panel=panel,
+            settings=settings, runtime=opts.runtime, run_dir=opts.run_dir, with_moderator=opts.with_moderator,
+            on_event=TurnProgress(settings.rounds, opts.quiet, opts.runtime.threads), on_start=started.append,
         )
     except KeyboardInterrupt:
         _interrupted(started[0] if started else None, settings.rounds > 1)
-    _emit(transcript, kw["fmt"], kw["out"], kw["as_json"])
+    _emit(transcript, opts.fmt, opts.out, opts.as_json)
 
 
 def _interrupted(run_dir: Path | None, debate: bool) -> None:
@@ -416,19 +444,19 @@ def _refuse_beside_resume(shaping: tuple[str, ...] = RUN_SHAPING) -> None:
                       "drop it, or start a new run without --resume.", 2)
 
 
-def _resume(ctx: CliState, ref: Path, kw: dict) -> None:
+def _resume(ctx: CliState, ref: Path, opts: RunOptions) -> None:
     _refuse_beside_resume()
     run = find_run(ref, ctx.store.runs_dir)
     was_finished = run.finished
     manifest = run.manifest()
-    progress = TurnProgress(manifest.settings.rounds, kw["quiet"], manifest.runtime.threads)
+    progress = TurnProgress(manifest.settings.rounds, opts.quiet, manifest.runtime.threads)
     try:
         transcript = api.resume(run.path, store=ctx.store, on_event=progress)
     except KeyboardInterrupt:
         _interrupted(run.path, True)
     if was_finished:
         click.echo(f"{run.path} had already finished; showing it.", err=True)
-    _emit(transcript, kw["fmt"], kw["out"], kw["as_json"])
+    _emit(transcript, opts.fmt, opts.out, opts.as_json)
 
 
 @cli.command()
@@ -446,10 +474,10 @@ def poll(ctx: CliState, question: str | None, resume_dir: Path | None, seed, tem
       localpanel poll "Which database for a 10 GB analytics job?" -o DuckDB -o PostgreSQL -o SQLite --seed 7
       localpanel poll "..." --format markdown --out result.md
     """
+    opts = RunOptions.take(kw)
     if resume_dir:
-        return _resume(ctx, resume_dir, kw)
-    settings = DebateSettings(rounds=1, seed=seed, temperature=temperature, max_tokens=max_tokens, **_ballot(kw))
-    _run(ctx, question or "", settings, kw)
+        return _resume(ctx, resume_dir, opts)
+    _run(ctx, question or "", opts.settings(rounds=1, seed=seed, temperature=temperature, max_tokens=max_tokens), opts)
 
 
 @cli.command()
@@ -474,11 +502,12 @@ def debate(ctx: CliState, question: str | None, rounds: int, anonymous: bool, no
       localpanel debate "..." --run-dir runs/ethics --seed 5 --json
       localpanel debate --resume runs/ethics
     """
+    opts = RunOptions.take(kw)
     if resume_dir:
-        return _resume(ctx, resume_dir, kw)
-    settings = DebateSettings(rounds=rounds, seed=seed, temperature=temperature, max_tokens=max_tokens,
-                              anonymous=anonymous, early_stop=not no_early_stop, **_ballot(kw))
-    _run(ctx, question or "", settings, kw)
+        return _resume(ctx, resume_dir, opts)
+    settings = opts.settings(rounds=rounds, seed=seed, temperature=temperature, max_tokens=max_tokens,
+                             anonymous=anonymous, early_stop=not no_early_stop)
+    _run(ctx, question or "", settings, opts)
 
 
 @cli.command()

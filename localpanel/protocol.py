@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .ballot import RATIONALE_MAX, REASONING_MAX, ballot_model
 from .draw import rotate, shifts
 from .errors import ContextOverflowError, InputError
-from .registry import ModelSpec, Panel, Participant
+from .registry import ModelSpec, Participant
 from .runtime import Backend, Generation, GenerationRequest, Message, Sampling
 
 MAX_OPTIONS = 26

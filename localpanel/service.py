@@ -9,11 +9,10 @@ them, and a run the queue did not start (a CLI run, an earlier server) reads fro
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any, Callable
 
 from . import api
-from .errors import InputError, LocalpanelError, RunError
+from .errors import InputError, LocalpanelError
 from .events import EVENT
 from .jobs import Job, MachineLock, RunQueue
 from .protocol import DebateSettings

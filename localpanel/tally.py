@@ -203,9 +203,15 @@ def position_line(p: PositionEffect) -> str:
     return line
 
 
+def _points(x: float) -> str:
+    """A probability change in percentage points: "+12 pts", "-5 pts", "0 pts" (never "-0")."""
+    n = round(100 * x)
+    return f"{n:+d} pts" if n else "0 pts"
+
+
 def shift_line(p: PositionEffect, options: list[str]) -> str:
     """'Debiasing moved the mean probability: SQLite +12 pts · DuckDB -5 pts ...' or why it did not."""
     if not p.shift:
         return "Not debiased: each vote was scored in the order shown only (--no-debias)."
-    moved = " · ".join(f"{o} {100 * p.shift[o]:+.0f} pts" for o in options if o in p.shift)
+    moved = " · ".join(f"{o} {_points(p.shift[o])}" for o in options if o in p.shift)
     return f"Debiasing (each vote scored under rotations of the options, averaged) moved the mean probability: {moved}."

@@ -454,7 +454,7 @@ def main() -> None:
     print(f"localpanel bench · {a.panel} panel · {a.threads} threads · {os.cpu_count()} CPUs" + (" · NOT IDLE" if warnings else ""))
     print(f"\nTime to first token, tiny panel, `python -m localpanel poll` from launch: {first['first_token_s']:.2f} s "
           f"(imports done at {first['to_import_s']:.2f} s; best of {len(firsts)})")
-    print(f"\nLimits, measured now (tokens/s; decode: k sequences, one token each per llama_decode)")
+    print("\nLimits, measured now (tokens/s; decode: k sequences, one token each per llama_decode)")
     ks = [str(k) for k in a.widths]
     print(f"  {'model':<22} {'prompt':>8} " + " ".join(f"{'k=' + k:>7}" for k in ks))
     for m, lim in limits.items():

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from localpanel import api
-from localpanel.coherence import coherence, judge
+from localpanel.coherence import judge
 from localpanel.draw import rotate
 from localpanel.llama import LlamaBackend
 from localpanel.protocol import DebateSettings, Question

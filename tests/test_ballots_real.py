@@ -127,9 +127,9 @@ def test_the_fit_check_bound_loads_nothing_and_is_never_below_the_count(model, r
     with LlamaBackend() as fresh:
         bounds = [fresh.token_bound(spec, path, m) for m in prompts]
         window = fresh.context_length(spec, path)
-        assert not fresh.loaded and not fresh.vocab_only  # the header was enough
+        assert not fresh.models.loaded and not fresh.models.vocab_only  # the header was enough
         counts = [fresh.count_tokens(spec, path, m) for m in prompts]
-        assert not fresh.loaded  # counting exactly loads the vocabulary alone
+        assert not fresh.models.loaded  # counting exactly loads the vocabulary alone
         assert window == min(4096, fresh._model(spec, path).n_ctx_train)  # the header says what llama.cpp reads
     for bound, count in zip(bounds, counts):
         assert count <= bound, (bound, count)

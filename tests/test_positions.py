@@ -126,3 +126,10 @@ def test_every_format_shows_the_position_effect(env):  # noqa: F811
     assert data["positions"]["first"] == p.first and set(data["positions"]["shift"]) == set(MERIT)
     off = run(env, biased(), "Which database?", ["DuckDB", "PostgreSQL", "SQLite"], seed=7, debias=False)
     assert "Not debiased" in render(off, "text")
+
+
+def test_a_shift_is_told_in_whole_points_and_never_as_minus_zero():
+    from localpanel.tally import PositionEffect, shift_line
+
+    p = PositionEffect(ballots=4, first=1, last=1, chance=1 / 3, shift={"A": 0.123, "B": -0.004, "C": -0.119}, debiased=4)
+    assert shift_line(p, ["A", "B", "C"]).endswith("A +12 pts · B 0 pts · C -12 pts.")
