@@ -4,13 +4,14 @@ on the real tiny panel: it fills the form, sees ballots land before the run ends
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from .test_web import free_port
 
 pytestmark = pytest.mark.real
 
@@ -22,12 +23,6 @@ def browser_paths():
     chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     driver = shutil.which("chromedriver")
     return chromium, driver
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
