@@ -269,3 +269,105 @@ def test_a_stale_verified_mark_is_rehashed_with_a_word_first(env):  # noqa: F811
     assert told == [("alpha", blob.stat().st_size)]
     store.path_for(spec)
     assert len(told) == 1  # verified again: no second re-hash
+
+
+# -- degenerate text (point 5) --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, loops", [
+    (b"The answer is 42000000000", True),  # a run of one character past 6
+    (b"id 1693802754122406056", True),  # a run of digits past 15
+    (b"the cat the cat the cat the cat", True),  # a chunk three times over
+    (b"costs 1,000,000 dollars", False),
+    (b"haha, that is a 0.0.0 version", False),  # short chunks need more repeats
+    (b"A plain sentence that argues for its vote.", False),
+])
+def test_degenerate_text_is_caught(text, loops):
+    from localpanel.decoding import degenerate
+
+    assert degenerate(text) == loops
+
+
+def test_a_looping_model_is_steered_off_the_whole_class_it_loops_on():
+    import numpy as np
+
+    from localpanel.decoding import looping_class
+
+    class FakeVocab:
+        pieces = [b"1", b"23", b"a", b" 4", b"", b"9x"]
+
+        def __init__(self):
+            self.tables = {}
+
+        def derived(self, key, build):
+            return self.tables.setdefault(key, build())
+
+    vocab = FakeVocab()
+    assert np.flatnonzero(looping_class(vocab, 0)).tolist() == [0, 1, 5]  # any token starting with a digit
+    assert np.flatnonzero(looping_class(vocab, 2)).tolist() == [2]
+    assert np.flatnonzero(looping_class(vocab, 3)).tolist() == [3]
+
+
+# -- eval scoring hides nothing (point 6) ----------------------------------------------------------------------
+
+
+def test_a_question_that_cannot_run_is_recorded_failed_scored_and_not_run_again(env, tmp_path):  # noqa: F811
+    from localpanel.eval import api as eval_api
+    from localpanel.eval.questions import load_source
+    from localpanel.eval.runner import FAILED, EvalSettings, LocalExecutor
+    from localpanel.runtime import RuntimeSettings
+
+    registry, store = env
+    rows = [{"id": "ok", "question": "Is it?", "options": ["Yes", "No"], "answer": "Yes"},
+            {"id": "long", "question": "Is it? " + "word " * 760, "options": ["Yes", "No"], "answer": "Yes"}]
+    source = tmp_path / "set.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    eval_dir = eval_api.prepare(load_source(str(source)), registry=registry, store=store, panel=registry.panel(),
+                                settings=EvalSettings(rounds=1, seed=1), runtime=RuntimeSettings(), out_dir=tmp_path / "ev")
+    backend = ScriptedBackend(default=lambda req: ballot("Yes", who=False), context_length=1600)
+    report = eval_api.run(eval_dir, LocalExecutor(store, RuntimeSettings(), backend=backend))
+    failed = list(eval_dir.rglob(FAILED))
+    assert len(failed) == 1 and "does not fit" in json.loads(failed[0].read_text())["reason"]
+    assert report.modes["single"].n == 2 and report.modes["single"].value == pytest.approx(0.5)  # the failed one is wrong
+    asked = len(backend.requests)
+    eval_api.run(eval_dir, LocalExecutor(store, RuntimeSettings(), backend=backend))  # as --resume would
+    assert len(backend.requests) == asked  # nothing is asked again
+
+
+# -- errors at the edge (point 8) ------------------------------------------------------------------------------
+
+
+def test_a_replay_that_cannot_follow_its_journal_is_one_sentence_exit_1(env, monkeypatch):  # noqa: F811
+    from localpanel.decoding import ReplayMismatch
+
+    run_dir = finished_run(env)
+
+    def mismatch(*a, **k):
+        raise ReplayMismatch("recorded tokens differ from the plan at ballot token 3")
+
+    monkeypatch.setattr(api, "replay", mismatch)
+    result = CliRunner().invoke(cli, ["replay", str(run_dir)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.startswith("Error: The recorded turns cannot be decoded again here (recorded tokens differ")
+    assert result.output.count("\n") == 1
+
+
+def test_options_a_model_cannot_tell_apart_are_one_sentence_not_a_value_error():
+    from localpanel.errors import UndecodableError
+
+    assert issubclass(UndecodableError, InputError)  # exit 2, one sentence, through errors_to_sentences
+
+
+def test_ray_that_does_not_start_is_a_run_error(monkeypatch):
+    ray = pytest.importorskip("ray")
+    from localpanel.eval.runner import RayExecutor
+    from localpanel.runtime import RuntimeSettings
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+
+    def refuse(**kwargs):
+        raise ConnectionError("Could not find any running Ray instance.\nMore text.")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    with pytest.raises(RunError, match=r"Ray did not start at auto \(ConnectionError: More text\.\); check --address"):
+        RayExecutor(RuntimeSettings(threads=1), address="auto")
