@@ -689,7 +689,10 @@ def serve(ctx: CliState, host: str, port: int, threads: int | None) -> None:
     def ready(bound: int) -> None:
         click.echo(f"localpanel is at http://{shown}:{bound}/ (Ctrl-C stops it; a run going on stays resumable)", err=True)
 
-    serve_web(Service(Store(), RuntimeSettings(threads=threads), ctx.models_file), host, port, on_ready=ready)
+    stopped = serve_web(Service(Store(), RuntimeSettings(threads=threads), ctx.models_file), host, port, on_ready=ready)
+    click.echo("Stopped.", err=True)
+    for run_id, kind in stopped:
+        click.echo(f"Run {run_id} was stopped and is saved; finish it from the page, or with: localpanel {kind} --resume {run_id}", err=True)
 
 
 # -- eval -------------------------------------------------------------------------------------------------

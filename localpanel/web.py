@@ -207,8 +207,9 @@ def build(service: Service, hosts: list[str]) -> Starlette:
     return Starlette(routes=routes, middleware=middleware)
 
 
-def serve(service: Service, host: str = "127.0.0.1", port: int = 8765, on_ready=None) -> None:
-    """Serve until Ctrl-C; a run still going is stopped at its next event and stays resumable."""
+def serve(service: Service, host: str = "127.0.0.1", port: int = 8765, on_ready=None) -> list[tuple[str, str]]:
+    """Serve until Ctrl-C (or SIGTERM); a run still going is stopped at its next event and stays resumable.
+    Returns the runs so stopped, as (id, kind)."""
     import uvicorn
 
     hosts = ["127.0.0.1", "localhost", "::1"] if host in ("127.0.0.1", "localhost", "::1") else ["*"]
@@ -226,5 +227,8 @@ def serve(service: Service, host: str = "127.0.0.1", port: int = 8765, on_ready=
         server.startup = startup
     try:
         server.run()
+    except KeyboardInterrupt:  # uvicorn raises the signal again once it has shut down: the way to stop it
+        pass
     finally:
         service.close()
+    return [(job.id, job.kind) for job in service.queue.jobs.values() if job.state == "interrupted" and job.kind != "replay"]

@@ -104,3 +104,37 @@ def test_a_person_starts_a_debate_and_watches_the_ballots_land(page):
     assert any(run_id in a.get_attribute("href") for a in driver.find_elements(By.CSS_SELECTOR, "#run-list a"))
     driver.get(base + f"/runs/{run_id}")
     assert driver.find_element(By.TAG_NAME, "h1").text == QUESTION
+
+
+def test_ctrl_c_stops_the_server_and_leaves_the_run_resumable(store_with_weights):
+    """A real `localpanel serve` on the tiny panel, stopped with SIGINT once a debate's first ballot is in."""
+    import signal
+    import urllib.request
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCALPANEL_")}
+    env.update(LOCALPANEL_HOME=str(store_with_weights.home), HF_HUB_OFFLINE="1")
+    server = subprocess.Popen([LOCALPANEL, "serve", "--port", str(port), "--threads", "2"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        while "localpanel is at" not in server.stderr.readline():
+            assert server.poll() is None
+        base = f"http://127.0.0.1:{port}"
+        body = json.dumps({"question": QUESTION, "panel": "tiny", "rounds": 3, "seed": 5}).encode()
+        req = urllib.request.Request(f"{base}/api/runs", body, {"Content-Type": "application/json"})
+        run_id = json.loads(urllib.request.urlopen(req, timeout=30).read())["run_id"]
+        journal = store_with_weights.runs_dir / run_id / "turns.jsonl"
+        until(lambda: journal.read_text().count("\n") >= 1, 120)
+        server.send_signal(signal.SIGINT)
+        assert server.wait(60) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+    run_dir = store_with_weights.runs_dir / run_id
+    assert not (run_dir / "transcript.json").exists()  # stopped before the end
+    kept = journal.read_text().count("\n")
+    resumed = subprocess.run([LOCALPANEL, "debate", "--resume", run_id, "--json", "-q"], env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    t = json.loads(resumed.stdout)
+    assert sum(len(r["turns"]) for r in t["rounds"]) >= kept >= 1
