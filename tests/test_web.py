@@ -113,3 +113,17 @@ def test_only_this_machine_and_nothing_from_outside(server):
     # A run id is never a path.
     assert call(f"{base}/api/runs/..%2F..%2Fetc")[0] in (400, 404)
     assert call(f"{base}/api/runs/nope")[0] == 404
+
+
+def test_a_finished_run_replays_from_the_page_and_cannot_be_resumed(server):
+    base, _ = server
+    run_id = json.loads(call(f"{base}/api/runs", {"question": "Is it?", "seed": 1})[2])["run_id"]
+    finished(base, run_id)
+    status, _, body = call(f"{base}/api/runs/{run_id}/resume", {})
+    assert status == 400 and "already finished" in json.loads(body)["error"]
+    status, _, body = call(f"{base}/api/runs/{run_id}/replay", {})
+    assert status == 200 and json.loads(body)["job_id"] == f"{run_id}/replay"
+    status, _, stream = call(f"{base}/api/runs/{run_id}/replay/events")  # until the replay ends
+    assert status == 200 and b'"state": "finished"' in stream
+    snap = json.loads(call(f"{base}/api/runs/{run_id}/replay")[2])
+    assert snap["state"] == "finished" and snap["replay"]["identical"] and snap["replay"]["turns_compared"] == 4
