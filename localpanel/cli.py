@@ -811,7 +811,8 @@ def eval_run(ctx: CliState, source, panel, seat_models, rounds, seed, modes, tem
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write to FILE instead of stdout.")
 @errors_to_sentences
 def eval_show(eval_dir: Path, fmt: str, as_json: bool, out: Path | None) -> None:
-    """Render a finished eval's report again: text, markdown, html (self-contained, with a chart) or json."""
+    """Render an eval's report again: text, markdown, html (self-contained, with a chart) or json. An eval
+    still running or interrupted is reported over the questions finished so far, and says so."""
     from .eval import api as eval_api
 
     _emit_report(eval_api.load_report(eval_dir), "json" if as_json else fmt, out)

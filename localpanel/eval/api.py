@@ -16,7 +16,7 @@ from ..transcript import now
 from . import benchmarks
 from .questions import QuestionSet, load_source
 from .report import QuestionResult, Report, build_report, failed_question, read_question
-from .runner import EvalManifest, EvalSettings, Executor, Job, JobFailure, create, eval_id, jobs_for, load_manifest, run_eval
+from .runner import EvalManifest, EvalSettings, Executor, Job, JobFailure, create, eval_id, finished, jobs_for, load_manifest, run_eval
 
 Progress = Callable[[int, int, dict[str, float]], None]  # questions done, total, accuracy so far per mode
 
@@ -52,16 +52,9 @@ def run(eval_dir: Path, executor: Executor, on_progress: Progress | None = None)
 
     def on_done(job: Job, transcript) -> None:
         done[(job.kind, job.index)] = transcript
-        q = manifest.questions.questions[job.index]
-        debate, reflect = done.get(("debate", job.index)), done.get(("reflect", job.index))
-        if debate is not None and (("reflect", job.index) not in wanted or reflect is not None):
-            if isinstance(debate, JobFailure):
-                names = [p.name for p in manifest.panel.participants]
-                results[job.index] = failed_question(job.index, q, names, manifest.settings.rounds, debate.reason)
-                if reflect is not None:
-                    results[job.index].reflect = [None]
-            else:
-                results[job.index] = read_question(job.index, q, debate, reflect)
+        result = _result(manifest, job.index, done, wanted)
+        if result is not None:
+            results[job.index] = result
             if on_progress:
                 scores = [r.scores() for r in results.values()]
                 so_far = {m: sum(x) / len(x) for m in manifest.settings.modes if (x := [s[m] for s in scores if m in s])}
@@ -71,6 +64,36 @@ def run(eval_dir: Path, executor: Executor, on_progress: Progress | None = None)
     report = build_report(manifest, list(results.values()), time.perf_counter() - started)
     write(eval_dir, report, list(results.values()))
     return report
+
+
+def _result(manifest, index: int, done: dict, wanted: set) -> QuestionResult | None:
+    """A question's result once every job it needs is over (its debate, and its reflect run if asked for)."""
+    q = manifest.questions.questions[index]
+    debate, reflect = done.get(("debate", index)), done.get(("reflect", index))
+    if debate is None or (("reflect", index) in wanted and reflect is None):
+        return None
+    if isinstance(debate, JobFailure):
+        names = [p.name for p in manifest.panel.participants]
+        result = failed_question(index, q, names, manifest.settings.rounds, debate.reason)
+        if reflect is not None:
+            result.reflect = [None]
+        return result
+    return read_question(index, q, debate, reflect)
+
+
+def partial_report(eval_dir: Path) -> Report:
+    """The report of an unfinished eval over the questions finished so far (``source`` says how many); reads
+    only, writes nothing."""
+    manifest = load_manifest(eval_dir)
+    jobs = jobs_for(manifest)
+    wanted = {(j.kind, j.index) for j in jobs}
+    done = {(j.kind, j.index): t for j in jobs if (t := finished(eval_dir, j)) is not None}
+    results = [r for i in range(len(manifest.questions.questions)) if (r := _result(manifest, i, done, wanted)) is not None]
+    if not results:
+        raise InputError(f"{eval_dir} has no finished question yet: continue it with `localpanel eval --resume {eval_dir}`.")
+    report = build_report(manifest, results, 0.0)
+    total = len(manifest.questions.questions)
+    return report.model_copy(update={"source": f"{report.source} · UNFINISHED: {len(results)} of {total} questions so far"})
 
 
 def write(eval_dir: Path, report: Report, results: list[QuestionResult]) -> None:
@@ -87,4 +110,6 @@ def load_report(eval_dir: Path) -> Report:
     try:
         return Report.model_validate_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise InputError(f"{eval_dir} has no results yet: finish it with `localpanel eval --resume {eval_dir}`.") from None
+        if (Path(eval_dir) / "eval.json").is_file():
+            return partial_report(Path(eval_dir))
+        raise InputError(f"{eval_dir} is not an eval directory (it has no eval.json).") from None
