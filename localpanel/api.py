@@ -104,26 +104,20 @@ def start_run(
     question: str,
     options: list[str],
     *,
-    registry: Registry,
     store: Store,
-    panel: str | None = None,
-    settings: DebateSettings | None = None,
     runtime: RuntimeSettings | None = None,
-    run_dir: Path | None = None,
     backend: Backend | None = None,
-    with_moderator: bool = True,
     on_event: EventSink | None = None,
     on_start: Callable[[Path], None] | None = None,
-    integer: bool = False,
+    **how,
 ) -> Transcript:
     """Run a poll (one round) or a debate (several) and save it; every input is checked before anything is written.
 
-    ``on_start`` is told the run directory once it is claimed; ``on_event`` gets the run's events."""
+    ``how`` is the rest of ``prepare_run``'s keywords (registry, panel, settings, run_dir, with_moderator,
+    integer). ``on_start`` is told the run directory once it is claimed; ``on_event`` gets the run's events."""
     runtime = runtime or RuntimeSettings()
     backend = backend or _backend(runtime)
-    prepared = prepare_run(question, options, registry=registry, store=store, panel=panel, settings=settings,
-                           runtime=runtime, run_dir=run_dir, backend=backend, with_moderator=with_moderator,
-                           integer=integer)
+    prepared = prepare_run(question, options, store=store, runtime=runtime, backend=backend, **how)
     if on_start:
         on_start(prepared.run.path)
     return continue_run(prepared.run, prepared.manifest, prepared.seats, backend, store, on_event)
