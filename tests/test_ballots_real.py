@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 
 from localpanel.ballot import ballot_model
@@ -79,6 +80,41 @@ def test_same_seed_same_ballot_other_seed_other_ballot(real_store, registry):
             texts.append((g.text, g.choices["vote"].probabilities))
     assert texts[0] == texts[1]
     assert texts[0] != texts[2]
+
+
+def test_a_debiased_probability_is_the_mean_of_the_rotations_asked_one_by_one(real_size_store, registry):
+    """Permutation averaging, checked against its definition on real weights: the vote scored after the options
+    in each rotation, on the shared KV prefix, equals the mean of the same ballot asked afresh once per rotation
+    with no variants at all; and the order shown is one of those rows, kept as the raw probabilities.
+
+    Not to the last bit: llama.cpp's logits depend on how the tokens are split into batches (here the prompt
+    in one evaluation against a shared prefix and a tail), which moves these probabilities by up to 0.013; the
+    batch size alone moves smollm2's by 0.033. The tolerance is 0.02, and the averaged row lies 0.06 from the
+    order shown, so a vote scored in the order shown alone, or rows mixed up between options, fail."""
+    from localpanel.draw import rotate
+    from localpanel.protocol import Question
+
+    spec = registry.model("qwen2.5-coder-0.5b")
+    path = real_size_store.path_for(spec)
+    question = Question(text="Which database for a 10 GB analytics job?", options=["DuckDB", "PostgreSQL", "SQLite"])
+    order = ["SQLite", "DuckDB", "PostgreSQL"]
+    prompts = [first_round_prompt(question, rotate(order, k)) for k in range(3)]
+
+    def ask(content, variants):
+        _, req = request(spec, path, question.text, question.options, 5, temperature=0.0)
+        req.messages[-1] = Message(role="user", content=content, variants=variants)
+        with LlamaBackend(RuntimeSettings(context_length=1024)) as fresh:
+            g = fresh.generate(req)
+        assert g.failure is None, g.failure
+        return g.choices["vote"]
+
+    debiased = ask(prompts[0], prompts[1:])
+    alone = [ask(p, None) for p in prompts]
+    assert all(a.values == debiased.values for a in alone)
+    rows = np.array([a.probabilities for a in alone])
+    assert debiased.raw == pytest.approx(list(rows[0]), abs=0.02)
+    assert debiased.probabilities == pytest.approx(list(rows.mean(axis=0)), abs=0.02)
+    assert np.abs(rows.mean(axis=0) - rows[0]).max() > 0.04  # the position moves them: the check has teeth
 
 
 def test_options_sharing_a_prefix_are_scored_as_whole_strings(backend, real_store, registry):

@@ -130,6 +130,25 @@ def test_effective_votes_from_correlated_seats():
     assert effective == pytest.approx(4 / (1 + 3 * rho)) and 1.0 <= effective < 2.5
 
 
+def test_the_weighted_vote_is_split_by_model_debiased_and_as_shown():
+    """The ARC finding in small: a weak model's position-driven probabilities spread over the options its two
+    seats were shown first and cancel; debiased, both seats agree on one wrong option and outweigh the strong
+    model. The split by model says so."""
+    from localpanel.eval.report import weighted_by_model
+
+    strong = {"A": 0.7, "B": 0.15, "C": 0.15}
+    weak_debiased = {"A": 0.1, "B": 0.8, "C": 0.1}
+    r = QuestionResult(index=0, id="q", answer="A", votes=[["A", "A", "B", "B"]], tokens=[1], seconds=[1.0],
+                       confidence=[strong, strong, weak_debiased, weak_debiased],
+                       raw_confidence=[strong, strong, {"A": 0.05, "B": 0.05, "C": 0.9}, {"A": 0.05, "B": 0.9, "C": 0.05}],
+                       undebiased=["A", "A", "C", "B"])
+    assert r.scores()["weighted"] == 0.0  # debiased: B 0.3 + 1.6 = 1.9 against A 1.4 + 0.2 = 1.6
+    assert r.undebiased_scores()["weighted"] == 1.0  # shown: A 1.4 + 0.1 = 1.5 against B and C 0.3 + 0.95 = 1.25
+    split = weighted_by_model([r], ["big", "big", "small", "small"])
+    assert {m: (e["debiased"].value, e["shown"].value) for m, e in split.items()} == {"big": (1.0, 1.0), "small": (0.0, 0.0)}
+    assert weighted_by_model([r], ["one"] * 4) == {}
+
+
 @pytest.mark.parametrize("rows, message", [
     (['{"id": 1, "question": "Q?", "options": ["A", "B"]}'], "set.jsonl:1: the field 'answer' is missing"),
     (['{"id": 1, "question": "Q?", "options": ["A", "B"], "answer": "C"}'], "set.jsonl:1: the answer 'C' is not one of the options"),

@@ -58,6 +58,9 @@ def _lines(r: Report) -> dict[str, list[str]]:
         g = r.debias_gain.get(mode)
         debias.append(f"{mode}: {_pct(r.modes.get(mode))} ± {_se(r.modes.get(mode))} debiased, {_pct(raw)} ± {_se(raw)} in the order shown; "
                       f"difference {100 * g.value:+.1f} ± {_se(g)} points (paired over {g.n} questions)" if g else "")
+    for model, w in r.weighted_by_model.items():
+        debias.append(f"weighted vote of {model}'s seats alone: {_pct(w['debiased'])} ± {_se(w['debiased'])} debiased, "
+                      f"{_pct(w['shown'])} ± {_se(w['shown'])} in the order shown")
     pos = []
     if r.positions:
         for where, ests in (("first", r.positions.first), ("last", r.positions.last)):

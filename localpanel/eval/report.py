@@ -64,6 +64,16 @@ def majority_score(votes: list[str | None], answer: str) -> float:
     return (answer in leaders) / len(leaders)
 
 
+def weighted_score(confidences: list[dict[str, float]], answer: str) -> float:
+    """The probabilities of the valid ballots summed per option; the leader scores (shared among a tie), none: 0."""
+    summed: Counter = Counter()
+    for c in confidences:
+        summed.update(c)
+    best = max(summed.values()) if summed else 0
+    leaders = [o for o, p in summed.items() if p == best]
+    return (answer in leaders) / len(leaders) if leaders else 0.0
+
+
 def majority(votes: list[str | None]) -> str | None:
     counts = Counter(v for v in votes if v is not None)
     if not counts:
@@ -112,13 +122,15 @@ class QuestionResult(BaseModel):
     def _round_one(self, first: list[str | None], confidence: list[dict[str, float]]) -> dict[str, float]:
         out = {"single": float(np.mean([v == self.answer for v in first])), "vote": majority_score(first, self.answer)}
         if not self.integer:
-            summed: Counter = Counter()
-            for c in confidence:
-                summed.update(c)
-            best = max(summed.values()) if summed else 0
-            leaders = [o for o, p in summed.items() if p == best]
-            out["weighted"] = (self.answer in leaders) / len(leaders) if leaders else 0.0
+            out["weighted"] = weighted_score(confidence, self.answer)
         return out
+
+    def weighted_among(self, seats: list[int]) -> tuple[float, float] | None:
+        """The weighted vote of some seats only, debiased and in the order shown (None: not debiased)."""
+        if self.integer or self.raw_confidence is None:
+            return None
+        return (weighted_score([self.confidence[i] for i in seats], self.answer),
+                weighted_score([self.raw_confidence[i] for i in seats], self.answer))
 
     def position_share(self, votes: list[str | None], shown: list[str | None]) -> float | None:
         """The share of this question's valid round-1 ballots that went to the option shown at that place."""
@@ -199,6 +211,9 @@ class Report(BaseModel):
     undebiased: dict[str, Estimate] = {}
     debias_gain: dict[str, Estimate] = {}
     positions: PositionReport | None = None
+    # The weighted vote of each model's seats alone, debiased and in the order shown ("debiased", "shown"):
+    # how debiasing moves the weighted vote of the whole panel, model by model. Empty with one model.
+    weighted_by_model: dict[str, dict[str, Estimate]] = {}
     debate_minus_vote: Estimate | None
     by_participant: dict[str, list[Estimate]]  # per round
     by_round: dict[str, list[Estimate]]  # "single" (mean seat) and "majority", per round
@@ -240,12 +255,24 @@ def build_report(manifest, results: list[QuestionResult], seconds: float) -> Rep
         name=manifest.questions.name, source=manifest.questions.source, sha256=manifest.questions.sha256,
         questions=len(results), participants=names, rounds=n_rounds, modes=modes, debate_minus_vote=diff,
         undebiased=undebiased, debias_gain=gain, positions=positions(results),
+        weighted_by_model=weighted_by_model(results, [p.model for p in manifest.panel.participants]),
         failed_questions={r.id: r.failure for r in results if r.failure},
         by_participant=by_participant, by_round=by_round, conformity=conformity(results),
         agreement=agreement, correctness_correlation=correlation, correlation_pairs=pairs, effective_votes=effective,
         cost=cost(results, len(names)), reference=reference, seconds=round(seconds, 1),
         compute_seconds=round(sum(sum(r.seconds) + r.reflect_seconds for r in results), 1),
     )
+
+
+def weighted_by_model(results: list[QuestionResult], models: list[str]) -> dict[str, dict[str, Estimate]]:
+    if len(set(models)) < 2:
+        return {}
+    out = {}
+    for model in dict.fromkeys(models):
+        pairs = [p for r in results if (p := r.weighted_among([i for i, m in enumerate(models) if m == model])) is not None]
+        if pairs:
+            out[model] = {"debiased": estimate([d for d, _ in pairs]), "shown": estimate([s for _, s in pairs])}
+    return out
 
 
 def positions(results: list[QuestionResult]) -> PositionReport | None:
