@@ -718,6 +718,7 @@ def eval_group() -> None:
       localpanel eval questions.jsonl --executor ray --address auto
       localpanel eval --resume EVAL_DIR
       localpanel eval show EVAL_DIR --format markdown
+      localpanel eval compare EVAL_A EVAL_B                   # paired, over the questions both finished
 
     A question file is JSONL: {"id": ..., "question": ..., "options": [...], "answer": ...}; without
     "options" an integer answer asks for an integer ballot. See `localpanel eval run --help`.
@@ -816,6 +817,22 @@ def eval_show(eval_dir: Path, fmt: str, as_json: bool, out: Path | None) -> None
     from .eval import api as eval_api
 
     _emit_report(eval_api.load_report(eval_dir), "json" if as_json else fmt, out)
+
+
+@eval_group.command("compare")
+@click.argument("eval_a", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("eval_b", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@errors_to_sentences
+def eval_compare(eval_a: Path, eval_b: Path, fmt: str, as_json: bool) -> None:
+    """Two evals of the same questions side by side (say, vote-first against reason-first, or two panels):
+    each mode's accuracy in both and B − A with its paired stderr, over the questions both have finished,
+    and the round-1 votes for the option shown first and last. Reads only; either eval may be unfinished."""
+    from .eval import api as eval_api
+    from .eval.compare import render_comparison
+
+    click.echo(render_comparison(eval_api.compare_evals(eval_a, eval_b), "json" if as_json else fmt), nl=False)
 
 
 def _emit_report(report, fmt: str, out: Path | None) -> None:

@@ -228,3 +228,41 @@ def test_an_unfinished_eval_is_reported_over_its_finished_questions_and_nothing_
     assert sorted(str(p) for p in eval_dir.rglob("*")) == before  # a command that only reads never writes
     empty = CliRunner().invoke(cli, ["eval", "show", str(tmp_path)])
     assert empty.exit_code == 2 and "not an eval directory" in empty.output
+
+
+def test_two_evals_are_compared_paired_over_the_questions_both_finished(env, question_file, tmp_path):  # noqa: F811
+    """B differs from A in one ballot (Ann wrong on q1), and B lost its last question: the comparison is over
+    q1 and q2 only, the difference is exactly that ballot, and nothing is written."""
+    import shutil
+
+    a = start(env, question_file, tmp_path / "a")
+    eval_api.run(a, LocalExecutor(env[1], _runtime(), backend=scripted()))
+    b = start(env, question_file, tmp_path / "b")
+    ann_wrong = scripted()
+    inner = ann_wrong.default
+
+    def answer(request):
+        ballot = inner(request)
+        if request.key == "Ann" and ballot["vote"] == "Yes" and "sky" in request.messages[1].content:
+            ballot["vote"] = "No"
+        return ballot
+
+    ann_wrong.default = answer
+    eval_api.run(b, LocalExecutor(env[1], _runtime(), backend=ann_wrong))
+    (b / "results.json").unlink()
+    shutil.rmtree(sorted(b.rglob("transcript.json"))[-1].parent)
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    c = eval_api.compare_evals(a, b)
+    assert c.shared == 2 and c.a.finished == 3 and c.b.finished == 2
+    # single: q1 loses Ann's right round-1 vote (a quarter), q2 is unchanged
+    assert c.modes["single"].b_minus_a.value == pytest.approx(-0.25 / 2)
+    assert c.modes["single"].a.value == pytest.approx(0.5) and c.modes["single"].b_minus_a.n == 2
+    assert "weighted" in c.modes and "debate" in c.modes and c.chance == pytest.approx(0.5)
+    shown = CliRunner().invoke(cli, ["eval", "compare", str(a), str(b), "--format", "markdown"], catch_exceptions=False)
+    assert shown.exit_code == 0 and "| single | 50.0 ± 0.0 | 37.5 ± 12.5 | -12.5 ± 12.5 |" in shown.output
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+    other = write_jsonl(tmp_path / "other.jsonl", [{"id": "z", "question": "Is ice hot?", "options": ["Yes", "No"], "answer": "No"}])
+    z = start(env, other, tmp_path / "z")
+    eval_api.run(z, LocalExecutor(env[1], _runtime(), backend=ScriptedBackend(default=lambda r: {"rationale": "It is cold.", "vote": "No", **({"attributed_to": None} if "attributed_to" in r.schema_["properties"] else {})})))
+    none = CliRunner().invoke(cli, ["eval", "compare", str(a), str(z)])
+    assert none.exit_code == 2 and "no finished question in common" in none.output

@@ -81,9 +81,10 @@ def _result(manifest, index: int, done: dict, wanted: set) -> QuestionResult | N
     return read_question(index, q, debate, reflect)
 
 
-def partial_report(eval_dir: Path) -> Report:
-    """The report of an unfinished eval over the questions finished so far (``source`` says how many); reads
-    only, writes nothing."""
+def finished_results(eval_dir: Path) -> tuple[EvalManifest, list[QuestionResult]]:
+    """An eval's manifest and the results of its questions finished so far, read from their runs (reads only)."""
+    if not (Path(eval_dir) / "eval.json").is_file():
+        raise InputError(f"{eval_dir} is not an eval directory (it has no eval.json).")
     manifest = load_manifest(eval_dir)
     jobs = jobs_for(manifest)
     wanted = {(j.kind, j.index) for j in jobs}
@@ -91,9 +92,23 @@ def partial_report(eval_dir: Path) -> Report:
     results = [r for i in range(len(manifest.questions.questions)) if (r := _result(manifest, i, done, wanted)) is not None]
     if not results:
         raise InputError(f"{eval_dir} has no finished question yet: continue it with `localpanel eval --resume {eval_dir}`.")
+    return manifest, results
+
+
+def partial_report(eval_dir: Path) -> Report:
+    """The report of an unfinished eval over the questions finished so far (``source`` says how many); reads
+    only, writes nothing."""
+    manifest, results = finished_results(eval_dir)
     report = build_report(manifest, results, 0.0)
     total = len(manifest.questions.questions)
     return report.model_copy(update={"source": f"{report.source} · UNFINISHED: {len(results)} of {total} questions so far"})
+
+
+def compare_evals(a: Path, b: Path):
+    """Two evals of the same questions side by side, paired over the questions both have finished (reads only)."""
+    from .compare import compare
+
+    return compare((str(a), *finished_results(a)), (str(b), *finished_results(b)))
 
 
 def write(eval_dir: Path, report: Report, results: list[QuestionResult]) -> None:

@@ -11,11 +11,11 @@ from .report import MODE_TITLES, Estimate, Report
 FORMATS = ("text", "markdown", "html", "json")
 
 
-def _pct(e: Estimate | None) -> str:
+def pct(e: Estimate | None) -> str:
     return "-" if e is None or math.isnan(e.value) else f"{100 * e.value:.1f}"
 
 
-def _se(e: Estimate | None) -> str:
+def se(e: Estimate | None) -> str:
     return "-" if e is None or math.isnan(e.stderr) else f"{100 * e.stderr:.1f}"
 
 
@@ -25,7 +25,7 @@ def rows(r: Report) -> list[tuple[str, str, str, str, str, str]]:
     for mode, e in r.modes.items():
         ref = r.reference.get(mode) if r.reference else None
         c = r.cost.get(mode, {})
-        out.append((mode, _pct(e), _se(e), f"{ref:.1f}" if ref is not None else "", f"{c.get('tokens', 0):.0f}", f"{c.get('seconds', 0):.1f}"))
+        out.append((mode, pct(e), se(e), f"{ref:.1f}" if ref is not None else "", f"{c.get('tokens', 0):.0f}", f"{c.get('seconds', 0):.1f}"))
     return out
 
 
@@ -42,7 +42,7 @@ def render_report(r: Report, fmt: str = "text") -> str:
 def _lines(r: Report) -> dict[str, list[str]]:
     """The parts every format shares, as plain sentences."""
     d = r.debate_minus_vote
-    diff = f"debate − vote: {100 * d.value:+.1f} points ± {_se(d)} (paired over {d.n} questions)" if d else ""
+    diff = f"debate − vote: {100 * d.value:+.1f} points ± {se(d)} (paired over {d.n} questions)" if d else ""
     conf = []
     for c in r.conformity:
         toward = f", {100 * c.toward_majority:.0f}% of them toward the previous round's majority" if c.toward_majority is not None else ""
@@ -56,15 +56,15 @@ def _lines(r: Report) -> dict[str, list[str]]:
     debias = []
     for mode, raw in r.undebiased.items():
         g = r.debias_gain.get(mode)
-        debias.append(f"{mode}: {_pct(r.modes.get(mode))} ± {_se(r.modes.get(mode))} debiased, {_pct(raw)} ± {_se(raw)} in the order shown; "
-                      f"difference {100 * g.value:+.1f} ± {_se(g)} points (paired over {g.n} questions)" if g else "")
+        debias.append(f"{mode}: {pct(r.modes.get(mode))} ± {se(r.modes.get(mode))} debiased, {pct(raw)} ± {se(raw)} in the order shown; "
+                      f"difference {100 * g.value:+.1f} ± {se(g)} points (paired over {g.n} questions)" if g else "")
     for model, w in r.weighted_by_model.items():
-        debias.append(f"weighted vote of {model}'s seats alone: {_pct(w['debiased'])} ± {_se(w['debiased'])} debiased, "
-                      f"{_pct(w['shown'])} ± {_se(w['shown'])} in the order shown")
+        debias.append(f"weighted vote of {model}'s seats alone: {pct(w['debiased'])} ± {se(w['debiased'])} debiased, "
+                      f"{pct(w['shown'])} ± {se(w['shown'])} in the order shown")
     pos = []
     if r.positions:
         for where, ests in (("first", r.positions.first), ("last", r.positions.last)):
-            pos.append(f"round-1 votes for the option shown {where}: " + ", ".join(f"{_pct(e)}% ± {_se(e)} {k}" for k, e in ests.items())
+            pos.append(f"round-1 votes for the option shown {where}: " + ", ".join(f"{pct(e)}% ± {se(e)} {k}" for k, e in ests.items())
                        + f" (chance {100 * r.positions.chance:.0f}%)")
     notes = [f"{mode}: n = {e.n} questions" for mode, e in r.modes.items()]
     notes += [f"could not run: {qid} ({why})" for qid, why in r.failed_questions.items()]
@@ -84,7 +84,7 @@ def text(r: Report) -> str:
     out += [""] + parts["diff"]
     out += ["", "Accuracy by round (%)", "  " + " " * 22 + "".join(f"{'R' + str(k + 1):>8}" for k in range(r.rounds))]
     for label, ests in [("majority", r.by_round["majority"]), ("mean seat", r.by_round["single"])] + list(r.by_participant.items()):
-        out.append(f"  {label[:22]:<22}" + "".join(f"{_pct(e):>8}" for e in ests))
+        out.append(f"  {label[:22]:<22}" + "".join(f"{pct(e):>8}" for e in ests))
     if parts["debias"] or parts["positions"]:
         out += ["", "Position bias (round 1)"] + [f"  {line}" for line in parts["debias"] + parts["positions"]]
     out += ["", "Abstentions and counts"] + [f"  {line}" for line in parts["conventions"]]
@@ -113,7 +113,7 @@ def markdown(r: Report) -> str:
     out += [""] + parts["diff"] + ["", "## Accuracy by round (%)", "", "| | " + " | ".join(f"Round {k + 1}" for k in range(r.rounds)) + " |",
                                    "|---|" + "---:|" * r.rounds]
     for label, ests in [("majority", r.by_round["majority"]), ("mean seat", r.by_round["single"])] + list(r.by_participant.items()):
-        out.append(f"| {label} | " + " | ".join(_pct(e) for e in ests) + " |")
+        out.append(f"| {label} | " + " | ".join(pct(e) for e in ests) + " |")
     if parts["debias"] or parts["positions"]:
         out += ["", "## Position bias (round 1)", ""] + [f"- {line}" for line in parts["debias"] + parts["positions"]]
     out += ["", "## Abstentions and counts", ""] + [f"- {line}" for line in parts["conventions"]]
@@ -143,7 +143,7 @@ def accuracy_chart(r: Report) -> str:
             continue
         body.append(f'<polyline class="series" points="{" ".join(f"{a:.1f},{b:.1f}" for a, b in pts)}" fill="none" stroke="{color}" stroke-width="3"/>')
         for (a, b), e in zip(pts, ests):
-            body.append(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="4.5" fill="{color}"><title>{label}: {100 * e.value:.1f}% ± {_se(e)}</title></circle>')
+            body.append(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="4.5" fill="{color}"><title>{label}: {100 * e.value:.1f}% ± {se(e)}</title></circle>')
         body.append(f'<text x="{left + pw + 10}" y="{pts[-1][1] + 4:.1f}" fill="{color}" font-weight="600">{label}</text>')
     return svg(width, height, "accuracy", "Accuracy by round", body)
 

@@ -1,0 +1,109 @@
+"""Two evals of the same questions side by side: each mode's accuracy in both and the paired difference over
+the questions both have finished (the same id with the same answer), and the round-1 position effect in both.
+
+Paired, because the questions differ far more in difficulty than two ways of running a panel do: over the
+same questions the standard error of the difference is what tells a setting's effect from the draw of
+questions. Either eval may be unfinished; only the questions both have finished count.
+"""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import BaseModel
+
+from ..errors import InputError
+from .render import pct, se
+from .report import Estimate, QuestionResult, estimate
+from .runner import EvalManifest
+
+
+class Side(BaseModel):
+    eval_dir: str
+    label: str  # what the eval ran: panel, ballot style, debiasing, rounds, seed
+    finished: int  # its questions finished, shared or not
+
+
+class Paired(BaseModel):
+    a: Estimate
+    b: Estimate
+    b_minus_a: Estimate
+
+
+class Comparison(BaseModel):
+    a: Side
+    b: Side
+    shared: int
+    modes: dict[str, Paired]
+    shown_first: Paired | None = None  # share of round-1 votes for the option shown first
+    shown_last: Paired | None = None
+    chance: float | None = None
+
+
+def label(manifest: EvalManifest) -> str:
+    s = manifest.settings
+    return (f"{manifest.questions.name}, panel {manifest.panel.name}, {'reason-first' if s.reason_first else 'vote-first'}, "
+            f"{'debiased' if s.debias else 'not debiased'}, {s.rounds} round{'s' if s.rounds > 1 else ''}, seed {s.seed}")
+
+
+def paired(xs: list[float], ys: list[float]) -> Paired:
+    return Paired(a=estimate(xs), b=estimate(ys), b_minus_a=estimate([y - x for x, y in zip(xs, ys)]))
+
+
+def compare(a: tuple[str, EvalManifest, list[QuestionResult]], b: tuple[str, EvalManifest, list[QuestionResult]]) -> Comparison:
+    (dir_a, man_a, res_a), (dir_b, man_b, res_b) = a, b
+    by_key = {(r.id, r.answer): r for r in res_b}
+    pairs = [(r, by_key[(r.id, r.answer)]) for r in res_a if (r.id, r.answer) in by_key]
+    if not pairs:
+        raise InputError(f"{dir_a} and {dir_b} have no finished question in common: compare evals of the same questions.")
+    scores = [(x.scores(), y.scores()) for x, y in pairs]
+    modes = {}
+    for mode in dict.fromkeys([*man_a.settings.modes, *man_b.settings.modes]):
+        if mode == "debate" and min(man_a.settings.rounds, man_b.settings.rounds) < 2:
+            continue  # a one-round eval's "debate" is its vote
+        both = [(s[mode], t[mode]) for s, t in scores if mode in s and mode in t]
+        if both:
+            modes[mode] = paired([s for s, _ in both], [t for _, t in both])
+
+    def share(which: str) -> Paired | None:
+        both = [(x.position_share(x.votes[0], getattr(x, which)), y.position_share(y.votes[0], getattr(y, which))) for x, y in pairs]
+        both = [(s, t) for s, t in both if s is not None and t is not None]
+        return paired([s for s, _ in both], [t for _, t in both]) if both else None
+
+    options = [len(r.confidence[0]) for r, _ in pairs if r.confidence and r.confidence[0]]
+    return Comparison(
+        a=Side(eval_dir=str(dir_a), label=label(man_a), finished=len(res_a)),
+        b=Side(eval_dir=str(dir_b), label=label(man_b), finished=len(res_b)),
+        shared=len(pairs), modes=modes, shown_first=share("shown_first"), shown_last=share("shown_last"),
+        chance=sum(1 / k for k in options) / len(options) if options else None,
+    )
+
+
+def _diff(e: Estimate) -> str:
+    return "-" if math.isnan(e.value) else f"{100 * e.value:+.1f} ± {se(e)}"
+
+
+def rows(c: Comparison) -> list[tuple[str, str, str, str]]:
+    """(what, A % ± stderr, B % ± stderr, B − A points ± paired stderr)."""
+    out = [(mode, f"{pct(p.a)} ± {se(p.a)}", f"{pct(p.b)} ± {se(p.b)}", _diff(p.b_minus_a)) for mode, p in c.modes.items()]
+    for what, p in (("votes for the option shown first", c.shown_first), ("votes for the option shown last", c.shown_last)):
+        if p is not None:
+            out.append((what, f"{pct(p.a)}% ± {se(p.a)}", f"{pct(p.b)}% ± {se(p.b)}", _diff(p.b_minus_a)))
+    return out
+
+
+def render_comparison(c: Comparison, fmt: str = "text") -> str:
+    if fmt == "json":
+        return c.model_dump_json(indent=2) + "\n"
+    head = [f"A: {c.a.label} ({c.a.eval_dir}, {c.a.finished} finished)",
+            f"B: {c.b.label} ({c.b.eval_dir}, {c.b.finished} finished)",
+            f"{c.shared} questions finished in both; accuracy % ± stderr, B − A in points ± paired stderr"
+            + (f"; chance {100 * c.chance:.0f}% for a position" if c.chance else "") + " (position shares: round 1)"]
+    if fmt == "markdown":
+        out = [f"- {line}" for line in head] + ["", "| | A | B | B − A |", "|---|---:|---:|---:|"]
+        out += [f"| {w} | {a} | {b} | {d} |" for w, a, b, d in rows(c)]
+        return "\n".join(out) + "\n"
+    width = max(len(r[0]) for r in rows(c)) if c.modes else 10
+    out = head + ["", f"{'':<{width}}  {'A':>12}  {'B':>12}  {'B − A':>14}"]
+    out += [f"{w:<{width}}  {a:>12}  {b:>12}  {d:>14}" for w, a, b, d in rows(c)]
+    return "\n".join(out) + "\n"
