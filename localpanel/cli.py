@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -18,6 +19,7 @@ from . import __version__, api
 from .atomic import atomic_write_text
 from .discover import scan, size_label
 from .errors import LocalpanelError
+from .jobs import MachineLock
 from .protocol import DebateSettings
 from .registry import Registry, load_registry, shipped_registry_path, user_registry_path
 from .render import FORMATS, render
@@ -398,6 +400,20 @@ def _emit(transcript, fmt: str, out: Path | None, as_json: bool) -> None:
         click.echo(render(transcript, fmt, color=sys.stdout.isatty() and fmt == "text"), nl=False)
 
 
+@contextlib.contextmanager
+def _one_run_at_a_time(store: Store, quiet: bool):
+    """Hold the machine's run lock (the one a `serve` or `mcp` queue holds while a run runs): two runs at
+    once would share the cores, and llama.cpp's spinning threads make both many times slower."""
+
+    def say() -> None:
+        if not quiet:
+            click.echo("Waiting for another localpanel run on this machine to finish (two at once would share its "
+                       "cores and both run many times slower); Ctrl-C stops waiting.", err=True)
+
+    with MachineLock.of_store(store.home).held(say):
+        yield
+
+
 def _run(ctx: CliState, question: str, settings: DebateSettings, opts: RunOptions) -> None:
     registry, panel = ctx.registry, opts.panel
     if opts.seat_models:
@@ -407,11 +423,12 @@ def _run(ctx: CliState, question: str, settings: DebateSettings, opts: RunOption
         registry, panel = registry.with_panel(seated), seated.name
     started: list[Path] = []
     try:
-        transcript = api.start_run(
-            question, list(opts.options) or ["Yes", "No"], registry=registry, store=ctx.store, panel=panel,
-            settings=settings, runtime=opts.runtime, run_dir=opts.run_dir, with_moderator=opts.with_moderator,
-            on_event=TurnProgress(settings.rounds, opts.quiet, opts.runtime.threads), on_start=started.append,
-        )
+        with _one_run_at_a_time(ctx.store, opts.quiet):
+            transcript = api.start_run(
+                question, list(opts.options) or ["Yes", "No"], registry=registry, store=ctx.store, panel=panel,
+                settings=settings, runtime=opts.runtime, run_dir=opts.run_dir, with_moderator=opts.with_moderator,
+                on_event=TurnProgress(settings.rounds, opts.quiet, opts.runtime.threads), on_start=started.append,
+            )
     except KeyboardInterrupt:
         _interrupted(started[0] if started else None, settings.rounds > 1)
     _emit(transcript, opts.fmt, opts.out, opts.as_json)
@@ -451,7 +468,8 @@ def _resume(ctx: CliState, ref: Path, opts: RunOptions) -> None:
     manifest = run.manifest()
     progress = TurnProgress(manifest.settings.rounds, opts.quiet, manifest.runtime.threads)
     try:
-        transcript = api.resume(run.path, store=ctx.store, on_event=progress)
+        with _one_run_at_a_time(ctx.store, opts.quiet):
+            transcript = api.resume(run.path, store=ctx.store, on_event=progress)
     except KeyboardInterrupt:
         _interrupted(run.path, True)
     if was_finished:
@@ -540,7 +558,8 @@ def replay(ctx: CliState, run: str, as_json: bool, quiet: bool) -> None:
     Exit status 0 when every turn is reproduced exactly, 1 when one differs.
     """
     manifest = find_run(run, ctx.store.runs_dir).manifest()
-    report = api.replay(run, store=ctx.store, on_event=TurnProgress(manifest.settings.rounds, quiet))
+    with _one_run_at_a_time(ctx.store, quiet):
+        report = api.replay(run, store=ctx.store, on_event=TurnProgress(manifest.settings.rounds, quiet))
     if as_json:
         click.echo(json.dumps({
             "identical": report.identical, "turns_compared": report.turns_compared, "seconds": round(report.seconds, 3),
@@ -796,7 +815,8 @@ def eval_run(ctx: CliState, source, panel, seat_models, rounds, seed, modes, tem
         click.echo(end, err=True, nl=False)
 
     try:
-        report = eval_api.run(eval_dir, runner, progress)
+        with _one_run_at_a_time(ctx.store, quiet) if executor == "local" else contextlib.nullcontext():
+            report = eval_api.run(eval_dir, runner, progress)
     except KeyboardInterrupt:
         click.echo(f"\nInterrupted. Finished questions are saved in {eval_dir}; continue with:\n  localpanel eval --resume {eval_dir}", err=True)
         sys.exit(130)

@@ -9,6 +9,7 @@ Watchers read a job's ``EventLog`` from any thread; nothing here knows what a po
 from __future__ import annotations
 
 import collections
+import contextlib
 import fcntl
 import os
 import threading
@@ -78,20 +79,47 @@ class Job:
 
 
 class MachineLock:
-    """An exclusive lock on a file under the store: held while a job runs, by whichever process runs it."""
+    """An exclusive lock on a file under the store: held while a job runs, by whichever process runs it (a
+    server's queue, or a CLI run), so that two runs never share the cores."""
 
     def __init__(self, path: Path):
         self.path = path
         self.fd: int | None = None
 
+    @classmethod
+    def of_store(cls, home: Path) -> "MachineLock":
+        return cls(Path(home) / "run.lock")
+
     def try_acquire(self) -> bool:
+        return self._take(blocking=False)
+
+    def acquire(self, on_wait: Callable[[], None] | None = None) -> None:
+        """Take the lock, waiting as long as another process holds it (``on_wait`` is told once, first);
+        Ctrl-C stops the wait."""
+        if not self._take(blocking=False):
+            if on_wait is not None:
+                on_wait()
+            self._take(blocking=True)
+
+    @contextlib.contextmanager
+    def held(self, on_wait: Callable[[], None] | None = None):
+        self.acquire(on_wait)
+        try:
+            yield self
+        finally:
+            self.release()
+
+    def _take(self, blocking: bool) -> bool:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
         except BlockingIOError:
             os.close(fd)
             return False
+        except BaseException:  # Ctrl-C while waiting
+            os.close(fd)
+            raise
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self.fd = fd

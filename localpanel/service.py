@@ -45,7 +45,7 @@ class Service:
         self.runtime = runtime or RuntimeSettings()
         self.registry_file = registry_file
         self.make_backend = make_backend or api._backend
-        self.queue = RunQueue(MachineLock(self.store.home / "run.lock"), sentence)
+        self.queue = RunQueue(MachineLock.of_store(self.store.home), sentence)
         self.backend: Backend | None = None  # the worker's: models stay loaded from one run to the next
 
     def registry(self) -> Registry:

@@ -371,3 +371,26 @@ def test_ray_that_does_not_start_is_a_run_error(monkeypatch):
     monkeypatch.setattr(ray, "init", refuse)
     with pytest.raises(RunError, match=r"Ray did not start at auto \(ConnectionError: More text\.\); check --address"):
         RayExecutor(RuntimeSettings(threads=1), address="auto")
+
+
+def test_a_cli_run_waits_while_another_run_holds_the_machine(env, monkeypatch):  # noqa: F811
+    """A server's queue holds the store's run lock while it runs; a CLI run started meanwhile says it waits, and
+    starts only once the lock is free (two runs at once would share the cores)."""
+    import threading
+    import time
+
+    from localpanel.jobs import MachineLock
+
+    run_dir = finished_run(env, rounds=1)
+    started = []
+    monkeypatch.setattr(api, "resume", lambda *a, **k: started.append(time.monotonic()) or api.load_run(run_dir, env[1]))
+    server = MachineLock.of_store(env[1].home)
+    assert server.try_acquire()
+    released = []
+    threading.Timer(1.0, lambda: (released.append(time.monotonic()), server.release())).start()
+    result = invoke("poll", "--resume", str(run_dir))
+    assert result.exit_code == 0, result.output
+    assert "Waiting for another localpanel run on this machine to finish" in result.output
+    assert started and released and started[0] >= released[0]
+    again = invoke("poll", "--resume", str(run_dir))  # free now: no wait, nothing said
+    assert again.exit_code == 0 and "Waiting" not in again.output
