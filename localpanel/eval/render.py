@@ -104,7 +104,8 @@ def text(r: Report) -> str:
 def markdown(r: Report) -> str:
     ref = bool(r.reference)
     out = [f"# localpanel eval: {r.name}", "",
-           f"{r.questions} questions from `{r.source}` (sha256 `{r.sha256[:16]}…`), {len(r.participants)} seats, {r.rounds} rounds, {r.seconds:.0f} s", "",
+           f"{r.questions} questions from `{r.source}` (sha256 `{r.sha256[:16]}…`), {len(r.participants)} seats, {r.rounds} rounds, "
+           f"{r.compute_seconds:.0f} s in the turns ({r.seconds:.0f} s wall in the invocation that finished it)", "",
            "| Mode | Accuracy % | ± Stderr |" + (" Du et al. % |" if ref else "") + " tokens/q | s/q |",
            "|---|---:|---:|" + ("---:|" if ref else "") + "---:|---:|"]
     for mode, acc, se, refv, tok, sec in rows(r):
@@ -158,7 +159,7 @@ def page(r: Report) -> str:
              "{text-align:left}table{border-collapse:collapse}svg.chart{display:block;max-width:100%;height:auto}</style><body>",
              f"<h1>localpanel eval: {e(r.name)}</h1>",
              f"<p>{r.questions} questions from <code>{e(r.source)}</code> (sha256 <code>{e(r.sha256[:16])}…</code>), "
-             f"{len(r.participants)} seats, {r.rounds} rounds, {r.seconds:.0f} s</p>"]
+             f"{len(r.participants)} seats, {r.rounds} rounds, {r.compute_seconds:.0f} s in the turns</p>"]
 
     def html_table(lines: list[str]) -> str:
         rows_ = [[c.strip() for c in line.strip("|").split("|")] for line in lines if not set(line) <= set("|-: ")]
