@@ -2,6 +2,7 @@
 
 - ``votes_chart``: votes per option over the rounds, one line per option, so a changed mind shows at a glance;
 - ``persuasion_chart``: participants as nodes, an arrow per persuasion from who persuaded to whom, with its round;
+- ``paths_chart``: each seat's probability for the option it ended on, round by round, one line per seat;
 - ``probability_bar``: one ballot's option probabilities as a small stacked bar.
 
 Text takes its colour from the page (``currentColor``); the option colours are mid-tone, legible on both.
@@ -129,6 +130,49 @@ def persuasion_chart(t: Transcript) -> str:
     if not moves:
         body.append(f'<text x="{cx:.1f}" y="{cy + 4:.1f}" text-anchor="middle" fill-opacity="0.7">Nobody was persuaded</text>')
     return svg(width, height, "persuasion", "Who persuaded whom", body)
+
+
+def paths_chart(t: Transcript) -> str:
+    """Each seat's probability for the option it ended on, one line per seat over the rounds: a mind that moved
+    without flipping shows as a slope, a flip as a line that crosses 0.5 (for two options)."""
+    rounds = [r.number for r in t.rounds]
+    width, height, left, right, top, bottom = 560, 220, 44, 190, 14, 34
+    plot_w, plot_h = width - left - right, height - top - bottom
+    step = plot_w / max(1, len(rounds) - 1)
+
+    def x(i: int) -> float:
+        return left + (i * step if len(rounds) > 1 else plot_w / 2)
+
+    def y(v: float) -> float:
+        return top + plot_h * (1 - v)
+
+    body = []
+    for v in (0, 0.25, 0.5, 0.75, 1.0):
+        body.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="currentColor" stroke-opacity="0.15"/>')
+        body.append(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end" fill-opacity="0.7">{v:.2f}</text>')
+    for i, number in enumerate(rounds):
+        body.append(f'<text x="{x(i):.1f}" y="{height - 12}" text-anchor="middle" fill-opacity="0.7">Round {number}</text>')
+    labels: list[tuple[float, str, str]] = []
+    names = [p.name for p in t.participants]
+    for name, path in t.probability_paths.items():
+        color = PALETTE[names.index(name) % len(PALETTE)] if name in names else "#888888"
+        pts = [(x(i), y(p), p, rounds[i]) for i, p in enumerate(path.probabilities) if p is not None and i < len(rounds)]
+        if not pts:
+            continue
+        body.append(f'<polyline class="path" points="{" ".join(f"{a:.1f},{b:.1f}" for a, b, _, _ in pts)}" fill="none" '
+                    f'stroke="{color}" stroke-width="2.5" stroke-linejoin="round"/>')
+        for a, b, p, number in pts:
+            body.append(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="4" fill="{color}"><title>{escape(name)}: '
+                        f"{escape(path.option)} {p:.2f} in round {number}</title></circle>")
+        text = f"{name} · {path.option}"
+        labels.append((pts[-1][1], text if len(text) <= 28 else text[:27] + "…", color))
+    placed: list[float] = []
+    for ly, text, color in sorted(labels):
+        while any(abs(ly - p) < 14 for p in placed):
+            ly += 14
+        placed.append(ly)
+        body.append(f'<text x="{left + plot_w + 10}" y="{ly + 4:.1f}" fill="{color}" font-weight="600">{escape(text)}</text>')
+    return svg(width, height, "paths", "Each seat's probability for the option it ended on, round by round", body)
 
 
 def probability_bar(confidence: dict[str, float], options: list[str], width: int = 220) -> str:

@@ -338,6 +338,7 @@ def run_options(fn):
         click.option("--temperature", type=click.FloatRange(0, 2), help="Override every participant's temperature."),
         click.option("--max-tokens", type=click.IntRange(32, 4096), default=512, show_default=True, help="Most tokens one ballot may take; a ballot cut off is recorded as failed."),
         click.option("--no-debias", is_flag=True, help="Score each vote in the order its seat was shown only, instead of under rotations of the options averaged (faster; keeps the models' preference for a position)."),
+        click.option("--vote-draw", is_flag=True, help="Draw each vote from its seat's probabilities at the seat's temperature, instead of taking the option the seat finds most probable (the default: a vote is the seat's view). The card then says so."),
         click.option("--ballot", "ballot_order", type=click.Choice(["vote-first", "reason-first"]), default=DEFAULT_BALLOT, show_default=True, help="vote-first: the vote, then the rationale; reason-first: the rationale (the model's working), then the vote it leads to. Cards show the vote first either way."),
         click.option("--no-moderator", is_flag=True, help="Skip the moderator's summary and strongest arguments."),
         click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), help="Where to save the run (default: under the store's runs/)."),
@@ -365,6 +366,7 @@ class RunOptions:
     seat_models: tuple[str, ...]
     reason_first: bool
     debias: bool
+    vote_draw: bool
     with_moderator: bool
     run_dir: Path | None
     runtime: RuntimeSettings
@@ -377,7 +379,7 @@ class RunOptions:
     def take(cls, kw: dict) -> "RunOptions":
         return cls(
             options=tuple(kw["options"]), panel=kw["panel"], seat_models=tuple(kw["seat_models"]),
-            reason_first=kw["ballot_order"] == "reason-first", debias=not kw["no_debias"],
+            reason_first=kw["ballot_order"] == "reason-first", debias=not kw["no_debias"], vote_draw=kw["vote_draw"],
             with_moderator=not kw["no_moderator"], run_dir=kw["run_dir"],
             runtime=_runtime(kw["threads"], kw["batch_size"], kw["ctx_size"], kw["gpu_layers"], kw["max_memory"],
                              kw["one_at_a_time"]),
@@ -385,7 +387,7 @@ class RunOptions:
         )
 
     def settings(self, **fields) -> DebateSettings:
-        return DebateSettings(reason_first=self.reason_first, debias=self.debias, **fields)
+        return DebateSettings(reason_first=self.reason_first, debias=self.debias, vote_draw=self.vote_draw, **fields)
 
 
 def _emit(transcript, fmt: str, out: Path | None, as_json: bool) -> None:
@@ -447,7 +449,7 @@ def _interrupted(run_dir: Path | None, debate: bool) -> None:
 # What a run is made of: a resume takes all of it from the run's manifest, so giving any of it is a conflict.
 RUNTIME_OPTIONS = ("threads", "batch_size", "ctx_size", "gpu_layers", "max_memory", "one_at_a_time")
 RUN_SHAPING = ("question", "options", "panel", "seat_models", "seed", "temperature", "max_tokens", "rounds", "anonymous",
-               "no_early_stop", "no_debias", "ballot_order", "no_moderator", "run_dir", *RUNTIME_OPTIONS)
+               "no_early_stop", "no_debias", "vote_draw", "ballot_order", "no_moderator", "run_dir", *RUNTIME_OPTIONS)
 
 
 def _refuse_beside_resume(shaping: tuple[str, ...] = RUN_SHAPING) -> None:
@@ -754,6 +756,7 @@ def eval_group() -> None:
 @click.option("--temperature", type=click.FloatRange(0, 2), help="Override every participant's temperature.")
 @click.option("--max-tokens", type=click.IntRange(32, 4096), default=1024, show_default=True, help="Most tokens one ballot may take.")
 @click.option("--no-debias", is_flag=True, help="Score each vote in the order shown only (the report then has no with/without-debiasing comparison).")
+@click.option("--vote-draw", is_flag=True, help="Draw each vote at its seat's temperature instead of taking the seat's most probable option; the report then also scores the same ballots as views.")
 @click.option("--ballot", "ballot_order", type=click.Choice(["reason-first", "vote-first"]), default="reason-first", show_default=True, help="Whether the working comes before the vote (as in the debate papers) or after it.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="Where questions run: this process, or Ray actors.")
 @click.option("--address", help="Ray cluster to join (e.g. auto, or ray://HOST:10001); default: start a local Ray.")
@@ -766,7 +769,7 @@ def eval_group() -> None:
 @runtime_options
 @pass_ctx
 @errors_to_sentences
-def eval_run(ctx: CliState, source, panel, seat_models, rounds, seed, modes, temperature, max_tokens, no_debias, ballot_order, executor, address,
+def eval_run(ctx: CliState, source, panel, seat_models, rounds, seed, modes, temperature, max_tokens, no_debias, vote_draw, ballot_order, executor, address,
              workers, out_dir, resume_dir, fmt, as_json, quiet, threads, batch_size, ctx_size, gpu_layers, max_memory,
              one_at_a_time) -> None:
     """Run a question set through the panel; every question is a debate.
@@ -781,7 +784,7 @@ def eval_run(ctx: CliState, source, panel, seat_models, rounds, seed, modes, tem
 
     if resume_dir is not None:
         _refuse_beside_resume(("source", "panel", "seat_models", "rounds", "seed", "modes", "temperature", "max_tokens",
-                               "no_debias", "ballot_order", "out_dir", *RUNTIME_OPTIONS))
+                               "no_debias", "vote_draw", "ballot_order", "out_dir", *RUNTIME_OPTIONS))
         eval_dir = resume_dir
         runtime = load_manifest(eval_dir).runtime
     else:
@@ -798,7 +801,7 @@ def eval_run(ctx: CliState, source, panel, seat_models, rounds, seed, modes, tem
         chosen = registry.models_panel(list(seat_models)) if seat_models else registry.panel(panel)
         settings = EvalSettings(rounds=rounds, seed=seed, temperature=temperature, max_tokens=max_tokens,
                                 modes=list(dict.fromkeys([*DEFAULT_MODES, *extra])), debias=not no_debias,
-                                reason_first=ballot_order == "reason-first")
+                                vote_draw=vote_draw, reason_first=ballot_order == "reason-first")
         runtime = _runtime(threads, batch_size, ctx_size, gpu_layers, max_memory, one_at_a_time)
         eval_dir = eval_api.prepare(questions, registry=registry, store=ctx.store, panel=chosen, settings=settings,
                                     runtime=runtime, out_dir=out_dir)

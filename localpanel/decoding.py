@@ -4,7 +4,8 @@ How it stays fast and exact:
 - Fixed text is tokenized and evaluated in one batch, never sampled.
 - A choice (the vote, who persuaded whom) is decided by scoring every complete alternative: the model's own
   log-probability of each alternative's tokens, so options that share a prefix are told apart. The vote is
-  drawn from those probabilities at the participant's temperature, and they are kept as its confidence.
+  the most probable alternative (the model's view; or, with ``Sampling.draw_choices``, drawn from those
+  probabilities at the participant's temperature), and they are kept as its confidence.
 - Free text samples first and checks the one sampled token; only when it is rejected is the whole vocabulary
   masked and the token sampled again (llama.cpp's own sampler does the same for grammars).
 
@@ -25,7 +26,7 @@ from typing import Callable, Protocol
 import llama_cpp as L
 import numpy as np
 
-from .draw import average, pick
+from .draw import average, choose
 from .errors import RunError, UndecodableError
 from .grammar import Choice, Integer, Literal, Plan, Text
 from .runtime import ChoiceRecord, Sampling
@@ -324,7 +325,8 @@ def _choose(ev, vocab, seg: Choice, after: str, st: _State, values, choices, sam
             raise ReplayMismatch(f"recorded tokens match none of the alternatives of {seg.field}")
         chosen = matches[0]
     else:
-        chosen = pick([seg.values[a] for a in alternatives], probs, sampling.temperature, seed, seg.field)
+        chosen = choose([seg.values[a] for a in alternatives], probs, sampling.temperature, seed, seg.field,
+                        draw=sampling.draw_choices)
     take_forced(seqs[chosen][common:])
     values[seg.field] = seg.values[alternatives[chosen]]
     choices[seg.field] = ChoiceRecord(

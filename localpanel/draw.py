@@ -5,6 +5,8 @@ alternatives themselves, the seed and the probabilities decides it.
   the turn seed, the field and the alternative's JSON text; the pick is the largest ``log p / T + noise``.
   That is an exact draw from ``p ** (1/T)`` (normalized), and it is invariant to the order in which the
   alternatives are listed by construction: no cumulative sum runs over a typed order.
+- **A view, unless drawn.** By default a choice is the most probable alternative (``choose``): the seat's
+  temperature shapes its words, not its vote. Drawing is a run setting (``--vote-draw``).
 - **Rotations.** The options are shown in rotations of one canonical order; a vote is scored under several
   rotations of what its seat was shown and the probabilities averaged (permutation averaging, Zheng et al.,
   ICLR 2024), which cancels the part of the model's preference that follows the position.
@@ -43,6 +45,16 @@ def pick(values: Sequence[Any], probabilities: Sequence[float], temperature: flo
         return min(tied, key=lambda i: json.dumps(values[i], ensure_ascii=False))
     keys = [logp[i] / temperature + gumbel(seed, field, v) for i, v in enumerate(values)]
     return int(np.argmax(keys))
+
+
+def choose(values: Sequence[Any], probabilities: Sequence[float], temperature: float, seed: int, field: str,
+           draw: bool = True) -> int:
+    """Which alternative a choice takes: drawn at ``temperature`` (``draw``), or the most probable one, the
+    model's view. The view is read from the probabilities as they are recorded (6 decimals), so that a vote is
+    always the most probable option of its ballot's recorded probabilities; ties go to the smallest text."""
+    if draw:
+        return pick(values, probabilities, temperature, seed, field)
+    return pick(values, [round(float(p), 6) for p in probabilities], 0.0, seed, field)
 
 
 def shifts(k: int, cap: int = MAX_ROTATIONS) -> list[int]:

@@ -31,7 +31,13 @@ class NotPulledError(InputError):
     """A model is needed but its weights are not in the store yet."""
 
 
-class ContextOverflowError(InputError):
+class QuestionError(InputError):
+    """Something about the question itself stops it from running (it does not fit a context, its options read
+    alike, it is malformed): unlike anything about the machine, the store or the registry, running it again
+    elsewhere would not help, so an eval records it as a question that cannot run."""
+
+
+class ContextOverflowError(QuestionError):
     """A prompt does not fit a participant's context window."""
 
 
@@ -55,5 +61,5 @@ class RunError(LocalpanelError):
     """A run directory is missing, damaged, or does not match what was asked."""
 
 
-class UndecodableError(InputError):
+class UndecodableError(QuestionError):
     """A ballot cannot be decoded with this model: two options read as the same tokens."""

@@ -15,8 +15,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .ballot import RATIONALE_MAX, REASONING_MAX, ballot_model
-from .draw import rotate, shifts
-from .errors import ContextOverflowError, InputError
+from .draw import pick, rotate, shifts
+from .errors import ContextOverflowError, QuestionError
 from .registry import ModelSpec, Participant
 from .runtime import Backend, Generation, GenerationRequest, Message, Sampling
 
@@ -58,6 +58,18 @@ class Turn(BaseModel):
     def valid(self) -> bool:
         return self.failure is None and self.vote is not None
 
+    @property
+    def view(self) -> str | None:
+        """The seat's own view: the option it gave the highest probability (ties to the smallest text, as the
+        vote is chosen), whatever its vote was drawn as; its vote where there are no probabilities (an integer
+        answer). None for a failed ballot."""
+        if not self.valid:
+            return None
+        if not self.confidence:
+            return self.vote
+        values = list(self.confidence)
+        return values[pick(values, [self.confidence[v] for v in values], 0.0, self.seed, "vote")]
+
 
 class Question(BaseModel):
     """A question and its options, checked: this is where bad input is turned away."""
@@ -75,27 +87,27 @@ class Question(BaseModel):
     def checked(cls, text: str, options: list[str] | tuple[str, ...], integer: bool = False) -> "Question":
         text = (text or "").strip()
         if not text:
-            raise InputError("The question is empty; pass the question as the first argument.")
+            raise QuestionError("The question is empty; pass the question as the first argument.")
         if len(text) > MAX_QUESTION_CHARS:
-            raise InputError(f"The question is {len(text)} characters long; keep it under {MAX_QUESTION_CHARS}.")
+            raise QuestionError(f"The question is {len(text)} characters long; keep it under {MAX_QUESTION_CHARS}.")
         if integer:
             if options:
-                raise InputError("A question answered with an integer has no options.")
+                raise QuestionError("A question answered with an integer has no options.")
             return cls(text=text, options=[])
         opts = [o.strip() for o in options]
         if any(not o for o in opts):
-            raise InputError("An option is empty or only whitespace; give every -o/--option some text.")
+            raise QuestionError("An option is empty or only whitespace; give every -o/--option some text.")
         if len(opts) < 2:
-            raise InputError(f"A vote needs at least 2 options, got {len(opts)}; add more with -o/--option.")
+            raise QuestionError(f"A vote needs at least 2 options, got {len(opts)}; add more with -o/--option.")
         if len(opts) > MAX_OPTIONS:
-            raise InputError(f"At most {MAX_OPTIONS} options are allowed, got {len(opts)}.")
+            raise QuestionError(f"At most {MAX_OPTIONS} options are allowed, got {len(opts)}.")
         seen: dict[str, str] = {}
         for o in opts:
             if o.casefold() in seen:
-                raise InputError(f"Options {seen[o.casefold()]!r} and {o!r} are the same; each option must differ.")
+                raise QuestionError(f"Options {seen[o.casefold()]!r} and {o!r} are the same; each option must differ.")
             seen[o.casefold()] = o
             if len(o) > 200:
-                raise InputError(f"Option {o[:40]!r}… is {len(o)} characters long; keep options under 200.")
+                raise QuestionError(f"Option {o[:40]!r}… is {len(o)} characters long; keep options under 200.")
         return cls(text=text, options=opts)
 
 
@@ -125,6 +137,16 @@ class DebateSettings(BaseModel):
     reason_first: bool = False
     # Score the vote under rotations of the options shown and average (cancels a preference for a position).
     debias: bool = True
+    # Draw each vote from the seat's probabilities at its temperature instead of taking its most probable
+    # option. Runs saved before votes were views (manifest schema 1) drew, and are read with this on.
+    vote_draw: bool = False
+
+    def vote_temperature(self, temperature: float) -> float:
+        """The temperature a vote is chosen at, for a seat of ``temperature``: 0 (its most probable option)
+        unless votes are drawn."""
+        if not self.vote_draw:
+            return 0.0
+        return temperature if self.temperature is None else self.temperature
 
 
 def turn_seed(run_seed: int, participant: Participant, round_no: int, salt: str = "ballot") -> int:
@@ -372,7 +394,7 @@ class Debate:
             model_path=seat.model_path,
             messages=plan.messages,
             schema=plan.schema,
-            sampling=Sampling.of(seat.participant, self.settings.temperature),
+            sampling=Sampling.of(seat.participant, self.settings.temperature, draw_choices=self.settings.vote_draw),
             seed=plan.seed,
             max_tokens=self.settings.max_tokens,
             context_base=self.plan(seat, 1).messages,

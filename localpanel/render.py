@@ -5,8 +5,8 @@ from __future__ import annotations
 import html
 import textwrap
 
-from .charts import option_colors, persuasion_chart, probability_bar, votes_chart
-from .tally import position_line, shift_line
+from .charts import option_colors, paths_chart, persuasion_chart, probability_bar, votes_chart
+from .tally import margin_line, position_line, shift_line, shift_sentence
 from .transcript import Round, Transcript
 
 FORMATS = ("text", "markdown", "html", "json")
@@ -48,6 +48,30 @@ def _model_of(t: Transcript) -> dict[str, str]:
     return {p.name: p.model for p in t.participants}
 
 
+def _margin(t: Transcript) -> str | None:
+    final = _final(t)
+    return margin_line(final.tally) if final else None
+
+
+def _how_voted(t: Transcript) -> str:
+    """What a vote is, said on the card when it is not the seat's most probable option."""
+    if not t.settings.vote_draw:
+        return ""
+    return ("Votes were drawn from each seat's probabilities at its temperature (--vote-draw), so a vote may go "
+            "against the seat's most probable option; turning points count only changes of that option.")
+
+
+def _drawn_note(turn) -> str:
+    """' (drawn; most probable: SQLite)' for a ballot whose drawn vote is not its seat's view."""
+    view = turn.view
+    return f" (drawn; most probable: {view})" if turn.valid and view is not None and view != turn.vote else ""
+
+
+def _path(t: Transcript, name: str) -> str:
+    path = t.probability_paths[name]
+    return f"{path.option} " + " → ".join("—" if p is None else f"{p:.2f}" for p in path.probabilities)
+
+
 def card(t: Transcript, *, color: bool = False, width: int = 88) -> str:
     """The terminal result card."""
 
@@ -63,6 +87,10 @@ def card(t: Transcript, *, color: bool = False, width: int = 88) -> str:
 
     out: list[str] = [style(_title(t), dim=True), style(t.question, bold=True), ""]
     out.append("Result: " + style(t.result.line, bold=True, fg="green" if t.result.consensus else "yellow"))
+    if margin := _margin(t):
+        out.append(wrap(margin, ""))
+    if how := _how_voted(t):
+        out.append(style(wrap(how, ""), fg="yellow"))
     final = _final(t)
     if final:
         out += ["", "Options" + " " * 22 + "votes   model's own probability (mean)"]
@@ -74,13 +102,14 @@ def card(t: Transcript, *, color: bool = False, width: int = 88) -> str:
             out.append(f"  ({final.tally.abstentions} abstained: their ballot failed)")
     if t.positions:
         out += ["", "Position effect", wrap(position_line(t.positions), "  "), wrap(shift_line(t.positions, t.options), "  ")]
+    if final:
         out += ["", "Votes" + (f" (round {final.number})" if t.kind == "debate" else "")]
         models = _model_of(t)
         for turn in final.turns:
             out.append("  " + style(turn.participant, bold=True) + style(f" · {models[turn.participant]}", dim=True))
             if turn.valid:
                 extra = f"   (p: {_confidence(turn)})" if turn.confidence else ""
-                out.append(f"    Vote: {style(turn.vote, bold=True)}{extra}")
+                out.append(f"    Vote: {style(turn.vote, bold=True)}{_drawn_note(turn)}{extra}")
                 if turn.attributed_to:
                     out.append(f"    Persuaded by: {turn.attributed_to}")
                 out.append(wrap(turn.rationale or ""))
@@ -93,9 +122,9 @@ def card(t: Transcript, *, color: bool = False, width: int = 88) -> str:
         out.append("  " + " " * name_w + "  " + "  ".join(f"{'R' + str(r.number):<{col}}" for r in t.rounds))
         for name, votes in t.vote_matrix.items():
             out.append("  " + f"{name:<{name_w}}  " + "  ".join(f"{(v or '—')[:col]:<{col}}" for v in votes))
-        out += ["", "Turning points"]
+        out += ["", "Turning points (changes of a seat's most probable option)"]
         if not t.turning_points:
-            out.append("  None: nobody changed their vote.")
+            out.append("  None: nobody changed their mind.")
         for p in t.turning_points:
             who = f" (persuaded by {p.attributed_to})" if p.attributed_to else ""
             out.append(f"  Round {p.round}: {p.participant} {p.from_vote} → {p.to_vote}{who}")
@@ -106,6 +135,11 @@ def card(t: Transcript, *, color: bool = False, width: int = 88) -> str:
             out += [f"  {e.source} → {e.target}" + (f" ×{e.count}" if e.count > 1 else "") for e in t.persuasion]
             if t.most_persuasive:
                 out.append(f"  Most persuasive: {t.most_persuasive}")
+        if t.probability_paths:
+            out += ["", "Each seat's probability for the option it ended on, round by round"]
+            name_w = max(len(n) for n in t.probability_paths)
+            out += [f"  {name:<{name_w}}  {_path(t, name)}" for name in t.probability_paths]
+            out += [wrap(shift_sentence(x), "  ") for x in t.shifts]
     if summary := summary_parts(t):
         out += ["", "Summary"]
         for heading, text in summary:
@@ -146,6 +180,10 @@ def _footer(t: Transcript) -> str:
 
 def markdown(t: Transcript) -> str:
     out = [f"# {t.question}", "", f"*{_title(t)}*", "", f"**Result: {t.result.line}**", ""]
+    if margin := _margin(t):
+        out += [_md(margin), ""]
+    if how := _how_voted(t):
+        out += [f"*{_md(how)}*", ""]
     final = _final(t)
     if final:
         out += ["| Option | Votes | Share | Model's own probability |", "|---|---:|---:|---:|"]
@@ -167,14 +205,22 @@ def markdown(t: Transcript) -> str:
         out += ["## Vote matrix", "", "| Participant | " + " | ".join(f"Round {r.number}" for r in t.rounds) + " |"]
         out.append("|---|" + "---|" * len(t.rounds))
         out += [f"| {_md(n)} | " + " | ".join(_md(v or "—") for v in votes) + " |" for n, votes in t.vote_matrix.items()]
-        out += ["", "## Turning points", ""]
+        out += ["", "## Turning points", "", "Changes of a seat's most probable option.", ""]
         if not t.turning_points:
-            out.append("Nobody changed their vote.")
+            out.append("Nobody changed their mind.")
         for p in t.turning_points:
             who = f", persuaded by {p.attributed_to}" if p.attributed_to else ""
             out.append(f"- Round {p.round}: **{_md(p.participant)}** {_md(p.from_vote)} → {_md(p.to_vote)}{who}: “{_md(p.rationale or '')}”")
         if t.most_persuasive:
             out += ["", f"Most persuasive: **{_md(t.most_persuasive)}**"]
+        if t.probability_paths:
+            out += ["", "## Probability paths", "", "Each seat's probability for the option it ended on.", "",
+                    "| Participant | Option | " + " | ".join(f"Round {r.number}" for r in t.rounds) + " |",
+                    "|---|---|" + "---:|" * len(t.rounds)]
+            for name, path in t.probability_paths.items():
+                cells = ["—" if p is None else f"{p:.2f}" for p in path.probabilities]
+                out.append(f"| {_md(name)} | {_md(path.option)} | " + " | ".join(cells) + " |")
+            out += [""] + [f"- {_md(shift_sentence(x))}" for x in t.shifts]
         out.append("")
     for r in t.rounds:
         out += [f"## Round {r.number}" if t.kind == "debate" else "## Votes", ""]
@@ -183,7 +229,7 @@ def markdown(t: Transcript) -> str:
             if turn.valid:
                 conf = f" — p: {_confidence(turn)}" if turn.confidence else ""
                 persuaded = f" — persuaded by {turn.attributed_to}" if turn.attributed_to else ""
-                out += [head, "", f"**Vote: {_md(turn.vote)}**{conf}{persuaded}", "", _md(turn.rationale or ""), ""]
+                out += [head, "", f"**Vote: {_md(turn.vote)}**{_md(_drawn_note(turn))}{conf}{persuaded}", "", _md(turn.rationale or ""), ""]
             else:
                 out += [head, "", f"*Abstained: {_md(turn.failure or '')}*", ""]
     out.append(f"---\n{_footer(t)}")
@@ -215,6 +261,10 @@ def page(t: Transcript) -> str:
         f"<title>{e(t.question[:80])}</title><style>{_CSS}</style><body>",
         f"<p class=meta>{e(_title(t))}</p><h1>{e(t.question)}</h1><p class=result>Result: {e(t.result.line)}</p>",
     ]
+    if margin := _margin(t):
+        parts.append(f"<p class=margin>{e(margin)}</p>")
+    if how := _how_voted(t):
+        parts.append(f"<p class=drawn>{e(how)}</p>")
     final = _final(t)
     if final:
         colors = option_colors(t.options)
@@ -232,6 +282,9 @@ def page(t: Transcript) -> str:
     if t.kind == "debate" and t.rounds:
         parts.append("<h2>Votes over the rounds</h2>" + votes_chart(t))
         parts.append("<h2>Who moved whom</h2>" + persuasion_chart(t))
+        if t.probability_paths:
+            parts.append("<h2>Each seat's probability for the option it ended on</h2>" + paths_chart(t))
+            parts += [f"<p>{e(shift_sentence(x))}</p>" for x in t.shifts]
     if summary := summary_parts(t):
         parts.append("<h2>Summary</h2>")
         parts += [f"<p>{'<b>' + e(h) + ':</b> ' if h else ''}{e(text)}</p>" for h, text in summary]
@@ -243,9 +296,9 @@ def page(t: Transcript) -> str:
         parts.append("<h2>Vote matrix</h2><table><tr><th>Participant" + "".join(f"<th>Round {r.number}" for r in t.rounds) + "</tr>")
         for name, votes in t.vote_matrix.items():
             parts.append(f"<tr><td>{e(name)}" + "".join(f"<td>{e(v or '—')}" for v in votes) + "</tr>")
-        parts.append("</table><h2>Turning points</h2>")
+        parts.append("</table><h2>Turning points</h2><p class=p>Changes of a seat's most probable option.</p>")
         if not t.turning_points:
-            parts.append("<p>Nobody changed their vote.</p>")
+            parts.append("<p>Nobody changed their mind.</p>")
         for p in t.turning_points:
             who = f", persuaded by {e(p.attributed_to)}" if p.attributed_to else ""
             parts.append(
@@ -262,7 +315,7 @@ def page(t: Transcript) -> str:
             if turn.valid:
                 conf = f"{probability_bar(turn.confidence, t.options)} <span class=p>p: {e(_confidence(turn))}</span>" if turn.confidence else ""
                 parts.append(
-                    f"<div class=turn>{head}<div class=vote>Vote: {e(turn.vote)}{conf}</div>"
+                    f"<div class=turn>{head}<div class=vote>Vote: {e(turn.vote)}{e(_drawn_note(turn))}{conf}</div>"
                     + (f"<div class=p>Persuaded by {e(turn.attributed_to)}</div>" if turn.attributed_to else "")
                     + f"<p>{e(turn.rationale or '')}</p></div>"
                 )

@@ -24,15 +24,20 @@ class Sampling(BaseModel):
     top_p: float = Field(default=0.95, gt=0.0, le=1.0)
     min_p: float = Field(default=0.05, ge=0.0, lt=1.0)
     repeat_penalty: float = Field(default=1.1, ge=1.0, le=2.0)
+    # How a choice among alternatives (a vote, who persuaded whom) is made: drawn from the model's probabilities
+    # at ``temperature``, or (False) the most probable alternative, the model's own view. Free text is sampled
+    # at ``temperature`` either way.
+    draw_choices: bool = True
 
     @classmethod
-    def of(cls, participant: Participant, temperature: float | None = None) -> "Sampling":
+    def of(cls, participant: Participant, temperature: float | None = None, draw_choices: bool = True) -> "Sampling":
         return cls(
             temperature=participant.temperature if temperature is None else temperature,
             top_k=participant.top_k,
             top_p=participant.top_p,
             min_p=participant.min_p,
             repeat_penalty=participant.repeat_penalty,
+            draw_choices=draw_choices,
         )
 
 

@@ -42,14 +42,14 @@ class PositionBiased:
     rationale: str = "A scripted rationale that ends here."
 
     def __call__(self, request: GenerationRequest) -> Generation:
-        from .draw import average, pick
+        from .draw import average, choose
 
         user = [m for m in request.messages if m.role == "user"][-1]
         orders = [shown_options(user.content)] + [shown_options(v) for v in user.variants or []]
         values = list(request.schema_["properties"]["vote"]["enum"])
         rows = [[self.prior(order)[v] for v in values] for order in orders]
         probs = average(rows)
-        chosen = pick(values, probs, request.sampling.temperature, request.seed, "vote")
+        chosen = choose(values, probs, request.sampling.temperature, request.seed, "vote", draw=request.sampling.draw_choices)
         record = ChoiceRecord(values=values, probabilities=probs, chosen=chosen, raw=rows[0] if len(rows) > 1 else None)
         ballot = {"vote": values[chosen], "rationale": self.rationale}
         if "attributed_to" in request.schema_["properties"]:

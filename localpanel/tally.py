@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, computed_field
 
 from .draw import pick
 from .protocol import Turn
@@ -26,6 +26,49 @@ class Tally(BaseModel):
     label: Label
     winner: str | None
     leaders: list[str]
+
+    @computed_field
+    @property
+    def margin(self) -> int | None:
+        """How close it was: the fewest ballots that, voting otherwise, would change the leader (0 for a tie:
+        one ballot decides it; None when nobody voted). Moving a vote from the leader to the runner-up closes
+        the gap by two, so it is half the lead, rounded up."""
+        if not self.leaders:
+            return None
+        if len(self.leaders) > 1:
+            return 0
+        lead = self.counts[self.leaders[0]] - max((c for o, c in self.counts.items() if o != self.leaders[0]), default=0)
+        return -(-lead // 2)
+
+    @computed_field
+    @property
+    def runners_up(self) -> list[str]:
+        """The options right behind a sole leader (by name), to whom its margin would go."""
+        if self.winner is None:
+            return []
+        rest = {o: c for o, c in self.counts.items() if o != self.winner}
+        if not rest:
+            return []
+        top = max(rest.values())
+        return sorted(o for o, c in rest.items() if c == top)
+
+    @computed_field
+    @property
+    def probability_leader(self) -> str | None:
+        """The option with the highest mean probability over the seats (None: no probabilities, or a tie)."""
+        if not self.weighted or not any(self.weighted.values()):
+            return None
+        best = max(self.weighted.values())
+        top = [o for o, w in self.weighted.items() if w == best]
+        return top[0] if len(top) == 1 else None
+
+    @computed_field
+    @property
+    def probability_agrees(self) -> bool | None:
+        """Whether the votes' leader (or one of tied leaders) is also the seats' mean probability's leader."""
+        if self.probability_leader is None or not self.leaders:
+            return None
+        return self.probability_leader in self.leaders
 
 
 def tally(options: list[str], turns: list[Turn]) -> Tally:
@@ -68,7 +111,8 @@ def tally(options: list[str], turns: list[Turn]) -> Tally:
 
 
 def result_line(t: Tally) -> str:
-    """'Unanimous — Yes (4/4 votes)', 'Majority — No (3/5 votes)', 'Tie — Yes/No (2/2)'."""
+    """'Unanimous — Yes (4/4 votes)', 'Majority — No (3/5 votes)', 'Tie — Yes/No (2/2)'; when the seats' mean
+    probability favours another option than the votes, the line says so."""
     if t.label == "no votes":
         return f"No votes — all {t.participants} ballots failed"
     if t.label == "tie":
@@ -77,6 +121,40 @@ def result_line(t: Tally) -> str:
         line = f"{t.label.capitalize()} — {t.winner} ({t.counts[t.winner]}/{t.participants} votes)"
     if t.abstentions:
         line += f", {t.abstentions} abstained"
+    if t.probability_agrees is False:
+        line += f"; but the seats' mean probability favours {t.probability_leader}"
+    return line
+
+
+def _votes(n: int) -> str:
+    return f"{n} vote{'s' if n != 1 else ''}"
+
+
+def margin_line(t: Tally) -> str | None:
+    """How close the result was, and whether the seats' mean probability agrees with the votes."""
+    if t.margin is None:
+        return None
+    if t.margin == 0:
+        line = f"Margin: none — a tie; one ballot for {' or '.join(t.leaders)} would decide it."
+    elif not t.runners_up:
+        line = f"Margin: {_votes(t.margin)}."
+    else:
+        gap = t.counts[t.winner] - t.counts[t.runners_up[0]]
+        outcome = "make it a tie" if gap % 2 == 0 else f"put {' or '.join(t.runners_up)} ahead"
+        line = (f"Margin: {_votes(t.margin)} — {t.margin} seat{'s' if t.margin != 1 else ''} voting "
+                f"{' or '.join(t.runners_up)} instead would {outcome}.")
+    if t.probability_leader is not None:
+        p = f"{100 * t.weighted[t.probability_leader]:.0f}%"
+        if t.probability_agrees:
+            line += f" The seats' mean probability agrees: {t.probability_leader} leads it ({p})."
+        else:
+            shown = " / ".join(f"{o} {100 * t.weighted[o]:.0f}%" for o in t.leaders)
+            line += (f" The seats' mean probability does not agree: it favours {t.probability_leader} ({p}; "
+                     f"{shown}).")
+    elif t.weighted and any(t.weighted.values()):
+        best = max(t.weighted.values())
+        tied = sorted(o for o, w in t.weighted.items() if w == best)
+        line += f" The seats' mean probability is a tie too: {' / '.join(f'{o} {100 * best:.0f}%' for o in tied)}."
     return line
 
 
@@ -107,21 +185,86 @@ def vote_matrix(participants: list[str], rounds: list[list[Turn]]) -> dict[str, 
 
 
 def turning_points(participants: list[str], rounds: list[list[Turn]]) -> list[TurningPoint]:
-    """Every vote change, between a participant's consecutive valid ballots."""
+    """Every change of mind: a change of the seat's most probable option (its view) between its consecutive
+    valid ballots. A drawn vote that changed while the view stayed is a redraw, not a change of mind."""
     points: list[TurningPoint] = []
     last: dict[str, str] = {}
     for turns in rounds:
         for t in sorted((t for t in turns if t.valid), key=lambda t: participants.index(t.participant)):
-            before = last.get(t.participant)
-            if before is not None and before != t.vote:
+            before, view = last.get(t.participant), t.view
+            if before is not None and before != view:
                 points.append(
                     TurningPoint(
-                        round=t.round, participant=t.participant, from_vote=before, to_vote=t.vote,
+                        round=t.round, participant=t.participant, from_vote=before, to_vote=view,
                         attributed_to=t.attributed_to, rationale=t.rationale,
                     )
                 )
-            last[t.participant] = t.vote
+            last[t.participant] = view
     return points
+
+
+class ProbabilityPath(BaseModel):
+    """A seat's probability for the option it ended on (its last view), round by round (None: no valid
+    ballot, or no probabilities, that round)."""
+
+    option: str
+    probabilities: list[float | None]
+
+
+def probability_paths(participants: list[str], rounds: list[list[Turn]]) -> dict[str, ProbabilityPath]:
+    paths: dict[str, ProbabilityPath] = {}
+    for name in participants:
+        mine = [next((t for t in turns if t.participant == name and t.valid), None) for turns in rounds]
+        last = next((t for t in reversed(mine) if t is not None and t.confidence), None)
+        if last is None:
+            continue
+        option = last.view
+        paths[name] = ProbabilityPath(
+            option=option, probabilities=[t.confidence.get(option) if t is not None and t.confidence else None for t in mine]
+        )
+    return paths
+
+
+class Shift(BaseModel):
+    """A seat whose probability for its view moved a lot between two rounds although the view held."""
+
+    round: int
+    participant: str
+    option: str  # the view it held
+    before: float
+    after: float
+    toward: str  # the option that gained most
+    argued_by: list[str]  # the peers who voted for ``toward`` in the round before
+
+
+SHIFT_MIN = 0.2  # a move of at least this much probability is worth a line
+
+
+def shifts_without_flip(participants: list[str], rounds: list[list[Turn]], at_least: float = SHIFT_MIN) -> list[Shift]:
+    out: list[Shift] = []
+    for k in range(1, len(rounds)):
+        before = {t.participant: t for t in rounds[k - 1] if t.valid and t.confidence}
+        for t in sorted((t for t in rounds[k] if t.valid and t.confidence), key=lambda t: participants.index(t.participant)):
+            b = before.get(t.participant)
+            if b is None or b.view != t.view:
+                continue
+            option = t.view
+            p0, p1 = b.confidence.get(option, 0.0), t.confidence.get(option, 0.0)
+            if abs(p1 - p0) < at_least:
+                continue
+            gains = {o: t.confidence.get(o, 0.0) - b.confidence.get(o, 0.0) for o in t.confidence if o != option}
+            toward = max(sorted(gains), key=lambda o: gains[o]) if gains else option
+            argued = sorted(x.participant for x in rounds[k - 1] if x.valid and x.participant != t.participant and x.vote == toward)
+            out.append(Shift(round=t.round, participant=t.participant, option=option, before=p0, after=p1,
+                             toward=toward, argued_by=argued))
+    return out
+
+
+def shift_sentence(s: Shift) -> str:
+    """'Qwen Skeptic held No, but No 0.80 → 0.55 in round 2, toward Yes (argued by Qwen Pragmatist).'"""
+    by = f" (argued by {', '.join(s.argued_by)})" if s.argued_by else ""
+    return (f"{s.participant} held {s.option}, but {s.option} {s.before:.2f} → {s.after:.2f} in round {s.round}, "
+            f"toward {s.toward}{by}.")
 
 
 def persuasion_graph(points: list[TurningPoint]) -> list[Influence]:
@@ -145,8 +288,10 @@ def most_persuasive(graph: list[Influence]) -> str | None:
 
 
 def undebiased_vote(turn: Turn, temperature: float) -> str | None:
-    """The vote the turn's own draw (the same Gumbel noise) gives from its probabilities in the order shown
-    alone: what the ballot would have been without debiasing."""
+    """The vote the turn's own rule gives from its probabilities in the order shown alone: what the ballot
+    would have been without debiasing. ``temperature`` is the vote's (``DebateSettings.vote_temperature``): 0,
+    the most probable option, or the draw's, with the same Gumbel noise (from the recorded, 6-decimal
+    probabilities, so a near-tie may rarely draw otherwise than the unrounded ones did)."""
     if not turn.valid or not turn.raw_confidence:
         return turn.vote if turn.valid else None
     values = list(turn.raw_confidence)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .atomic import atomic_write_json, fsync_dir
 from .errors import InputError, RunError
@@ -28,11 +28,19 @@ from .protocol import DebateSettings, StopReason, Turn
 from .registry import ModelSpec, Panel
 from .runtime import RuntimeSettings
 from .tally import (
-    Influence, PositionEffect, Tally, TurningPoint, most_persuasive, persuasion_graph, position_effect, result_line, tally,
-    turning_points, vote_matrix,
+    Influence, PositionEffect, ProbabilityPath, Shift, Tally, TurningPoint, most_persuasive, persuasion_graph,
+    position_effect, probability_paths, result_line, shifts_without_flip, tally, turning_points, vote_matrix,
 )
 
-SCHEMA_VERSION = 1
+# 2: a vote is the seat's most probable option unless ``settings.vote_draw``; schema 1 drew every vote.
+SCHEMA_VERSION = 2
+
+
+def legacy_settings(data):
+    """A record saved before votes were views (schema 1) drew its votes: read its settings that way."""
+    if isinstance(data, dict) and data.get("schema_version", 1) < 2 and isinstance(data.get("settings"), dict):
+        data = {**data, "settings": {"vote_draw": True, **data["settings"]}}
+    return data
 
 
 class ParticipantRecord(BaseModel):
@@ -68,6 +76,8 @@ class Manifest(BaseModel):
     runtime: RuntimeSettings
     environment: dict
 
+    _legacy = model_validator(mode="before")(legacy_settings)
+
 
 class Round(BaseModel):
     number: int
@@ -102,6 +112,9 @@ class Transcript(BaseModel):
     turning_points: list[TurningPoint]
     persuasion: list[Influence]
     most_persuasive: str | None
+    # Each seat's probability for the option it ended on, round by round; and the big moves that did not flip it.
+    probability_paths: dict[str, ProbabilityPath] = Field(default_factory=dict)
+    shifts: list[Shift] = Field(default_factory=list)
     positions: PositionEffect | None = None
     summary: str | None = None
     strongest_arguments: dict[str, Argument] = Field(default_factory=dict)
@@ -110,6 +123,22 @@ class Transcript(BaseModel):
     runtime: RuntimeSettings
     environment: dict
     seconds: float
+
+    _legacy = model_validator(mode="before")(legacy_settings)
+
+    @model_validator(mode="after")
+    def _changes_of_mind(self) -> "Transcript":
+        """A transcript saved before votes were views counted every redraw as a change of mind: its turning points,
+        persuasion graph and probability paths are read again from its ballots (nothing is written)."""
+        if self.schema_version < 2:
+            names = [p.name for p in self.participants]
+            turns = [r.turns for r in self.rounds]
+            self.turning_points = turning_points(names, turns)
+            self.persuasion = persuasion_graph(self.turning_points)
+            self.most_persuasive = most_persuasive(self.persuasion)
+            self.probability_paths = probability_paths(names, turns)
+            self.shifts = shifts_without_flip(names, turns)
+        return self
 
 
 def headline(kind: str, rounds: list[Round], stopped_because: str) -> str:
@@ -165,9 +194,10 @@ def build_transcript(
         turning_points=points,
         persuasion=graph,
         most_persuasive=most_persuasive(graph),
+        probability_paths=probability_paths(names, round_turns),
+        shifts=shifts_without_flip(names, round_turns),
         positions=position_effect(manifest.options, turns, {
-            p.name: p.temperature if manifest.settings.temperature is None else manifest.settings.temperature
-            for p in manifest.participants
+            p.name: manifest.settings.vote_temperature(p.temperature) for p in manifest.participants
         }),
         summary=report.summary if report else None,
         strongest_arguments=report.strongest if report else {},

@@ -43,10 +43,20 @@ def _lines(r: Report) -> dict[str, list[str]]:
     """The parts every format shares, as plain sentences."""
     d = r.debate_minus_vote
     diff = f"debate − vote: {100 * d.value:+.1f} points ± {se(d)} (paired over {d.n} questions)" if d else ""
-    conf = []
-    for c in r.conformity:
+    def changes(c, what: str) -> str:
         toward = f", {100 * c.toward_majority:.0f}% of them toward the previous round's majority" if c.toward_majority is not None else ""
-        conf.append(f"round {c.round}: {c.changes} changes, {c.correct_to_wrong} right→wrong, {c.wrong_to_correct} wrong→right{toward}")
+        return f"round {c.round}: {c.changes} {what}, {c.correct_to_wrong} right→wrong, {c.wrong_to_correct} wrong→right{toward}"
+
+    conf = [changes(c, "changes of vote (drawn)" if r.vote_draw else "changes") for c in r.conformity]
+    conf += [changes(c, "changes of view (most probable option)") for c in r.view_changes]
+    views = []
+    if r.as_views:
+        views.append("Votes were drawn at each seat's temperature (--vote-draw). The same ballots with each vote read as its "
+                     "seat's most probable option:")
+        for mode, v in r.as_views.items():
+            g = r.views_gain.get(mode)
+            views.append(f"{mode}: {pct(r.modes.get(mode))} ± {se(r.modes.get(mode))} drawn, {pct(v)} ± {se(v)} as views; "
+                         f"difference {100 * g.value:+.1f} ± {se(g)} points (paired over {g.n} questions)" if g else "")
     indep = []
     if r.effective_votes is not None:
         total = len(r.participants) * (len(r.participants) - 1) // 2
@@ -68,7 +78,7 @@ def _lines(r: Report) -> dict[str, list[str]]:
                        + f" (chance {100 * r.positions.chance:.0f}%)")
     notes = [f"{mode}: n = {e.n} questions" for mode, e in r.modes.items()]
     notes += [f"could not run: {qid} ({why})" for qid, why in r.failed_questions.items()]
-    return {"diff": [diff] if diff else [], "conformity": conf, "independence": indep, "debias": debias, "positions": pos,
+    return {"diff": [diff] if diff else [], "views": views, "conformity": conf, "independence": indep, "debias": debias, "positions": pos,
             "conventions": r.conventions + notes}
 
 
@@ -82,6 +92,8 @@ def text(r: Report) -> str:
         out.append(f"{mode:<10}|{'acc':<6}|{acc:>7}|{'±':^3}|{se:>7}|" + (f"{refv:>10}|" if ref else "") + f"{tok:>9}|{sec:>7}")
     parts = _lines(r)
     out += [""] + parts["diff"]
+    if parts["views"]:
+        out += ["", "Drawn votes and views"] + [f"  {line}" for line in parts["views"]]
     out += ["", "Accuracy by round (%)", "  " + " " * 22 + "".join(f"{'R' + str(k + 1):>8}" for k in range(r.rounds))]
     for label, ests in [("majority", r.by_round["majority"]), ("mean seat", r.by_round["single"])] + list(r.by_participant.items()):
         out.append(f"  {label[:22]:<22}" + "".join(f"{pct(e):>8}" for e in ests))
@@ -111,7 +123,10 @@ def markdown(r: Report) -> str:
     for mode, acc, se, refv, tok, sec in rows(r):
         out.append(f"| {MODE_TITLES.get(mode, mode)} | {acc} | {se} |" + (f" {refv} |" if ref else "") + f" {tok} | {sec} |")
     parts = _lines(r)
-    out += [""] + parts["diff"] + ["", "## Accuracy by round (%)", "", "| | " + " | ".join(f"Round {k + 1}" for k in range(r.rounds)) + " |",
+    out += [""] + parts["diff"]
+    if parts["views"]:
+        out += ["", "## Drawn votes and views", ""] + [f"- {line}" for line in parts["views"]]
+    out += ["", "## Accuracy by round (%)", "", "| | " + " | ".join(f"Round {k + 1}" for k in range(r.rounds)) + " |",
                                    "|---|" + "---:|" * r.rounds]
     for label, ests in [("majority", r.by_round["majority"]), ("mean seat", r.by_round["single"])] + list(r.by_participant.items()):
         out.append(f"| {label} | " + " | ".join(pct(e) for e in ests) + " |")
@@ -171,6 +186,8 @@ def page(r: Report) -> str:
     parts.append(html_table(table[:n_modes]))
     lines = _lines(r)
     parts += [f"<p>{e(x)}</p>" for x in lines["diff"]]
+    if lines["views"]:
+        parts.append("<h2>Drawn votes and views</h2>" + "".join(f"<p>{e(x)}</p>" for x in lines["views"]))
     if lines["debias"] or lines["positions"]:
         parts.append("<h2>Position bias (round 1)</h2>" + "".join(f"<p>{e(x)}</p>" for x in lines["debias"] + lines["positions"]))
     parts.append("<h2>Abstentions and counts</h2><ul>" + "".join(f"<li>{e(x)}</li>" for x in lines["conventions"]) + "</ul>")

@@ -100,6 +100,8 @@ class QuestionResult(BaseModel):
     # order shown alone, and those probabilities (None when the run was not debiased).
     undebiased: list[str | None] | None = None
     raw_confidence: list[dict[str, float]] | None = None
+    # When the votes were drawn: per round, per participant, the seat's most probable option of the same ballot.
+    views: list[list[str | None]] | None = None
     shown_first: list[str | None] = []  # round 1, per participant: the option shown first (None: no options)
     shown_last: list[str | None] = []
     integer: bool = False  # answered with an integer: no options, so no probabilities
@@ -118,6 +120,16 @@ class QuestionResult(BaseModel):
         if self.undebiased is None or self.raw_confidence is None:
             return {}
         return self._round_one(self.undebiased, self.raw_confidence)
+
+    def view_scores(self) -> dict[str, float]:
+        """single, vote and debate with each ballot's vote read as its seat's most probable option (only for an
+        eval whose votes were drawn: otherwise they are the votes)."""
+        if self.views is None:
+            return {}
+        out = self._round_one(self.views[0], self.confidence)
+        out.pop("weighted", None)  # the probabilities are the same ballots': nothing to compare
+        out["debate"] = majority_score(self.views[-1], self.answer)
+        return out
 
     def _round_one(self, first: list[str | None], confidence: list[dict[str, float]]) -> dict[str, float]:
         out = {"single": float(np.mean([v == self.answer for v in first])), "vote": majority_score(first, self.answer)}
@@ -150,8 +162,8 @@ def failed_question(index: int, q: EvalQuestion, names: list[str], rounds: int, 
 def read_question(index: int, q: EvalQuestion, debate: Transcript, reflect: Transcript | None) -> QuestionResult:
     names = [p.name for p in debate.participants]
 
-    def votes(t: Transcript, who: list[str]) -> list[list[str | None]]:
-        return [[next((x.vote for x in r.turns if x.participant == n and x.valid), None) for n in who] for r in t.rounds]
+    def votes(t: Transcript, who: list[str], what=lambda x: x.vote) -> list[list[str | None]]:
+        return [[next((what(x) for x in r.turns if x.participant == n and x.valid), None) for n in who] for r in t.rounds]
 
     def cost(t: Transcript) -> tuple[list[int], list[float]]:
         tokens = [sum(x.prompt_tokens - x.cached_tokens + x.completion_tokens for x in r.turns) for r in t.rounds]
@@ -166,9 +178,10 @@ def read_question(index: int, q: EvalQuestion, debate: Transcript, reflect: Tran
         shown_first=[first[n].option_order[0] if n in first and first[n].option_order else None for n in names],
         shown_last=[first[n].option_order[-1] if n in first and first[n].option_order else None for n in names],
     )
+    if debate.settings.vote_draw and debate.options:
+        result.views = votes(debate, names, lambda x: x.view)
     if debate.settings.debias and debate.options and any(t.raw_confidence for t in first.values()):
-        temperature = {p.name: p.temperature if debate.settings.temperature is None else debate.settings.temperature
-                       for p in debate.participants}
+        temperature = {p.name: debate.settings.vote_temperature(p.temperature) for p in debate.participants}
         result.undebiased = [undebiased_vote(first[n], temperature[n]) if n in first else None for n in names]
         result.raw_confidence = [(first[n].raw_confidence or {}) if n in first else {} for n in names]
     if reflect is not None:
@@ -214,6 +227,12 @@ class Report(BaseModel):
     # The weighted vote of each model's seats alone, debiased and in the order shown ("debiased", "shown"):
     # how debiasing moves the weighted vote of the whole panel, model by model. Empty with one model.
     weighted_by_model: dict[str, dict[str, Estimate]] = {}
+    # An eval whose votes were drawn: single, vote and debate from the same ballots with each vote read as its
+    # seat's most probable option, the paired difference views - drawn, and the changes of view per round.
+    as_views: dict[str, Estimate] = {}
+    views_gain: dict[str, Estimate] = {}
+    view_changes: list[Conformity] = []
+    vote_draw: bool = False
     debate_minus_vote: Estimate | None
     by_participant: dict[str, list[Estimate]]  # per round
     by_round: dict[str, list[Estimate]]  # "single" (mean seat) and "majority", per round
@@ -251,10 +270,15 @@ def build_report(manifest, results: list[QuestionResult], seconds: float) -> Rep
     raw = [(s, u) for s, u in raw if u]
     undebiased = {m: estimate([u[m] for _, u in raw if m in u]) for m in ("single", "vote", "weighted") if any(m in u for _, u in raw)}
     gain = {m: estimate([s[m] - u[m] for s, u in raw if m in u and m in s]) for m in undebiased}
+    viewed = [(s, v) for s, r in zip(per_q, results) if (v := r.view_scores())]
+    as_views = {m: estimate([v[m] for _, v in viewed]) for m in ("single", "vote", "debate") if any(m in v for _, v in viewed)}
+    views_gain = {m: estimate([v[m] - s[m] for s, v in viewed if m in s]) for m in as_views}
     return Report(
         name=manifest.questions.name, source=manifest.questions.source, sha256=manifest.questions.sha256,
         questions=len(results), participants=names, rounds=n_rounds, modes=modes, debate_minus_vote=diff,
         undebiased=undebiased, debias_gain=gain, positions=positions(results),
+        as_views=as_views, views_gain=views_gain, vote_draw=manifest.settings.vote_draw,
+        view_changes=conformity([r.model_copy(update={"votes": r.views}) for r in results if r.views is not None]),
         weighted_by_model=weighted_by_model(results, [p.model for p in manifest.panel.participants]),
         failed_questions={r.id: r.failure for r in results if r.failure},
         by_participant=by_participant, by_round=by_round, conformity=conformity(results),

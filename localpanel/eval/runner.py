@@ -20,16 +20,16 @@ import time
 from pathlib import Path
 from typing import Callable, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .. import __version__, api
 from ..atomic import atomic_write_json, atomic_write_text, fsync_dir
-from ..errors import InputError, ModelLoadError, RunError
+from ..errors import InputError, QuestionError, RunError
 from ..protocol import DebateSettings
 from ..registry import Panel, Registry
 from ..runtime import Backend, RuntimeSettings
 from ..store import Store
-from ..transcript import RunDir, Transcript
+from ..transcript import RunDir, Transcript, legacy_settings
 from .questions import EvalQuestion, QuestionSet, to_jsonl
 
 Mode = Literal["single", "vote", "weighted", "debate", "reflect"]
@@ -48,11 +48,14 @@ class EvalSettings(BaseModel):
     reason_first: bool = True
     # Each vote scored under rotations of the options and averaged; the report also scores round 1 without it.
     debias: bool = True
+    # Votes drawn at each seat's temperature instead of its most probable option; the report then also scores
+    # the same ballots as views.
+    vote_draw: bool = False
 
 
 class EvalManifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    schema_version: int = 1
+    schema_version: int = 2  # 2: votes are views unless settings.vote_draw; 1 drew them
     kind: Literal["eval"] = "eval"
     id: str
     created_at: str
@@ -62,6 +65,8 @@ class EvalManifest(BaseModel):
     settings: EvalSettings
     runtime: RuntimeSettings
     localpanel: str = __version__
+
+    _legacy = model_validator(mode="before")(legacy_settings)
 
 
 class Job(BaseModel):
@@ -97,30 +102,39 @@ FAILED = "failed.json"
 
 
 def run_job(job: Job, manifest: EvalManifest, store: Store, backend: Backend, run_dir: Path) -> Transcript | JobFailure:
-    """Run one job into ``run_dir`` (finishing it if an earlier attempt was interrupted); a question that cannot
-    run is recorded as failed, with its reason, so that the eval goes on and a resume does not hit it again."""
+    """Run one job into ``run_dir`` (finishing it if an earlier attempt was interrupted). A question that cannot
+    run (``QuestionError``: too long for a context, options a model cannot tell apart) is recorded as failed,
+    with its reason, so that the eval goes on and a resume does not hit it again. Anything else (weights not
+    pulled, a registry error, a model that does not load, too little memory) is about the machine: it stops the
+    eval and nothing is recorded or deleted, so that a resume where it is fixed runs the question."""
     try:
         return _run_job(job, manifest, store, backend, run_dir)
-    except (InputError, ModelLoadError) as exc:
+    except QuestionError as exc:
         failure = JobFailure(reason=str(exc))
-        if run_dir.exists():
+        if run_dir.exists() and not _has_journal(run_dir):
             shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run_dir / FAILED, failure.model_dump(mode="json"))
         return failure
+
+
+def _has_journal(run_dir: Path) -> bool:
+    """Whether a run directory holds finished turns: such a directory is never deleted."""
+    journal = run_dir / "turns.jsonl"
+    return journal.is_file() and journal.stat().st_size > 0
 
 
 def _run_job(job: Job, manifest: EvalManifest, store: Store, backend: Backend, run_dir: Path) -> Transcript:
     if (run_dir / "manifest.json").is_file():
         return api.resume(run_dir, store=store, backend=backend)
-    if run_dir.exists():
+    if run_dir.exists() and not _has_journal(run_dir):
         shutil.rmtree(run_dir)  # claimed, but killed before its manifest: nothing in it
     registry = Registry.model_validate(manifest.registry)
     panel = manifest.panel if job.kind == "debate" else reflect_panel(manifest.panel)
     registry = registry.with_panel(panel)
     s = manifest.settings
     settings = DebateSettings(rounds=s.rounds, seed=job.seed, temperature=s.temperature, max_tokens=s.max_tokens,
-                              early_stop=False, reason_first=s.reason_first, debias=s.debias)
+                              early_stop=False, reason_first=s.reason_first, debias=s.debias, vote_draw=s.vote_draw)
     q = job.question
     return api.start_run(q.question, q.options, registry=registry, store=store, panel=panel.name, settings=settings,
                          runtime=manifest.runtime, run_dir=run_dir, backend=backend, with_moderator=False, integer=q.integer)

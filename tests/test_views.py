@@ -1,0 +1,193 @@
+"""A vote is the seat's view: its most probable option, whatever its temperature, unless the run draws; a
+change of mind is a change of that option, never a redraw; a result says how close it was and whether the
+seats' own probabilities agree with it."""
+
+import json
+
+import pytest
+
+from localpanel.draw import choose, pick
+from localpanel.protocol import Turn
+from localpanel.render import render
+from localpanel.scripted import PositionBiased, ScriptedBackend
+from localpanel.tally import margin_line, result_line, shifts_without_flip, tally, turning_points
+from localpanel.transcript import Manifest, Transcript
+
+from .test_protocol import ballot, env, run, script  # noqa: F401  (the four-seat scripted panel: Ann, Bob, Cy, Di)
+
+LEANING = {"Yes": 0.6, "No": 0.4}
+
+
+def leaning(order: list[str]) -> dict[str, float]:
+    return dict(LEANING)  # no position effect: every seat leans Yes, by 0.6 to 0.4
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.7, 2.0])
+def test_the_vote_is_the_most_probable_option_at_every_temperature(env, temperature):  # noqa: F811
+    for seed in range(10):
+        t = run(env, ScriptedBackend(default=PositionBiased(leaning)), seed=seed, temperature=temperature)
+        assert [x.vote for x in t.rounds[0].turns] == ["Yes"] * 4
+        assert t.result.line == "Unanimous — Yes (4/4 votes)"
+        assert "drawn" not in render(t, "text")
+
+
+def test_with_the_draw_setting_the_vote_is_the_draw(env):  # noqa: F811
+    votes = []
+    for seed in range(10):
+        t = run(env, ScriptedBackend(default=PositionBiased(leaning)), seed=seed, temperature=2.0, vote_draw=True)
+        assert t.settings.vote_draw
+        for x in t.rounds[0].turns:
+            values = list(x.confidence)
+            assert x.vote == values[pick(values, [x.confidence[v] for v in values], 2.0, x.seed, "vote")]
+            votes.append(x.vote)
+            assert x.view == "Yes"
+        text = render(t, "text", width=400)
+        assert "--vote-draw" in text
+        for fmt in ("markdown", "html"):
+            assert "--vote-draw" in render(t, fmt)
+        if any(x.vote == "No" for x in t.rounds[0].turns):
+            assert "(drawn; most probable: Yes)" in text
+    assert 5 < votes.count("No") < 35  # p(No) at temperature 2 is 0.45: drawn, not argued
+
+
+def test_a_tie_in_probability_goes_to_the_smallest_text_never_the_listing_order():
+    for values in (["b", "a"], ["a", "b"]):
+        assert values[choose(values, [0.5, 0.5], 0.7, 3, "vote", draw=False)] == "a"
+    # read at the 6 decimals a ballot records: a difference below them is a tie
+    assert ["b", "a"][choose(["b", "a"], [0.5000001, 0.4999999], 0.7, 3, "vote", draw=False)] == "a"
+
+
+def turn(name, round_no, vote, confidence, attributed_to=None):
+    return Turn(participant=name, round=round_no, vote=vote, rationale="Because it reads so.", confidence=confidence,
+                option_order=list(confidence), seed=11, attributed_to=attributed_to)
+
+
+def test_a_redraw_is_no_change_of_mind_and_a_flip_is():
+    names = ["Ann", "Bob"]
+    r1 = [turn("Ann", 1, "Yes", {"Yes": 0.7, "No": 0.3}), turn("Bob", 1, "No", {"Yes": 0.2, "No": 0.8})]
+    redraw = [turn("Ann", 2, "No", {"Yes": 0.65, "No": 0.35}), turn("Bob", 2, "No", {"Yes": 0.25, "No": 0.75})]
+    assert turning_points(names, [r1, redraw]) == []
+    flip = [turn("Ann", 2, "No", {"Yes": 0.3, "No": 0.7}, attributed_to="Bob"), turn("Bob", 2, "No", {"Yes": 0.2, "No": 0.8})]
+    [p] = turning_points(names, [r1, flip])
+    assert (p.participant, p.from_vote, p.to_vote, p.attributed_to) == ("Ann", "Yes", "No", "Bob")
+    # a flip of the view while the drawn vote stayed is a change of mind too
+    held = [turn("Ann", 2, "Yes", {"Yes": 0.3, "No": 0.7}), turn("Bob", 2, "No", {"Yes": 0.2, "No": 0.8})]
+    assert [(p.participant, p.to_vote) for p in turning_points(names, [r1, held])] == [("Ann", "No")]
+
+
+def test_a_debate_of_redraws_has_no_turning_point_and_no_persuader(env):  # noqa: F811
+    """Votes drawn (--vote-draw) that change while every seat's most probable option stays."""
+    yes, no = {"Yes": 0.7, "No": 0.3}, {"Yes": 0.3, "No": 0.7}
+    backend = script(ScriptedBackend(), [
+        {"Ann": ballot("Yes", confidence=yes), "Bob": ballot("No", confidence=yes), "Cy": ballot("No", confidence=no), "Di": ballot("No", confidence=no)},
+        {"Ann": ballot("No", confidence=yes, attributed_to="Cy"), "Bob": ballot("Yes", confidence=yes, attributed_to="Ann"),
+         "Cy": ballot("No", confidence=no), "Di": ballot("No", confidence=no)},
+    ])
+    t = run(env, backend, rounds=2, early_stop=False, vote_draw=True)
+    assert [x.vote for x in t.rounds[1].turns] == ["No", "Yes", "No", "No"]  # two votes changed...
+    assert t.turning_points == [] and t.persuasion == [] and t.most_persuasive is None  # ...no mind did
+    assert "None: nobody changed their mind." in render(t, "text")
+
+
+def counted(votes: dict[str, int], probabilities: dict[str, float] | None = None):
+    options = list(votes)
+    turns, k = [], 0
+    for option, n in votes.items():
+        for _ in range(n):
+            conf = probabilities or {o: float(o == option) for o in options}
+            turns.append(turn(f"S{k}", 1, option, conf))
+            k += 1
+    return tally(options, turns)
+
+
+def test_the_margin_on_constructed_tallies():
+    clear = counted({"Yes": 4, "No": 0})
+    assert clear.margin == 2 and "2 seats voting No instead would make it a tie" in margin_line(clear)
+    one_seat = counted({"Yes": 3, "No": 2})
+    assert one_seat.margin == 1 and "1 seat voting No instead would put No ahead" in margin_line(one_seat)
+    three = counted({"A": 2, "B": 1, "C": 1})
+    assert three.margin == 1 and three.runners_up == ["B", "C"] and "voting B or C instead would put B or C ahead" in margin_line(three)
+    tie = counted({"Yes": 2, "No": 2})
+    assert tie.margin == 0 and "a tie; one ballot for No or Yes would decide it" in margin_line(tie)
+    assert counted({"Yes": 0, "No": 0}).margin is None and margin_line(counted({"Yes": 0, "No": 0})) is None
+    for t in (clear, one_seat, three):
+        assert t.probability_agrees is True and "mean probability agrees" in margin_line(t)
+    assert tie.probability_leader is None and "The seats' mean probability is a tie too: No 50% / Yes 50%." in margin_line(tie)
+
+
+def test_votes_and_mean_probability_that_disagree_are_said_plainly():
+    # three seats lean Yes by a hair, one is sure of No: the votes say Yes, the mean probability No
+    turns = [turn(f"S{k}", 1, "Yes", {"Yes": 0.55, "No": 0.45}) for k in range(3)] + [turn("S3", 1, "No", {"Yes": 0.01, "No": 0.99})]
+    t = tally(["Yes", "No"], turns)
+    assert t.winner == "Yes" and t.probability_leader == "No" and t.probability_agrees is False
+    assert result_line(t) == "Supermajority — Yes (3/4 votes); but the seats' mean probability favours No"
+    assert "does not agree: it favours No (58%; Yes 42%)" in margin_line(t)
+    data = t.model_dump(mode="json")
+    assert data["margin"] == 1 and data["probability_leader"] == "No" and data["probability_agrees"] is False
+
+
+def test_paths_and_a_big_move_without_a_flip_on_every_card(env):  # noqa: F811
+    backend = script(ScriptedBackend(), [
+        {"Ann": ballot("Yes", confidence={"Yes": 0.8, "No": 0.2}), "Bob": ballot("No", confidence={"Yes": 0.1, "No": 0.9}),
+         "Cy": ballot("No", confidence={"Yes": 0.4, "No": 0.6}), "Di": ballot("Yes", confidence={"Yes": 0.7, "No": 0.3})},
+        {"Ann": ballot("Yes", confidence={"Yes": 0.55, "No": 0.45}), "Bob": ballot("No", confidence={"Yes": 0.1, "No": 0.9}),
+         "Cy": ballot("Yes", confidence={"Yes": 0.7, "No": 0.3}, attributed_to="Di"), "Di": ballot("Yes", confidence={"Yes": 0.75, "No": 0.25})},
+    ])
+    t = run(env, backend, rounds=2, early_stop=False)
+    assert t.probability_paths["Ann"].option == "Yes" and t.probability_paths["Ann"].probabilities == [0.8, 0.55]
+    assert t.probability_paths["Cy"].option == "Yes" and t.probability_paths["Cy"].probabilities == [0.4, 0.7]
+    [shift] = t.shifts
+    sentence = "Ann held Yes, but Yes 0.80 → 0.55 in round 2, toward No (argued by Bob, Cy)."
+    assert (shift.participant, shift.before, shift.after, shift.toward) == ("Ann", 0.8, 0.55, "No")
+    text = render(t, "text", width=400)
+    assert "  Ann  Yes 0.80 → 0.55" in text and sentence in text
+    assert "Margin:" in text
+    md = render(t, "markdown")
+    assert "| Ann | Yes | 0.80 | 0.55 |" in md and sentence in md
+    page = render(t, "html")
+    assert 'class="chart paths"' in page and page.count('class="path"') == 4 and sentence in page
+    data = json.loads(render(t, "json"))
+    assert data["probability_paths"]["Cy"] == {"option": "Yes", "probabilities": [0.4, 0.7]}
+    assert data["rounds"][-1]["tally"]["margin"] == 1 and data["shifts"][0]["argued_by"] == ["Bob", "Cy"]
+    assert shifts_without_flip(["Ann"], [[t.rounds[0].turns[0]], [t.rounds[1].turns[0]]], at_least=0.3) == []
+
+
+def test_the_text_card_shows_the_votes_of_an_integer_question(env):  # noqa: F811
+    """The votes block used to sit under `if positions:`, which an integer question (no options) never has."""
+    backend = script(ScriptedBackend(), [{n: {"vote": 42 if n != "Di" else 41, "rationale": f"{n} counted it twice."}
+                                          for n in ("Ann", "Bob", "Cy", "Di")}])
+    registry, store = env
+    from localpanel import api
+    from localpanel.protocol import DebateSettings
+
+    t = api.start_run("How many?", [], registry=registry, store=store, backend=backend, settings=DebateSettings(),
+                      with_moderator=False, integer=True)
+    text = render(t, "text", width=400)
+    assert t.positions is None
+    assert "Vote: 42" in text and "Vote: 41" in text and "Di counted it twice." in text
+
+
+def test_a_run_saved_before_votes_were_views_reads_as_drawn(env):  # noqa: F811
+    """Schema 1 (no vote_draw in its settings) drew every vote: it is read that way, and its turning points are
+    read again from its ballots, so a redraw it once counted is no longer a change of mind."""
+    yes = {"Yes": 0.7, "No": 0.3}
+    backend = script(ScriptedBackend(), [
+        {n: ballot("Yes", confidence=yes) for n in ("Ann", "Bob", "Cy", "Di")} | {"Di": ballot("No", confidence=yes)},
+        {n: ballot("Yes", confidence=yes) for n in ("Ann", "Bob", "Cy", "Di")},
+    ])
+    t = run(env, backend, rounds=2, early_stop=False, vote_draw=True)
+    data = json.loads(t.model_dump_json())
+    data["schema_version"] = 1
+    del data["settings"]["vote_draw"]
+    del data["probability_paths"], data["shifts"]
+    data["turning_points"] = [{"round": 2, "participant": "Di", "from_vote": "No", "to_vote": "Yes", "attributed_to": None,
+                               "rationale": "x"}]
+    old = Transcript.model_validate(data)
+    assert old.settings.vote_draw is True and old.turning_points == [] and old.probability_paths["Di"].option == "Yes"
+    registry, store = env
+    run_dir = store.runs_dir / t.id
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest["schema_version"] = 1
+    del manifest["settings"]["vote_draw"]
+    assert Manifest.model_validate(manifest).settings.vote_draw is True
+    assert Manifest.model_validate({**manifest, "schema_version": 2}).settings.vote_draw is False
