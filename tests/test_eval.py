@@ -266,3 +266,81 @@ def test_two_evals_are_compared_paired_over_the_questions_both_finished(env, que
     eval_api.run(z, LocalExecutor(env[1], _runtime(), backend=ScriptedBackend(default=lambda r: {"rationale": "It is cold.", "vote": "No", **({"attributed_to": None} if "attributed_to" in r.schema_["properties"] else {})})))
     none = CliRunner().invoke(cli, ["eval", "compare", str(a), str(z)])
     assert none.exit_code == 2 and "no finished question in common" in none.output
+
+
+LEANING_SET = [{"id": f"q{k}", "question": f"Is claim {k} true?", "options": ["Yes", "No"], "answer": "Yes"} for k in range(6)]
+
+
+def leaning_eval(env, tmp_path, name, **settings):  # noqa: F811
+    """Every seat leans to the right answer by 0.6 to 0.4; at temperature 2 a draw takes the wrong one 45% of the time."""
+    from localpanel.eval.questions import load_source
+    from localpanel.scripted import PositionBiased
+
+    registry, store = env
+    source = write_jsonl(tmp_path / f"{name}.jsonl", LEANING_SET)
+    eval_dir = eval_api.prepare(load_source(str(source)), registry=registry, store=store, panel=registry.panel(),
+                                settings=EvalSettings(rounds=2, seed=3, temperature=2.0, **settings), runtime=_runtime(),
+                                out_dir=tmp_path / name)
+    backend = ScriptedBackend(default=PositionBiased(lambda order: {"Yes": 0.6, "No": 0.4}))
+    return eval_api.run(eval_dir, LocalExecutor(store, _runtime(), backend=backend))
+
+
+def test_drawn_votes_and_views_are_scored_from_the_same_ballots_both_ways(env, tmp_path):  # noqa: F811
+    views = leaning_eval(env, tmp_path, "views")
+    assert views.modes["single"].value == 1.0 and views.modes["vote"].value == 1.0 and views.modes["debate"].value == 1.0
+    assert views.as_drawn["single"].value < 0.8 and views.as_views == {}  # the same ballots, drawn: a dice roll
+    gain = views.views_gain["single"]
+    assert gain.value == pytest.approx(1.0 - views.as_drawn["single"].value) and gain.n == 6
+    drawn = leaning_eval(env, tmp_path, "drawn", vote_draw=True)
+    assert drawn.vote_draw and drawn.modes["single"].value < 0.8 and drawn.as_drawn == {}
+    assert drawn.as_views["single"].value == 1.0 and drawn.as_views["debate"].value == 1.0
+    # redrawing round 1 from the ballots of the views eval gives exactly the drawn eval's round 1 (same noise)
+    assert drawn.modes["single"].value == pytest.approx(views.as_drawn["single"].value)
+    assert drawn.view_changes and drawn.view_changes[0].changes == 0 < drawn.conformity[0].changes  # redraws only
+    text = render_report(drawn, "text")
+    assert "Drawn votes and views" in text and "changes of view (most probable option)" in text
+    assert "drawn; difference" in render_report(views, "markdown") and "## Drawn votes and views" in render_report(views, "markdown")
+
+
+class FailingAt(ScriptedBackend):
+    """Raises ``error`` at its ``at``-th request: a machine that runs out of memory, a model that does not load."""
+
+    def __init__(self, inner, at, error):
+        super().__init__(default=inner.default)
+        self.at, self.error = at, error
+
+    def generate(self, request, on_token=None):
+        if len(self.requests) == self.at:
+            self.requests.append(request)
+            raise self.error
+        return super().generate(request, on_token)
+
+
+def test_a_machine_error_stops_the_eval_and_deletes_nothing(env, question_file, tmp_path):  # noqa: F811
+    """Issue 23.1: a context that cannot be created (too little memory) inside question 2 used to delete the
+    question's journaled turns and record it, and every question after it, as 'could not run'."""
+    from localpanel.errors import ModelLoadError, NotPulledError
+
+    eval_dir = start(env, question_file, tmp_path / "ev")
+    oom = ModelLoadError("llama.cpp could not create a context (too little memory?).")
+    with pytest.raises(ModelLoadError):
+        eval_api.run(eval_dir, LocalExecutor(env[1], _runtime(), backend=FailingAt(scripted(), 11, oom)))
+    second = eval_dir / "runs" / "00001-q2"
+    assert (second / "turns.jsonl").read_text().count('"kind": "turn"') == 3  # its finished turns are kept
+    assert not list(eval_dir.rglob("failed.json"))
+    with pytest.raises(NotPulledError):
+        eval_api.run(eval_dir, LocalExecutor(env[1], _runtime(), backend=FailingAt(scripted(), 0, NotPulledError("x"))))
+    assert not list(eval_dir.rglob("failed.json")) and (second / "turns.jsonl").is_file()
+    backend = scripted()
+    report = eval_api.run(eval_dir, LocalExecutor(env[1], _runtime(), backend=backend))
+    assert report.failed_questions == {} and report.questions == 3
+    assert len(backend.requests) == 2 * 8 - 3  # question 2's three journaled turns were not asked again
+
+
+def test_a_question_that_cannot_run_is_recorded_and_the_eval_goes_on(env, question_file, tmp_path):  # noqa: F811
+    from localpanel.errors import ContextOverflowError
+
+    eval_dir = start(env, question_file, tmp_path / "ev")
+    too_long = ContextOverflowError("The question does not fit Ann's context.")
+    report = eval_api.run(eval_dir, LocalExecutor(env[1], _runtime(), backend=FailingAt(scripted(), 8, too_long)))
+    assert report.failed_questions == {"q2": "The question does not fit Ann's context."} and report.questions == 3

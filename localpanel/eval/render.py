@@ -57,6 +57,13 @@ def _lines(r: Report) -> dict[str, list[str]]:
             g = r.views_gain.get(mode)
             views.append(f"{mode}: {pct(r.modes.get(mode))} ± {se(r.modes.get(mode))} drawn, {pct(v)} ± {se(v)} as views; "
                          f"difference {100 * g.value:+.1f} ± {se(g)} points (paired over {g.n} questions)" if g else "")
+    if r.as_drawn:
+        views.append("Votes are each seat's most probable option. The same round-1 ballots with each vote drawn at its "
+                     "seat's temperature (the same Gumbel noise; how votes were cast before they were views):")
+        for mode, d in r.as_drawn.items():
+            g = r.views_gain.get(mode)
+            views.append(f"{mode}: {pct(r.modes.get(mode))} ± {se(r.modes.get(mode))} as views, {pct(d)} ± {se(d)} drawn; "
+                         f"difference {100 * g.value:+.1f} ± {se(g)} points (paired over {g.n} questions)" if g else "")
     indep = []
     if r.effective_votes is not None:
         total = len(r.participants) * (len(r.participants) - 1) // 2

@@ -16,6 +16,7 @@ from collections import Counter
 import numpy as np
 from pydantic import BaseModel
 
+from ..draw import pick
 from ..tally import undebiased_vote
 from ..transcript import Transcript
 from .questions import DU_ET_AL, EvalQuestion
@@ -102,6 +103,9 @@ class QuestionResult(BaseModel):
     raw_confidence: list[dict[str, float]] | None = None
     # When the votes were drawn: per round, per participant, the seat's most probable option of the same ballot.
     views: list[list[str | None]] | None = None
+    # When the votes were views: round 1, per participant, the vote the draw at the seat's temperature gives from
+    # the same ballot (the same Gumbel noise): what the eval would have scored before votes were views.
+    drawn: list[str | None] | None = None
     shown_first: list[str | None] = []  # round 1, per participant: the option shown first (None: no options)
     shown_last: list[str | None] = []
     integer: bool = False  # answered with an integer: no options, so no probabilities
@@ -131,6 +135,15 @@ class QuestionResult(BaseModel):
         out["debate"] = majority_score(self.views[-1], self.answer)
         return out
 
+    def drawn_scores(self) -> dict[str, float]:
+        """single and vote in round 1 with each vote drawn at its seat's temperature from the same ballot (only
+        for an eval whose votes were views; later rounds read texts the draw would have changed)."""
+        if self.drawn is None:
+            return {}
+        out = self._round_one(self.drawn, self.confidence)
+        out.pop("weighted", None)
+        return out
+
     def _round_one(self, first: list[str | None], confidence: list[dict[str, float]]) -> dict[str, float]:
         out = {"single": float(np.mean([v == self.answer for v in first])), "vote": majority_score(first, self.answer)}
         if not self.integer:
@@ -148,6 +161,15 @@ class QuestionResult(BaseModel):
         """The share of this question's valid round-1 ballots that went to the option shown at that place."""
         pairs = [(v, s) for v, s in zip(votes, shown) if v is not None and s is not None]
         return float(np.mean([v == s for v, s in pairs])) if pairs else None
+
+
+def redrawn(turn, temperature: float) -> str | None:
+    """The vote a turn would have drawn at ``temperature`` from its (debiased) probabilities, with its own seed's
+    Gumbel noise: the draw votes were before they were views."""
+    if not turn.valid or not turn.confidence:
+        return turn.vote if turn.valid else None
+    values = list(turn.confidence)
+    return values[pick(values, [turn.confidence[v] for v in values], temperature, turn.seed, "vote")]
 
 
 def failed_question(index: int, q: EvalQuestion, names: list[str], rounds: int, reason: str) -> QuestionResult:
@@ -180,6 +202,10 @@ def read_question(index: int, q: EvalQuestion, debate: Transcript, reflect: Tran
     )
     if debate.settings.vote_draw and debate.options:
         result.views = votes(debate, names, lambda x: x.view)
+    elif debate.options:
+        draw_at = {p.name: p.temperature if debate.settings.temperature is None else debate.settings.temperature
+                   for p in debate.participants}
+        result.drawn = [redrawn(first[n], draw_at[n]) if n in first else None for n in names]
     if debate.settings.debias and debate.options and any(t.raw_confidence for t in first.values()):
         temperature = {p.name: debate.settings.vote_temperature(p.temperature) for p in debate.participants}
         result.undebiased = [undebiased_vote(first[n], temperature[n]) if n in first else None for n in names]
@@ -228,8 +254,10 @@ class Report(BaseModel):
     # how debiasing moves the weighted vote of the whole panel, model by model. Empty with one model.
     weighted_by_model: dict[str, dict[str, Estimate]] = {}
     # An eval whose votes were drawn: single, vote and debate from the same ballots with each vote read as its
-    # seat's most probable option, the paired difference views - drawn, and the changes of view per round.
+    # seat's most probable option, the paired difference views - drawn, and the changes of view per round. An
+    # eval whose votes were views: round-1 single and vote as the draw would have had them (``as_drawn``).
     as_views: dict[str, Estimate] = {}
+    as_drawn: dict[str, Estimate] = {}
     views_gain: dict[str, Estimate] = {}
     view_changes: list[Conformity] = []
     vote_draw: bool = False
@@ -273,11 +301,15 @@ def build_report(manifest, results: list[QuestionResult], seconds: float) -> Rep
     viewed = [(s, v) for s, r in zip(per_q, results) if (v := r.view_scores())]
     as_views = {m: estimate([v[m] for _, v in viewed]) for m in ("single", "vote", "debate") if any(m in v for _, v in viewed)}
     views_gain = {m: estimate([v[m] - s[m] for s, v in viewed if m in s]) for m in as_views}
+    redraws = [(s, d) for s, r in zip(per_q, results) if (d := r.drawn_scores())]
+    as_drawn = {m: estimate([d[m] for _, d in redraws]) for m in ("single", "vote") if any(m in d for _, d in redraws)}
+    if as_drawn:
+        views_gain = {m: estimate([s[m] - d[m] for s, d in redraws if m in s]) for m in as_drawn}
     return Report(
         name=manifest.questions.name, source=manifest.questions.source, sha256=manifest.questions.sha256,
         questions=len(results), participants=names, rounds=n_rounds, modes=modes, debate_minus_vote=diff,
         undebiased=undebiased, debias_gain=gain, positions=positions(results),
-        as_views=as_views, views_gain=views_gain, vote_draw=manifest.settings.vote_draw,
+        as_views=as_views, as_drawn=as_drawn, views_gain=views_gain, vote_draw=manifest.settings.vote_draw,
         view_changes=conformity([r.model_copy(update={"votes": r.views}) for r in results if r.views is not None]),
         weighted_by_model=weighted_by_model(results, [p.model for p in manifest.panel.participants]),
         failed_questions={r.id: r.failure for r in results if r.failure},
