@@ -689,10 +689,11 @@ def mcp_command(ctx: CliState, threads: int | None) -> None:
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on. Anything but this machine's loopback exposes every run to the network, with no login.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="Port to listen on (0: any free port).")
+@click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME", help="Also answer requests addressed to this host name (repeat): the name other machines use to reach this one. Loopback names and the --host address are always allowed; no wildcard is.")
 @click.option("--threads", type=click.IntRange(1), help="CPU threads for llama.cpp (default: the CPUs this process may use).")
 @pass_ctx
 @errors_to_sentences
-def serve(ctx: CliState, host: str, port: int, threads: int | None) -> None:
+def serve(ctx: CliState, host: str, port: int, allow_hosts: tuple[str, ...], threads: int | None) -> None:
     """A local web page: start polls and debates, watch ballots land live, read, resume and replay past runs.
 
     Runs started there are ordinary run directories (`show`, `replay`, `--resume` work on them) and queue one at
@@ -702,15 +703,20 @@ def serve(ctx: CliState, host: str, port: int, threads: int | None) -> None:
     from .service import Service
     from .web import serve as serve_web
 
+    from .web import WILDCARDS, allowed_hosts
+
+    names = allowed_hosts(host, allow_hosts)  # a bad --allow-host is refused before anything starts
     if host not in LOOPBACK:
         click.echo(f"Warning: listening on {host}: anyone who can reach this port can start runs and read every run; "
-                   "there is no login.", err=True)
+                   f"there is no login. Requests are answered when addressed to: {', '.join(names)}"
+                   + (" (add the name others use with --allow-host)" if host in WILDCARDS else "") + ".", err=True)
     shown = f"[{host}]" if ":" in host else host
 
     def ready(bound: int) -> None:
         click.echo(f"localpanel is at http://{shown}:{bound}/ (Ctrl-C stops it; a run going on stays resumable)", err=True)
 
-    stopped = serve_web(Service(Store(), RuntimeSettings(threads=threads), ctx.models_file), host, port, on_ready=ready)
+    stopped = serve_web(Service(Store(), RuntimeSettings(threads=threads), ctx.models_file), host, port, on_ready=ready,
+                        allow_hosts=allow_hosts)
     click.echo("Stopped.", err=True)
     for run_id, kind in stopped:
         click.echo(f"Run {run_id} was stopped and is saved; finish it from the page, or with: localpanel {kind} --resume {run_id}", err=True)

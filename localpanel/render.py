@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 import textwrap
 
 from .charts import option_colors, paths_chart, persuasion_chart, probability_bar, votes_chart
@@ -179,7 +180,7 @@ def _footer(t: Transcript) -> str:
 
 
 def markdown(t: Transcript) -> str:
-    out = [f"# {t.question}", "", f"*{_title(t)}*", "", f"**Result: {t.result.line}**", ""]
+    out = [f"# {_md(t.question)}", "", f"*{_md(_title(t))}*", "", f"**Result: {_md(t.result.line)}**", ""]
     if margin := _margin(t):
         out += [_md(margin), ""]
     if how := _how_voted(t):
@@ -236,8 +237,14 @@ def markdown(t: Transcript) -> str:
     return "\n".join(out) + "\n"
 
 
+# What a Markdown renderer would read as markup: emphasis, code, links and images (which it fetches), raw HTML
+# (which it may run), tables. Model-written text and user input have every such character backslash-escaped.
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>!|~#&])")
+
+
 def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("*", "\\*").replace("_", "\\_")
+    """Text as Markdown shows it literally: no link, image, HTML tag or emphasis it could smuggle in."""
+    return _MD_SPECIAL.sub(r"\\\1", text)
 
 
 _CSS = """

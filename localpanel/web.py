@@ -9,6 +9,7 @@ string the page shows is inserted as text, never as markup.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from importlib.resources import files
 from typing import Any
@@ -207,13 +208,40 @@ def build(service: Service, hosts: list[str]) -> Starlette:
     return Starlette(routes=routes, middleware=middleware)
 
 
-def serve(service: Service, host: str = "127.0.0.1", port: int = 8765, on_ready=None) -> list[tuple[str, str]]:
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+WILDCARDS = ("0.0.0.0", "::", "")
+
+
+def _as_host_header(name: str) -> str:
+    """A name as the Host header carries it (lower case; an IPv6 literal in brackets)."""
+    name = name.strip().lower()
+    if name.startswith("[") and name.endswith("]"):
+        return name
+    try:
+        ipaddress.IPv6Address(name)
+        return f"[{name}]"
+    except ValueError:
+        return name
+
+
+def allowed_hosts(host: str, extra: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """The names a request's Host may carry: this machine's loopback names, the address the server is bound to
+    (a wildcard such as 0.0.0.0 is no name a browser sends), and the names given with --allow-host. Never "*":
+    a page on another site that rebinds its name to this address is refused whatever --host is."""
+    names = [*LOOPBACK_NAMES, *([] if host.strip() in WILDCARDS else [host]), *extra]
+    for name in extra:
+        if not name.strip() or "*" in name or "/" in name:
+            raise InputError(f"--allow-host {name!r} is not a host name; give the name or address clients use, e.g. --allow-host myhost.lan.")
+    return list(dict.fromkeys(_as_host_header(n) for n in names))
+
+
+def serve(service: Service, host: str = "127.0.0.1", port: int = 8765, on_ready=None,
+          allow_hosts: list[str] | tuple[str, ...] = ()) -> list[tuple[str, str]]:
     """Serve until Ctrl-C (or SIGTERM); a run still going is stopped at its next event and stays resumable.
     Returns the runs so stopped, as (id, kind)."""
     import uvicorn
 
-    hosts = ["127.0.0.1", "localhost", "::1"] if host in ("127.0.0.1", "localhost", "::1") else ["*"]
-    app = build(service, hosts)
+    app = build(service, allowed_hosts(host, allow_hosts))
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=3,
                             lifespan="off")
     server = uvicorn.Server(config)

@@ -139,7 +139,7 @@ def test_show_renders_every_format(saved_run, tmp_path):
     text = invoke("show", saved_run.id).output
     assert "Result: Unanimous — <b>Yes</b> (1/1 votes)" in text and "One · tiny" in text
     md = invoke("show", saved_run.id, "--format", "markdown").output
-    assert md.startswith("# Is <script> safe?") and "| Option | Votes |" in md
+    assert md.startswith("# Is \\<script\\> safe?") and "| Option | Votes |" in md  # shown as text, never as a tag
     html = invoke("show", saved_run.id, "--format", "html").output
     assert "<script>" not in html and "&lt;script&gt;" in html and html.startswith("<!doctype html>")
     assert "http" not in html  # self-contained: no external assets

@@ -191,3 +191,18 @@ def test_a_run_saved_before_votes_were_views_reads_as_drawn(env):  # noqa: F811
     del manifest["settings"]["vote_draw"]
     assert Manifest.model_validate(manifest).settings.vote_draw is True
     assert Manifest.model_validate({**manifest, "schema_version": 2}).settings.vote_draw is False
+
+
+SMUGGLED = "Trust me ![pixel](http://evil.example/p.png) <img src=x onerror=alert(1)> [click](http://evil.example) `x`."
+
+
+def test_the_markdown_card_renders_model_text_as_text(env):  # noqa: F811
+    """Issue 23.15: only | * _ were escaped, so a model-written image or HTML tag reached the client's renderer
+    (the Markdown card is also the MCP resource). Checked with a real CommonMark renderer."""
+    from markdown_it import MarkdownIt
+
+    backend = script(ScriptedBackend(), [{n: ballot("Yes", SMUGGLED) for n in ("Ann", "Bob", "Cy", "Di")}])
+    t = run(env, backend, question="Is <b>this</b> ![q](http://evil.example/q.png) fine?")
+    page = MarkdownIt("commonmark").enable("table").render(render(t, "markdown"))
+    assert "<img" not in page and "<a " not in page and "<b>" not in page and "<code>" not in page
+    assert "Trust me ![pixel](http://evil.example/p.png) &lt;img src=x onerror=alert(1)&gt;" in page

@@ -127,3 +127,58 @@ def test_a_finished_run_replays_from_the_page_and_cannot_be_resumed(server):
     assert status == 200 and b'"state": "finished"' in stream
     snap = json.loads(call(f"{base}/api/runs/{run_id}/replay")[2])
     assert snap["state"] == "finished" and snap["replay"]["identical"] and snap["replay"]["turns_compared"] == 4
+
+
+def serving(service, host, **kw):
+    """A real server on ``host`` (a free port), for a test of the names it answers to."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        s.bind((host, 0))
+        port = s.getsockname()[1]
+    ready = threading.Event()
+    threading.Thread(target=web.serve, args=(service, host, port), kwargs={"on_ready": lambda p: ready.set(), **kw},
+                     daemon=True).start()
+    assert ready.wait(10)
+    return port
+
+
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def service(env):
+    registry, store = env
+    backend = ScriptedBackend(default=lambda req: ballot("Yes", "Sure of it.", who=False))
+    service = Service(store, registry_file=str(registry.path), make_backend=lambda runtime: backend)
+    yield service
+    service.close()
+
+
+def test_a_server_bound_beyond_the_loopback_names_still_refuses_a_rebinding_host(service):
+    """Issue 23.11: any --host but 127.0.0.1/localhost/::1 used to allow every Host ("*"). 127.0.0.2 is on this
+    machine's loopback range but not among those names: the path a LAN address takes, without leaving the machine."""
+    port = serving(service, "127.0.0.2", allow_hosts=("panel.lan",))
+    base = f"http://127.0.0.2:{port}"
+    assert call(f"{base}/", headers={"Host": "evil.example"})[0] == 400
+    assert call(f"{base}/", headers={"Host": f"evil.example:{port}"})[0] == 400
+    assert call(f"{base}/")[0] == 200  # addressed to the bound address itself
+    assert call(f"{base}/", headers={"Host": f"panel.lan:{port}"})[0] == 200  # --allow-host
+    assert call(f"{base}/", headers={"Host": f"localhost:{port}"})[0] == 200
+    assert web.allowed_hosts("0.0.0.0") == ["127.0.0.1", "localhost", "[::1]"]  # a wildcard is no name
+    assert "*" not in web.allowed_hosts("192.168.1.5", ["nas.lan"]) and "192.168.1.5" in web.allowed_hosts("192.168.1.5")
+    with pytest.raises(Exception, match="not a host name"):
+        web.allowed_hosts("0.0.0.0", ["*"])
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="this machine has no IPv6 loopback")
+def test_ipv6_loopback_answers_its_own_address(service):
+    """Issue 23.12: --host ::1 refused every request: the Host header carries [::1]:PORT."""
+    port = serving(service, "::1")
+    assert call(f"http://[::1]:{port}/")[0] == 200
+    assert call(f"http://[::1]:{port}/", headers={"Host": "evil.example"})[0] == 400
