@@ -14,7 +14,7 @@ from .events import EventSink, RunEvents
 from .moderator import ModeratorReport, moderate
 from .prompting import run_date
 from .protocol import Debate, DebateSettings, Question, Seat, Turn
-from .registry import Registry
+from .registry import Panel, Registry
 from .runtime import Backend, RuntimeSettings
 from .store import Store
 from .transcript import Manifest, ParticipantRecord, RunDir, Transcript, build_transcript, find_run, now, run_id
@@ -32,6 +32,15 @@ def seats_for(registry: Registry, store: Store, panel_name: str | None) -> tuple
     panel = registry.panel(panel_name)
     seats = [Seat(p, registry.model(p.model), store.path_for(registry.model(p.model))) for p in panel.participants]
     return seats, panel.name
+
+
+def panel_runtime(panel: Panel, runtime: RuntimeSettings | None) -> RuntimeSettings:
+    """The runtime a run of ``panel`` runs under: the caller's settings, with the panel's memory limit where the
+    caller set none. Resolved once, before any backend is built, so that the backend runs as the manifest says."""
+    runtime = runtime or RuntimeSettings()
+    if runtime.max_memory is None and panel.max_memory:
+        runtime = runtime.model_copy(update={"max_memory": parse_size(panel.max_memory)})
+    return runtime
 
 
 @dataclass
@@ -64,15 +73,13 @@ def prepare_run(
     """Check every input (question, panel, weights, context) and claim the run directory with its manifest;
     nothing runs. Under the store's runs unless ``run_dir``."""
     settings = settings or DebateSettings()
-    runtime = runtime or RuntimeSettings()
     q = Question.checked(question, options, integer)
     seats, panel_name = seats_for(registry, store, panel)
     panel_obj = registry.panel(panel_name)
+    runtime = panel_runtime(panel_obj, runtime)
     moderator_spec = registry.model(panel_obj.moderator_model) if with_moderator else None
     if moderator_spec is not None:
         store.path_for(moderator_spec)
-    if runtime.max_memory is None and panel_obj.max_memory:
-        runtime = runtime.model_copy(update={"max_memory": parse_size(panel_obj.max_memory)})
     backend = backend or _backend(runtime)
     Debate(q, seats, settings, backend).check_fits()
     models = {s.model.name: s.model for s in seats}
@@ -115,7 +122,7 @@ def start_run(
 
     ``how`` is the rest of ``prepare_run``'s keywords (registry, panel, settings, run_dir, with_moderator,
     integer). ``on_start`` is told the run directory once it is claimed; ``on_event`` gets the run's events."""
-    runtime = runtime or RuntimeSettings()
+    runtime = panel_runtime(how["registry"].panel(how.get("panel")), runtime)
     backend = backend or _backend(runtime)
     prepared = prepare_run(question, options, store=store, runtime=runtime, backend=backend, **how)
     if on_start:

@@ -46,7 +46,9 @@ class Service:
         self.registry_file = registry_file
         self.make_backend = make_backend or api._backend
         self.queue = RunQueue(MachineLock.of_store(self.store.home), sentence)
-        self.backend: Backend | None = None  # the worker's: models stay loaded from one run to the next
+        # The worker's backend, for the runtime of the run it last ran: models stay loaded from one run to the next.
+        self.backend: Backend | None = None
+        self.backend_runtime: RuntimeSettings | None = None
 
     def registry(self) -> Registry:
         """Read again for every start, so that a model the user added meanwhile is found."""
@@ -58,9 +60,15 @@ class Service:
             self.backend.close()
             self.backend = None
 
-    def _worker_backend(self):
+    def _worker_backend(self, runtime: RuntimeSettings) -> Backend:
+        """The worker's backend for a run's own runtime (its manifest's: batch and context size, GPU layers,
+        memory limit, one at a time), so that a run resumed or replayed here runs as it was made. A run under
+        other settings gets a backend of its own; the previous one is closed, so one set of models is loaded."""
+        if self.backend is not None and self.backend_runtime != runtime:
+            self.backend.close()
+            self.backend = None
         if self.backend is None:
-            self.backend = self.make_backend(self.runtime)
+            self.backend, self.backend_runtime = self.make_backend(runtime), runtime
         return self.backend
 
     # -- starting work ----------------------------------------------------------------------------------
@@ -99,7 +107,7 @@ class Service:
                 checker.close()
 
         def work(sink):
-            backend = self._worker_backend()
+            backend = self._worker_backend(prepared.manifest.runtime)
             return api.continue_run(prepared.run, prepared.manifest, prepared.seats, backend, self.store, sink)
 
         return self.queue.submit(Job(prepared.id, prepared.manifest.kind, work))
@@ -112,10 +120,10 @@ class Service:
             raise InputError(f"Run {run.path.name} has already finished; there is nothing to resume.")
         manifest = run.manifest()
         api.same_version(run, manifest, "resume")
-        seats = api.manifest_seats(manifest, self.store)
+        api.manifest_seats(manifest, self.store)  # weights missing: said now, not from the queue
 
         def work(sink):
-            return api.continue_run(run, manifest, seats, self._worker_backend(), self.store, sink)
+            return api.resume(run.path, store=self.store, backend=self._worker_backend(manifest.runtime), on_event=sink)
 
         return self.queue.submit(Job(run.path.name, manifest.kind, work))
 
@@ -127,8 +135,10 @@ class Service:
         if self.queue.busy_with(run.path.name):
             raise InputError(f"Run {run.path.name} is still running; replay it once it has finished.")
 
+        runtime = run.manifest().runtime
+
         def work(sink):
-            report = api.replay(run.path, store=self.store, backend=self._worker_backend(), on_event=sink)
+            report = api.replay(run.path, store=self.store, backend=self._worker_backend(runtime), on_event=sink)
             return replay_summary(report)
 
         return self.queue.submit(Job(key, "replay", work))

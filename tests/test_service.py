@@ -154,3 +154,66 @@ def test_a_run_is_read_by_id_only_never_by_path(service, tmp_path):
     for bad in ("../etc", "/etc", "a/b", ""):
         with pytest.raises(InputError):
             service.snapshot(bad)
+
+
+def capped(env):
+    """The scripted registry with a panel that carries a memory limit (as the shipped hub-small does)."""
+    from localpanel.registry import load_registry
+
+    registry, store = env
+    path = registry.path
+    text = path.read_text().replace("panels:\n", "panels:\n  capped:\n    moderator: alpha\n    max_memory: 1GiB\n"
+                                    "    participants:\n      - {name: Ann, model: alpha}\n      - {name: Bob, model: beta}\n", 1)
+    path.write_text(text)
+    return load_registry(path), store
+
+
+def test_a_panels_memory_limit_is_the_backends_and_the_manifests(env, monkeypatch):
+    """Issue 23.4: start_run built the backend from the caller's runtime, then recorded the panel's limit in the
+    manifest only: the manifest said 1 GiB while the backend ran unbounded."""
+    registry, store = capped(env)
+    built = []
+
+    def spy(runtime):
+        built.append(runtime)
+        return ScriptedBackend(default=lambda req: ballot("Yes", who=False))
+
+    monkeypatch.setattr(api, "_backend", spy)
+    t = api.start_run("Is it?", ["Yes", "No"], registry=registry, store=store, panel="capped", with_moderator=False)
+    assert t.runtime.max_memory == 2**30
+    assert [r.max_memory for r in built] == [2**30] and built[0] == t.runtime
+    # the service: the worker's backend runs under the run's own runtime
+    svc = Service(store, registry_file=str(registry.path), make_backend=spy)
+    try:
+        job = svc.start("Is it?", panel="capped", moderator=False)
+        wait_for(lambda: job.state == "finished")
+        assert svc.backend_runtime == api.load_run(job.id, store).runtime and svc.backend_runtime.max_memory == 2**30
+    finally:
+        svc.close()
+
+
+def test_the_service_resumes_and_replays_a_run_under_its_own_runtime(env):
+    """Issue 23.5: the page and MCP resumed and replayed with the server's runtime while the manifest claimed the
+    run's (one at a time, another batch size)."""
+    from localpanel.runtime import RuntimeSettings
+
+    registry, store = env
+    built = []
+
+    def spy(runtime):
+        built.append(runtime)
+        return ScriptedBackend(default=lambda req: ballot("Yes", who=False))
+
+    own = RuntimeSettings(batch_sequences=False, batch_size=64)
+    prepared = api.prepare_run("Is it?", ["Yes", "No"], registry=registry, store=store, runtime=own,
+                               backend=spy(RuntimeSettings()), with_moderator=False)
+    svc = Service(store, runtime=RuntimeSettings(threads=1), registry_file=str(registry.path), make_backend=spy)
+    try:
+        job = svc.resume(prepared.id)
+        wait_for(lambda: job.state == "finished")
+        assert built[-1] == own and api.load_run(prepared.id, store).runtime == own
+        replay = svc.replay(prepared.id)
+        wait_for(lambda: replay.state == "finished")
+        assert built[-1] == own and all(r.threads is None for r in built)  # never the server's threads=1
+    finally:
+        svc.close()

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from ..api import panel_runtime
 from ..atomic import atomic_write_json, atomic_write_text
 from ..errors import InputError
 from ..registry import Panel, Registry
@@ -36,6 +37,7 @@ def prepare(questions: QuestionSet, *, registry: Registry, store: Store, panel: 
     if "weighted" in settings.modes and all(q.integer for q in questions.questions):
         settings = settings.model_copy(update={"modes": [m for m in settings.modes if m != "weighted"]})
     eval_dir = Path(out_dir) if out_dir else store.home / "evals" / eval_id(questions)
+    runtime = panel_runtime(panel, runtime)  # the panel's memory limit, applied by every backend the eval builds
     manifest = EvalManifest(id=eval_dir.name, created_at=now(), questions=questions, panel=panel,
                             registry=registry.with_panel(panel).model_dump(mode="json"), settings=settings, runtime=runtime)
     create(eval_dir, manifest)
