@@ -8,6 +8,10 @@ For each of 20 opinion questions, a poll on the panel at one seed, with its opti
 - **coherence**: the moderator's model reads each rationale without its vote and picks, grammar-forced and
   debiased, the option it argues for; coherence is the share that matches the vote.
 With --reason-first the same questions are also polled once with reason-first ballots, for the comparison.
+With --draw they are also polled once with votes drawn at each seat's temperature (--vote-draw): in vote-first
+ballots the vote's probabilities come before any sampled text, so these are the same probabilities, read as a
+draw instead of as each seat's most probable option; the study counts the questions whose result differs, and
+judges the coherence of both.
 Runs one poll at a time in one process (models load once). Prints a table, or one JSON object with --json.
 """
 
@@ -92,6 +96,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--questions", type=int, default=len(QUESTIONS), help="how many of the 20 questions")
     ap.add_argument("--reason-first", action="store_true", help="also poll each question once with reason-first ballots")
+    ap.add_argument("--draw", action="store_true", help="also poll each question once with drawn votes (--vote-draw)")
+    ap.add_argument("--orders", type=int, default=3, choices=(1, 2, 3), help="typing orders per vote-first poll (default 3)")
     ap.add_argument("--threads", type=int, default=physical_cores())
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
@@ -102,15 +108,15 @@ def main() -> None:
     judge_path = store.path_for(judge_spec)
     if (warning := busy_warning(a.threads)) is not None:
         print(f"warning: {warning}", file=sys.stderr)
-    styles = {"vote-first": False} | ({"reason-first": True} if a.reason_first else {})
+    styles = {"vote-first": False} | ({"reason-first": True} if a.reason_first else {}) | ({"drawn": False} if a.draw else {})
     rows: dict[str, list[dict]] = {style: [] for style in styles}
     mismatches: list[str] = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as runs, LlamaBackend(RuntimeSettings(threads=a.threads)) as backend:
         for qi, (question, options) in enumerate(QUESTIONS[: a.questions]):
             for style, reason_first in styles.items():
-                settings = DebateSettings(seed=a.seed, reason_first=reason_first)
-                typed = orders(options) if style == "vote-first" else [options]
+                settings = DebateSettings(seed=a.seed, reason_first=reason_first, vote_draw=style == "drawn")
+                typed = orders(options)[: a.orders] if style == "vote-first" else [options]
                 results = []
                 for k, opts in enumerate(typed):
                     t0 = time.perf_counter()
@@ -125,7 +131,7 @@ def main() -> None:
                            for r in results[1:])
                 if not same:
                     mismatches.append(f"q{qi + 1} {style}")
-                temperature = {p.name: p.temperature for p in t.participants}
+                temperature = {p.name: settings.vote_temperature(p.temperature) for p in t.participants}
                 turns = t.rounds[0].turns
                 readings = judge(Question(text=question, options=options), turns, judge_spec, judge_path, backend, seed=a.seed)
                 rows[style].append({
@@ -133,8 +139,12 @@ def main() -> None:
                     "result": t.result.line, "coherent": sum(r.coherent for r in readings),
                     "judged": sum(r.read_as is not None for r in readings),
                     "readings": [r.model_dump() for r in readings], "seconds": round(sum(r.seconds for r in results), 1),
+                    "drawn_against_view": sum(x.valid and x.vote != x.view for x in turns),
                     **positions(turns, temperature),
                 })
+                if style == "drawn":
+                    views = rows["vote-first"][-1]
+                    rows[style][-1]["same_result_as_views"] = t.result.line.split(";")[0] == views["result"].split(";")[0]
     summary = {}
     for style, rs in rows.items():
         summary[style] = {
@@ -147,7 +157,10 @@ def main() -> None:
             "coherence": sum(r["coherent"] for r in rs) / max(1, sum(r["judged"] for r in rs)),
             "coherence_per_question": share([{**r, "ballots": r["judged"]} for r in rs], "coherent"),
             "seconds_per_poll": float(np.mean([r["seconds"] / r["orders"] for r in rs])) if rs else None,
+            "drawn_against_view": sum(r["drawn_against_view"] for r in rs),
         }
+        if style == "drawn":
+            summary[style]["result_differs_from_views"] = sum(not r["same_result_as_views"] for r in rs)
     out = {"panel": a.panel, "seed": a.seed, "judge": judge_spec.name, "summary": summary, "mismatches": mismatches,
            "rows": rows, "seconds": round(time.perf_counter() - started, 1)}
     if a.json:
@@ -157,8 +170,11 @@ def main() -> None:
         for style, s in summary.items():
             pct = lambda v: f"{100 * v[0]:.0f}% ± {100 * v[1]:.0f}"  # noqa: E731
             print(f"\n{style}: {s['questions']} questions, {s['ballots']} ballots")
-            if style == "vote-first":
-                print(f"  identical in all 3 typing orders: {s['identical_in_all_orders']}/{s['questions']}")
+            if style == "vote-first" and a.orders > 1:
+                print(f"  identical in all {a.orders} typing orders: {s['identical_in_all_orders']}/{s['questions']}")
+            if style == "drawn":
+                print(f"  votes against their seat's most probable option: {s['drawn_against_view']} of {s['ballots']}")
+                print(f"  result differs from the votes-as-views poll: {s['result_differs_from_views']} of {s['questions']} questions")
             print(f"  votes for the option shown first: {pct(s['first'])} debiased, {pct(s['first_shown_order'])} in the "
                   f"order shown alone (chance {100 * s['chance']:.0f}%)")
             print(f"  votes for the option shown last:  {pct(s['last'])} debiased, {pct(s['last_shown_order'])} in the order shown alone")

