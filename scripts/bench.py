@@ -8,6 +8,8 @@ memory and model loads are measured per phase:
 - debate / naive: the fixed 4-seat debate at 3 and at 6 rounds, localpanel's runtime and the naive one;
 - nodebias: the first of those debates again with --no-debias: what scoring each vote under every rotation
   of the options costs (the default needs it to stay within 25% of the debate's wall time);
+- draw: the first debate again with --vote-draw: votes drawn at each seat's temperature instead of each seat's
+  most probable option (the default); both score the same alternatives, so neither should cost more decoding;
 - first: time from launching `python -m localpanel poll` on the tiny panel to its first ballot token.
 The compute floor of a debate is its new prompt tokens over the prompt rate plus its ballot tokens over the
 best batched decode rate, per model, all measured in this run; floor_ratio is the debate's wall over it.
@@ -262,7 +264,7 @@ class NaiveBackend:
         self.inner.close()
 
 
-def phase_debate(naive: bool, threads: int, rounds: int, panel: str, debias: bool = True) -> dict:
+def phase_debate(naive: bool, threads: int, rounds: int, panel: str, debias: bool = True, vote_draw: bool = False) -> dict:
     registry = load_registry(shipped_registry_path())
     real = Store()
     with tempfile.TemporaryDirectory() as home:
@@ -271,7 +273,7 @@ def phase_debate(naive: bool, threads: int, rounds: int, panel: str, debias: boo
         backend = NaiveBackend(threads) if naive else LlamaBackend(RuntimeSettings(threads=threads))
         t0 = time.perf_counter()
         t = api.start_run(QUESTION, OPTIONS, registry=registry, store=store, backend=backend, panel=panel,
-                          settings=DebateSettings(rounds=rounds, seed=7, early_stop=False, debias=debias))
+                          settings=DebateSettings(rounds=rounds, seed=7, early_stop=False, debias=debias, vote_draw=vote_draw))
         wall = time.perf_counter() - t0
         loads = backend.model_loads
         if naive:
@@ -357,7 +359,9 @@ def main() -> None:
     ap.add_argument("--skip-naive", action="store_true", help="skip the naive debates (the slowest phases)")
     ap.add_argument("--skip-decode", action="store_true", help="skip the constrained-against-free decode comparison")
     ap.add_argument("--skip-debias", action="store_true", help="skip the --no-debias debate (what debiasing costs)")
-    ap.add_argument("--phase", choices=["limits", "decode", "debate", "naive", "nodebias", "first"], help=argparse.SUPPRESS)
+    ap.add_argument("--skip-draw", action="store_true", help="skip the --vote-draw debate (what votes as views cost)")
+    ap.add_argument("--only-views", action="store_true", help="run only the debate and the --vote-draw debate")
+    ap.add_argument("--phase", choices=["limits", "decode", "debate", "naive", "nodebias", "draw", "first"], help=argparse.SUPPRESS)
     ap.add_argument("--single-rounds", type=int, default=3, help=argparse.SUPPRESS)
     a = ap.parse_args()
 
@@ -368,6 +372,7 @@ def main() -> None:
             "debate": lambda: phase_debate(False, a.threads, a.single_rounds, a.panel),
             "naive": lambda: phase_debate(True, a.threads, a.single_rounds, a.panel),
             "nodebias": lambda: phase_debate(False, a.threads, a.single_rounds, a.panel, debias=False),
+            "draw": lambda: phase_debate(False, a.threads, a.single_rounds, a.panel, vote_draw=True),
             "first": lambda: phase_first(a.panel),
         }[a.phase]()
         print(json.dumps(out))
@@ -387,6 +392,20 @@ def main() -> None:
         print(f"warning: {w}", file=sys.stderr)
     common = ["--threads", str(a.threads), "--panel", a.panel]
     progress = (lambda msg: print(msg, file=sys.stderr, flush=True))
+    if a.only_views:
+        r = a.rounds[0]
+        progress(f"bench: {r}-round debate, votes as views…")
+        views = run_phase(["--phase", "debate", "--single-rounds", str(r), *common])
+        progress(f"bench: {r}-round debate, votes drawn…")
+        drawn = run_phase(["--phase", "draw", "--single-rounds", str(r), *common])
+        out = {"views": views, "drawn": drawn, "views_cost": views["wall_s"] / drawn["wall_s"] - 1}
+        if a.json:
+            print(json.dumps(out, indent=2))
+        else:
+            print(f"{r}-round debate: {views['wall_s']:.1f} s with votes as views, {drawn['wall_s']:.1f} s drawn "
+                  f"({out['views_cost']:+.1%}); {views['runtime_stats']['tokens']} against "
+                  f"{drawn['runtime_stats']['tokens']} tokens through llama_decode")
+        return
     progress("bench: time to first token (tiny panel)…")
     firsts = []
     for _ in range(3):  # the first launch also warms the page cache; the best of three is the start-up cost
@@ -418,6 +437,11 @@ def main() -> None:
         progress(f"bench: {main_r}-round debate without debiasing…")
         nodebias = run_phase(["--phase", "nodebias", "--single-rounds", str(main_r), *common])
 
+    drawn = None
+    if not a.skip_draw:
+        progress(f"bench: {main_r}-round debate with drawn votes…")
+        drawn = run_phase(["--phase", "draw", "--single-rounds", str(main_r), *common])
+
     def speedup(r):
         return naives[r]["wall_s"] / debates[r]["wall_s"] if r in naives else None
 
@@ -434,6 +458,8 @@ def main() -> None:
         "moderator_share": d["moderator_s"] / d["wall_s"],
         "debias_cost": d["wall_s"] / nodebias["wall_s"] - 1 if nodebias else None,
         "no_debias": nodebias,
+        "views_cost": d["wall_s"] / drawn["wall_s"] - 1 if drawn else None,
+        "vote_draw": drawn,
         "first_token_s": first["first_token_s"],
         "batched_decode_tok_s": {m: lim["batched_decode_tok_s"] for m, lim in limits.items()},
         "prompt_tok_s": {m: lim["prompt_tok_s"] for m, lim in limits.items()},
@@ -481,6 +507,10 @@ def main() -> None:
         if r in naives:
             print(f"speedup vs naive at {r} rounds: {speedup(r):.2f}x")
     print(f"moderator share of the {main_r}-round debate: {result['moderator_share']:.1%}")
+    if drawn:
+        print(f"votes as views (the default) against drawn votes: {d['wall_s']:.1f} s against {drawn['wall_s']:.1f} s "
+              f"({result['views_cost']:+.1%}; {d['runtime_stats']['tokens']} against {drawn['runtime_stats']['tokens']} "
+              "tokens through llama_decode: both score every option; only the choice differs)")
     if nodebias:
         print(f"debiasing (every vote scored under each rotation of the options): {d['wall_s']:.1f} s against "
               f"{nodebias['wall_s']:.1f} s with --no-debias, +{result['debias_cost']:.1%} of the wall time "
