@@ -300,7 +300,7 @@ def test_drawn_votes_and_views_are_scored_from_the_same_ballots_both_ways(env, t
     assert drawn.view_changes and drawn.view_changes[0].changes == 0 < drawn.conformity[0].changes  # redraws only
     text = render_report(drawn, "text")
     assert "Drawn votes and views" in text and "changes of view (most probable option)" in text
-    assert "drawn; difference" in render_report(views, "markdown") and "## Drawn votes and views" in render_report(views, "markdown")
+    assert "drawn, both over 6 questions; difference" in render_report(views, "markdown") and "## Drawn votes and views" in render_report(views, "markdown")
 
 
 class FailingAt(ScriptedBackend):
@@ -381,3 +381,44 @@ def test_the_ray_executor_stops_only_a_ray_it_started(monkeypatch):
     with pytest.raises(InputError, match="needs 6 CPUs"):
         RayExecutor(_runtime().model_copy(update={"threads": 2}), workers=3)
     assert calls == ["init", "shutdown"]  # refused after starting: stopped again
+
+
+def test_a_reflect_answer_is_kept_when_the_questions_debate_could_not_run(env, question_file, tmp_path):  # noqa: F811
+    """Issue 23.10: the reflect run's answer was thrown away (scored as failed) when the debate of the same
+    question failed. The reflect run seats one participant, so it can fit where the four-seat debate does not."""
+    from localpanel.errors import ContextOverflowError
+
+    eval_dir = start(env, question_file, tmp_path / "ev", modes=["single", "vote", "debate", "reflect"])
+    inner = scripted()
+
+    class DebateOfQ1Fails(ScriptedBackend):
+        def generate(self, request, on_token=None):
+            if "sky" in request.messages[1].content and request.key != "Ann":  # only the debate seats Bob, Cy, Di
+                raise ContextOverflowError("The question does not fit Bob's context.")
+            return super().generate(request, on_token)
+
+    backend = DebateOfQ1Fails(default=inner.default)
+    report = eval_api.run(eval_dir, LocalExecutor(env[1], _runtime(), backend=backend))
+    assert report.failed_questions == {"q1": "The question does not fit Bob's context."}
+    # q1's reflect run (Ann alone: Yes, right) counts; q2 (No, right) and q3 (42, right) too
+    assert report.modes["reflect"].value == pytest.approx(1.0) and report.modes["reflect"].n == 3
+
+
+def test_the_debiasing_comparison_is_over_one_set_of_questions(env, question_file, tmp_path):  # noqa: F811
+    """Issue 23.7: 'debiased' counted every question and 'in the order shown' only those with raw probabilities
+    (not q3, answered with an integer), so the printed difference was not the difference of the two figures."""
+    from localpanel.scripted import PositionBiased
+
+    inner = scripted().default
+    first_shown = PositionBiased(lambda order: {o: (0.8 if i == 0 else 0.2) for i, o in enumerate(order)})
+
+    def answer(request):  # options: a model that likes whatever it sees first; integers: the script
+        return first_shown(request) if "enum" in request.schema_["properties"]["vote"] else inner(request)
+
+    eval_dir = start(env, question_file, tmp_path / "ev")
+    report = eval_api.run(eval_dir, LocalExecutor(env[1], _runtime(), backend=ScriptedBackend(default=answer)))
+    same, raw, gain = report.debiased_same["single"], report.undebiased["single"], report.debias_gain["single"]
+    assert report.modes["single"].n == 3 and same.n == raw.n == gain.n == 2
+    assert gain.value == pytest.approx(same.value - raw.value)
+    line = next(x for x in render_report(report, "text").splitlines() if x.strip().startswith("single:") and "debiased" in x)
+    assert f"{100 * same.value:.1f} ± {100 * same.stderr:.1f} debiased, {100 * raw.value:.1f}" in line and "both over 2 questions" in line

@@ -77,8 +77,9 @@ def _result(manifest, index: int, done: dict, wanted: set) -> QuestionResult | N
     if isinstance(debate, JobFailure):
         names = [p.name for p in manifest.panel.participants]
         result = failed_question(index, q, names, manifest.settings.rounds, debate.reason)
-        if reflect is not None:
-            result.reflect = [None]
+        if reflect is not None:  # the reflect run is scored on its own merits, whatever happened to the debate
+            result.reflect = ([None] if isinstance(reflect, JobFailure)
+                              else [v[0] for v in read_question(index, q, reflect, None).votes])
         return result
     return read_question(index, q, debate, reflect)
 

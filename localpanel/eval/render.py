@@ -54,16 +54,16 @@ def _lines(r: Report) -> dict[str, list[str]]:
         views.append("Votes were drawn at each seat's temperature (--vote-draw). The same ballots with each vote read as its "
                      "seat's most probable option:")
         for mode, v in r.as_views.items():
-            g = r.views_gain.get(mode)
-            views.append(f"{mode}: {pct(r.modes.get(mode))} ± {se(r.modes.get(mode))} drawn, {pct(v)} ± {se(v)} as views; "
-                         f"difference {100 * g.value:+.1f} ± {se(g)} points (paired over {g.n} questions)" if g else "")
+            g, cast = r.views_gain.get(mode), r.as_cast.get(mode)
+            views.append(f"{mode}: {pct(cast)} ± {se(cast)} drawn, {pct(v)} ± {se(v)} as views, both over {v.n} questions; "
+                         f"difference {100 * g.value:+.1f} ± {se(g)} points (paired)" if g else "")
     if r.as_drawn:
         views.append("Votes are each seat's most probable option. The same round-1 ballots with each vote drawn at its "
                      "seat's temperature (the same Gumbel noise; how votes were cast before they were views):")
         for mode, d in r.as_drawn.items():
-            g = r.views_gain.get(mode)
-            views.append(f"{mode}: {pct(r.modes.get(mode))} ± {se(r.modes.get(mode))} as views, {pct(d)} ± {se(d)} drawn; "
-                         f"difference {100 * g.value:+.1f} ± {se(g)} points (paired over {g.n} questions)" if g else "")
+            g, cast = r.views_gain.get(mode), r.as_cast.get(mode)
+            views.append(f"{mode}: {pct(cast)} ± {se(cast)} as views, {pct(d)} ± {se(d)} drawn, both over {d.n} questions; "
+                         f"difference {100 * g.value:+.1f} ± {se(g)} points (paired)" if g else "")
     indep = []
     if r.effective_votes is not None:
         total = len(r.participants) * (len(r.participants) - 1) // 2
@@ -73,8 +73,9 @@ def _lines(r: Report) -> dict[str, list[str]]:
     debias = []
     for mode, raw in r.undebiased.items():
         g = r.debias_gain.get(mode)
-        debias.append(f"{mode}: {pct(r.modes.get(mode))} ± {se(r.modes.get(mode))} debiased, {pct(raw)} ± {se(raw)} in the order shown; "
-                      f"difference {100 * g.value:+.1f} ± {se(g)} points (paired over {g.n} questions)" if g else "")
+        same = r.debiased_same.get(mode, r.modes.get(mode))  # a report saved before it had no debiased_same
+        debias.append(f"{mode}: {pct(same)} ± {se(same)} debiased, {pct(raw)} ± {se(raw)} in the order shown, both over "
+                      f"{raw.n} questions; difference {100 * g.value:+.1f} ± {se(g)} points (paired)" if g else "")
     for model, w in r.weighted_by_model.items():
         debias.append(f"weighted vote of {model}'s seats alone: {pct(w['debiased'])} ± {se(w['debiased'])} debiased, "
                       f"{pct(w['shown'])} ± {se(w['shown'])} in the order shown")

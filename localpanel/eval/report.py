@@ -249,6 +249,9 @@ class Report(BaseModel):
     # paired difference debiased - undebiased per mode; empty when the eval was not debiased.
     undebiased: dict[str, Estimate] = {}
     debias_gain: dict[str, Estimate] = {}
+    # The debiased figures over the very questions ``undebiased`` covers (those with raw probabilities), so that
+    # the two sides and their difference are over one set (``modes`` covers every question).
+    debiased_same: dict[str, Estimate] = {}
     positions: PositionReport | None = None
     # The weighted vote of each model's seats alone, debiased and in the order shown ("debiased", "shown"):
     # how debiasing moves the weighted vote of the whole panel, model by model. Empty with one model.
@@ -258,6 +261,7 @@ class Report(BaseModel):
     # eval whose votes were views: round-1 single and vote as the draw would have had them (``as_drawn``).
     as_views: dict[str, Estimate] = {}
     as_drawn: dict[str, Estimate] = {}
+    as_cast: dict[str, Estimate] = {}  # the votes as cast, over the same questions as as_views / as_drawn
     views_gain: dict[str, Estimate] = {}
     view_changes: list[Conformity] = []
     vote_draw: bool = False
@@ -298,17 +302,20 @@ def build_report(manifest, results: list[QuestionResult], seconds: float) -> Rep
     raw = [(s, u) for s, u in raw if u]
     undebiased = {m: estimate([u[m] for _, u in raw if m in u]) for m in ("single", "vote", "weighted") if any(m in u for _, u in raw)}
     gain = {m: estimate([s[m] - u[m] for s, u in raw if m in u and m in s]) for m in undebiased}
+    debiased_same = {m: estimate([s[m] for s, u in raw if m in u and m in s]) for m in undebiased}
     viewed = [(s, v) for s, r in zip(per_q, results) if (v := r.view_scores())]
     as_views = {m: estimate([v[m] for _, v in viewed]) for m in ("single", "vote", "debate") if any(m in v for _, v in viewed)}
     views_gain = {m: estimate([v[m] - s[m] for s, v in viewed if m in s]) for m in as_views}
+    as_cast = {m: estimate([s[m] for s, v in viewed if m in s]) for m in as_views}
     redraws = [(s, d) for s, r in zip(per_q, results) if (d := r.drawn_scores())]
     as_drawn = {m: estimate([d[m] for _, d in redraws]) for m in ("single", "vote") if any(m in d for _, d in redraws)}
     if as_drawn:
         views_gain = {m: estimate([s[m] - d[m] for s, d in redraws if m in s]) for m in as_drawn}
+        as_cast = {m: estimate([s[m] for s, d in redraws if m in s]) for m in as_drawn}
     return Report(
         name=manifest.questions.name, source=manifest.questions.source, sha256=manifest.questions.sha256,
         questions=len(results), participants=names, rounds=n_rounds, modes=modes, debate_minus_vote=diff,
-        undebiased=undebiased, debias_gain=gain, positions=positions(results),
+        undebiased=undebiased, debias_gain=gain, debiased_same=debiased_same, positions=positions(results), as_cast=as_cast,
         as_views=as_views, as_drawn=as_drawn, views_gain=views_gain, vote_draw=manifest.settings.vote_draw,
         view_changes=conformity([r.model_copy(update={"votes": r.views}) for r in results if r.views is not None]),
         weighted_by_model=weighted_by_model(results, [p.model for p in manifest.panel.participants]),
