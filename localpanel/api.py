@@ -102,6 +102,7 @@ def prepare_run(
     )
     if run_dir:
         run = RunDir.create(Path(run_dir), manifest)
+        store.remember_elsewhere(run.path)  # so that `prune` keeps the weights it names
     else:
         run = RunDir.create_unique(store.runs_dir, run_id(q.text), manifest)
     return PreparedRun(run, run.manifest(), seats)

@@ -644,15 +644,21 @@ def runs_rm(ctx: CliState, refs: tuple[str, ...], dry_run: bool) -> None:
 @pass_ctx
 @errors_to_sentences
 def prune(ctx: CliState, yes: bool, as_json: bool) -> None:
-    """Remove weights from the store that no models.yaml layer names (a dry run unless --yes)."""
-    stale = ctx.store.unreferenced(ctx.registry)
+    """Remove weights from the store that no models.yaml layer, pin, saved run or eval names (a dry run unless
+    --yes). Runs and evals under the store, and those made elsewhere with --run-dir or --out-dir, are all read."""
+    registry = ctx.registry
+    stale = ctx.store.unreferenced(registry)
     total = sum(p.stat().st_size for p in stale)
+    layers = list(dict.fromkeys(str(p) for p in [*registry.origins.values(), registry.path] if p))
     if yes:
         for p in stale:
             ctx.store.remove(p)
     if as_json:
-        click.echo(json.dumps({"removed" if yes else "would_remove": [str(p) for p in stale], "bytes": total}, indent=2))
+        click.echo(json.dumps({"removed" if yes else "would_remove": [str(p) for p in stale], "bytes": total,
+                               "registry_layers": layers}, indent=2))
         return
+    click.echo(f"Kept: what these models.yaml layers name ({', '.join(layers)}), local pins, and every run and eval "
+               "saved under the store or made elsewhere with --run-dir / --out-dir.")
     for p in stale:
         click.echo(f"{'removed' if yes else 'would remove'} {p} ({_size(p.stat().st_size) if p.exists() else 'gone'})")
     if not stale:

@@ -166,18 +166,49 @@ class Store:
         return self._rehash(sha256, name, self.progress)
 
     def unreferenced(self, registry: Registry) -> list[Path]:
-        """Weights in the store that no model of ``registry``, no local pin and no saved run (which replay needs)
-        names: what `prune` removes."""
+        """Weights in the store that no model of ``registry``, no local pin and no saved run or eval names (replay
+        and resume need theirs): what `prune` removes."""
         named = {spec.sha256 for spec in registry.models.values() if spec.sha256}
         named |= {pin.get("sha256") for pin in self.pins().values()}
-        for manifest in self.runs_dir.glob("*/manifest.json") if self.runs_dir.is_dir() else []:
-            try:
-                named |= set(json.loads(manifest.read_text(encoding="utf-8")).get("sha256", {}).values())
-            except (OSError, ValueError, AttributeError):
-                continue
+        named |= self.named_by_runs()
         if not self.models_dir.is_dir():
             return []
         return sorted(p for p in self.models_dir.glob("*.gguf") if p.stem not in named)
+
+    ELSEWHERE = "elsewhere.txt"
+
+    def remember_elsewhere(self, path: Path) -> None:
+        """Note a run or eval directory made outside the store (--run-dir, --out-dir), so that `prune` keeps the
+        weights it names. One line per directory, appended."""
+        path = Path(path).resolve()
+        if path.is_relative_to(self.home.resolve()):
+            return
+        self.home.mkdir(parents=True, exist_ok=True)
+        if str(path) in self.elsewhere_lines():
+            return
+        with open(self.home / self.ELSEWHERE, "a", encoding="utf-8") as f:
+            f.write(f"{path}\n")
+
+    def elsewhere_lines(self) -> list[str]:
+        try:
+            return [x for x in (self.home / self.ELSEWHERE).read_text(encoding="utf-8").splitlines() if x.strip()]
+        except OSError:
+            return []
+
+    def named_by_runs(self) -> set[str]:
+        """The sha256 of every weight a saved run or eval names: under runs/ and evals/ (every run inside an eval,
+        and the eval's own registry), and in the run and eval directories made elsewhere that are still there."""
+        named: set[str] = set()
+        roots = [self.runs_dir, self.home / "evals", *(Path(x) for x in self.elsewhere_lines())]
+        for root in roots:
+            if not root.is_dir():
+                continue
+            for manifest in root.rglob("manifest.json"):
+                named |= set(_json_get(manifest, "sha256", {}).values())
+            for eval_json in root.rglob("eval.json"):
+                models = _json_get(eval_json, "registry", {}).get("models", {})
+                named |= {m.get("sha256") for m in models.values() if isinstance(m, dict) and m.get("sha256")}
+        return named
 
     def remove(self, blob: Path) -> None:
         """Delete stored weights and their verified mark."""
@@ -368,3 +399,12 @@ def add_model(store: Store, registry: Registry, ref: str, name: str | None = Non
     target.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(target, new_text)
     return Added(name, entry, target, fetched.linked)
+
+
+def _json_get(path: Path, key: str, default):
+    """A key of a JSON object file, or ``default`` when the file cannot be read as one."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8")).get(key, default)
+    except (OSError, ValueError, AttributeError):
+        return default
+    return value if isinstance(value, type(default)) else default

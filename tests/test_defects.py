@@ -394,3 +394,50 @@ def test_a_cli_run_waits_while_another_run_holds_the_machine(env, monkeypatch): 
     assert started and released and started[0] >= released[0]
     again = invoke("poll", "--resume", str(run_dir))  # free now: no wait, nothing said
     assert again.exit_code == 0 and "Waiting" not in again.output
+
+
+def _other_model(tmp_path, store, name):
+    """A model pulled into the store from a registry of its own, which the registry `prune` reads does not list."""
+    from localpanel.registry import load_registry
+
+    from .ggufdata import sha, tiny_gguf
+
+    data = tiny_gguf(name)
+    (tmp_path / f"{name}.gguf").write_bytes(data)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"models:\n  {name}:\n    sha256: {sha(data)}\n    sources: [file://{tmp_path / (name + '.gguf')}]\n"
+                    f"panels:\n  default:\n    moderator: {name}\n    participants:\n      - {{name: Ann, model: {name}}}\n"
+                    f"      - {{name: Bob, model: {name}}}\n")
+    registry = load_registry(path)
+    store.pull(registry.model(name))
+    return registry, sha(data)
+
+
+def test_prune_keeps_what_runs_inside_evals_and_runs_made_elsewhere_name(env, tmp_path, monkeypatch):  # noqa: F811
+    """Issue 23.2: prune read runs/*/manifest.json only, so it deleted the weights of runs inside eval directories,
+    of --run-dir runs and of evals made with --out-dir."""
+    from localpanel.eval import api as eval_api
+    from localpanel.eval.questions import load_source
+    from localpanel.eval.runner import EvalSettings
+    from localpanel.runtime import RuntimeSettings
+
+    registry, store = env
+    yes = lambda req: ballot("Yes", who=False)  # noqa: E731
+    away, away_sha = _other_model(tmp_path, store, "gamma")
+    api.start_run("Is it?", ["Yes", "No"], registry=away, store=store, backend=ScriptedBackend(default=yes),
+                  run_dir=tmp_path / "elsewhere" / "run", with_moderator=False)
+    inside, inside_sha = _other_model(tmp_path, store, "delta")
+    api.start_run("Is it?", ["Yes", "No"], registry=inside, store=store, backend=ScriptedBackend(default=yes),
+                  run_dir=store.home / "evals" / "an-eval" / "runs" / "00000-q1", with_moderator=False)
+    evaluated, eval_sha = _other_model(tmp_path, store, "epsilon")
+    (tmp_path / "q.jsonl").write_text('{"id": "q1", "question": "Is it?", "options": ["Yes", "No"], "answer": "Yes"}\n')
+    eval_api.prepare(load_source(str(tmp_path / "q.jsonl")), registry=evaluated, store=store, panel=evaluated.panel(),
+                     settings=EvalSettings(), runtime=RuntimeSettings(), out_dir=tmp_path / "elsewhere" / "eval")
+    orphan = store.models_dir / ("ab" * 32 + ".gguf")
+    orphan.write_bytes(b"GGUF not named anywhere")
+    monkeypatch.setenv("LOCALPANEL_MODELS", str(registry.path))
+    dry = invoke("prune")
+    assert dry.exit_code == 0 and f"Kept: what these models.yaml layers name ({registry.path})" in dry.output
+    done = json.loads(invoke("prune", "--yes", "--json").output)
+    assert done["removed"] == [str(orphan)] and done["registry_layers"] == [str(registry.path)]
+    assert all(store.blob(s).exists() for s in (away_sha, inside_sha, eval_sha))

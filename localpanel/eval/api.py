@@ -41,6 +41,7 @@ def prepare(questions: QuestionSet, *, registry: Registry, store: Store, panel: 
     manifest = EvalManifest(id=eval_dir.name, created_at=now(), questions=questions, panel=panel,
                             registry=registry.with_panel(panel).model_dump(mode="json"), settings=settings, runtime=runtime)
     create(eval_dir, manifest)
+    store.remember_elsewhere(eval_dir)  # an --out-dir outside the store: `prune` keeps the weights it names
     return eval_dir
 
 
