@@ -629,11 +629,13 @@ def runs_rm(ctx: CliState, refs: tuple[str, ...], dry_run: bool) -> None:
         if dry_run:
             click.echo(f"would delete {path}")
             continue
-        journal = RunDir(path)
-        if journal.journal_path.is_file():
-            with journal.lock():  # refuses a run being written
-                shutil.rmtree(path)
-        else:
+        with contextlib.ExitStack() as held:  # refuses a run or an eval being written, and any run inside an eval
+            if (path / "eval.json").is_file():
+                from .eval.runner import eval_lock
+
+                held.enter_context(eval_lock(path))
+            for journal in sorted(path.rglob("turns.jsonl")):
+                held.enter_context(RunDir(journal.parent).lock())
             shutil.rmtree(path)
         click.echo(f"deleted {path}")
 

@@ -145,10 +145,14 @@ class RunQueue:
         self.worker = threading.Thread(target=self._work, name="localpanel-runs", daemon=True)
         self.worker.start()
 
-    def submit(self, job: Job) -> Job:
+    def submit(self, job: Job, once: bool = False) -> Job:
+        """Queue ``job``. With ``once``, a job of the same id still queued or running is returned instead, decided
+        under the queue's lock: two requests to resume one run at the same moment make one job, never two."""
         with self.wake:
             if self.stopping:
                 raise RuntimeError("the server is stopping")
+            if once and (same := self.jobs.get(job.id)) is not None and not same.done:
+                return same
             self.jobs[job.id] = job
             self.waiting.append(job)
             self.wake.notify_all()
@@ -202,6 +206,9 @@ class RunQueue:
                     if self.stopping:
                         return
             with self.wake:
+                if self.stopping or not self.waiting or self.waiting[0] is not job:  # stopped while it waited
+                    self.lock.release()
+                    continue
                 self.waiting.popleft()
                 self.current = job
             try:

@@ -125,7 +125,7 @@ class Service:
         def work(sink):
             return api.resume(run.path, store=self.store, backend=self._worker_backend(manifest.runtime), on_event=sink)
 
-        return self.queue.submit(Job(run.path.name, manifest.kind, work))
+        return self.queue.submit(Job(run.path.name, manifest.kind, work), once=True)
 
     def replay(self, run_id: str) -> Job:
         run = self.find(run_id)
@@ -141,7 +141,7 @@ class Service:
             report = api.replay(run.path, store=self.store, backend=self._worker_backend(runtime), on_event=sink)
             return replay_summary(report)
 
-        return self.queue.submit(Job(key, "replay", work))
+        return self.queue.submit(Job(key, "replay", work), once=True)
 
     # -- reading ----------------------------------------------------------------------------------------
 

@@ -441,3 +441,46 @@ def test_prune_keeps_what_runs_inside_evals_and_runs_made_elsewhere_name(env, tm
     done = json.loads(invoke("prune", "--yes", "--json").output)
     assert done["removed"] == [str(orphan)] and done["registry_layers"] == [str(registry.path)]
     assert all(store.blob(s).exists() for s in (away_sha, inside_sha, eval_sha))
+
+
+def test_runs_rm_refuses_an_eval_being_written_or_one_whose_run_is(env, tmp_path):  # noqa: F811
+    """Issue 23.3: runs rm deleted an eval directory without checking any lock."""
+    from localpanel.eval import api as eval_api
+    from localpanel.eval.questions import load_source
+    from localpanel.eval.runner import EvalSettings, eval_lock
+    from localpanel.runtime import RuntimeSettings
+
+    registry, store = env
+    (tmp_path / "q.jsonl").write_text('{"id": "q1", "question": "Is it?", "options": ["Yes", "No"], "answer": "Yes"}\n')
+    eval_dir = eval_api.prepare(load_source(str(tmp_path / "q.jsonl")), registry=registry, store=store,
+                                panel=registry.panel(), settings=EvalSettings(), runtime=RuntimeSettings(),
+                                out_dir=tmp_path / "ev")
+    with eval_lock(eval_dir):  # an eval --resume running in another process
+        held = invoke("runs", "rm", str(eval_dir))
+    assert held.exit_code == 1 and "being written by another localpanel process" in held.output and eval_dir.is_dir()
+    inner = eval_dir / "runs" / "00000-q1"
+    api.start_run("Is it?", ["Yes", "No"], registry=registry, store=store, run_dir=inner, with_moderator=False,
+                  backend=ScriptedBackend(default=lambda req: ballot("Yes", who=False)))
+    with RunDir(inner).lock():  # its question's run being written
+        held = invoke("runs", "rm", str(eval_dir))
+    assert held.exit_code == 1 and "being written" in held.output and inner.is_dir()
+    assert invoke("runs", "rm", str(eval_dir)).exit_code == 0 and not eval_dir.exists()
+
+
+def test_two_resume_requests_at_once_make_one_job(env):  # noqa: F811
+    """Issue 23.3: two requests that both found the run not yet queued each queued a job on one run. The check
+    and the queueing are one step now; forced here by letting both requests pass the check."""
+    from localpanel.service import Service
+
+    registry, store = env
+    gate = threading.Event()
+    backend = ScriptedBackend(default=lambda req: (gate.wait(10), ballot("Yes", who=False))[1])
+    prepared = api.prepare_run("Is it?", ["Yes", "No"], registry=registry, store=store, backend=backend, with_moderator=False)
+    svc = Service(store, registry_file=str(registry.path), make_backend=lambda runtime: backend)
+    try:
+        svc.queue.busy_with = lambda job_id: False  # both requests saw no job yet
+        first, second = svc.resume(prepared.id), svc.resume(prepared.id)
+        assert first is second and len(svc.queue.jobs) == 1
+    finally:
+        gate.set()
+        svc.close()

@@ -12,6 +12,8 @@ Questions are independent jobs handed to an executor: ``LocalExecutor`` (one pro
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
@@ -319,8 +321,33 @@ def finished_at(path: Path) -> Transcript | JobFailure | None:
     return RunDir(path).transcript() if (path / "transcript.json").is_file() else None
 
 
+@contextlib.contextmanager
+def eval_lock(eval_dir: Path):
+    """Hold an eval directory while it is written (its eval.json, exclusively): a second `eval --resume` of it,
+    or `runs rm` of it, is told at once that it is in use."""
+    try:
+        f = open(Path(eval_dir) / "eval.json", "rb")
+    except FileNotFoundError:
+        raise RunError(f"{eval_dir} is not an eval directory (no eval.json).") from None
+    with f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunError(f"{eval_dir} is being written by another localpanel process; wait for it to finish "
+                           "(or stop it) and try again.") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
 def run_eval(eval_dir: Path, executor: Executor, on_done: OnDone | None = None) -> dict[tuple[str, int], Transcript | JobFailure]:
     """Run (or finish) every job of the eval in ``eval_dir``; jobs already finished are read back, not rerun."""
+    with eval_lock(eval_dir):
+        return _run_eval(eval_dir, executor, on_done)
+
+
+def _run_eval(eval_dir: Path, executor: Executor, on_done: OnDone | None) -> dict[tuple[str, int], Transcript | JobFailure]:
     manifest = load_manifest(eval_dir)
     done: dict[tuple[str, int], Transcript | JobFailure] = {}
     todo = []
