@@ -7,7 +7,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, computed_field
 
-from .draw import pick
+from .draw import MAX_ROTATIONS, pick
 from .protocol import Turn
 
 Label = Literal["unanimous", "supermajority", "majority", "plurality", "tie", "no votes"]
@@ -359,4 +359,7 @@ def shift_line(p: PositionEffect, options: list[str]) -> str:
     if not p.shift:
         return "Not debiased: each vote was scored in the order shown only (--no-debias)."
     moved = " · ".join(f"{o} {_points(p.shift[o])}" for o in options if o in p.shift)
+    if len(options) > MAX_ROTATIONS:
+        return (f"Partly debiased: each vote was scored under {MAX_ROTATIONS} of the {len(options)} rotations of its "
+                f"options (not every option in every position), averaged; that moved the mean probability: {moved}.")
     return f"Debiasing (each vote scored under rotations of the options, averaged) moved the mean probability: {moved}."

@@ -206,3 +206,14 @@ def test_the_markdown_card_renders_model_text_as_text(env):  # noqa: F811
     page = MarkdownIt("commonmark").enable("table").render(render(t, "markdown"))
     assert "<img" not in page and "<a " not in page and "<b>" not in page and "<code>" not in page
     assert "Trust me ![pixel](http://evil.example/p.png) &lt;img src=x onerror=alert(1)&gt;" in page
+
+
+def test_more_options_than_rotations_is_said_to_be_partly_debiased(env):  # noqa: F811
+    """Issue 23.8: with five options four rotations are scored, so the option a seat saw last is never scored
+    first; the card said 'debiased' all the same."""
+    options = ["A", "B", "C", "D", "E"]
+    t = run(env, ScriptedBackend(default=PositionBiased(lambda order: {o: 1 / 5 + (0.1 if i == 0 else -0.025)
+                                                                       for i, o in enumerate(order)})), options=options)
+    assert "Partly debiased: each vote was scored under 4 of the 5 rotations" in render(t, "text", width=400)
+    four = run(env, ScriptedBackend(default=PositionBiased(lambda order: {o: 0.25 for o in order})), options=options[:4])
+    assert "Partly" not in render(four, "text", width=400) and "Debiasing (each vote" in render(four, "text", width=400)
