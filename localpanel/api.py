@@ -14,7 +14,7 @@ from .events import EventSink, RunEvents
 from .moderator import ModeratorReport, moderate
 from .prompting import run_date
 from .protocol import Debate, DebateSettings, Question, Seat, Turn
-from .registry import Panel, Registry
+from .registry import ModelSpec, Panel, Registry
 from .runtime import Backend, RuntimeSettings
 from .store import Store
 from .transcript import Manifest, ParticipantRecord, RunDir, Transcript, build_transcript, find_run, now, run_id
@@ -56,6 +56,49 @@ class PreparedRun:
         return self.run.path.name
 
 
+@dataclass
+class CheckedRun:
+    """Everything a run is made of, checked (question, panel, weights, context), before anything is written."""
+
+    question: Question
+    seats: list[Seat]
+    panel: Panel
+    moderator: ModelSpec | None
+    runtime: RuntimeSettings
+
+
+def check_run(
+    question: str,
+    options: list[str],
+    *,
+    registry: Registry,
+    store: Store,
+    panel: str | None = None,
+    settings: DebateSettings | None = None,
+    runtime: RuntimeSettings | None = None,
+    backend: Backend | None = None,
+    with_moderator: bool = True,
+    integer: bool = False,
+) -> CheckedRun:
+    """Check every input of a run: raises the error a bad one gives (one sentence), writes nothing, loads no
+    weights. What the CLI does before it waits for another run to finish, so that a typo is said at once."""
+    settings = settings or DebateSettings()
+    q = Question.checked(question, options, integer)
+    seats, panel_name = seats_for(registry, store, panel)
+    panel_obj = registry.panel(panel_name)
+    runtime = panel_runtime(panel_obj, runtime)
+    moderator_spec = registry.model(panel_obj.moderator_model) if with_moderator else None
+    if moderator_spec is not None:
+        store.path_for(moderator_spec)
+    checker = backend or _backend(runtime)
+    try:
+        Debate(q, seats, settings, checker).check_fits()
+    finally:
+        if backend is None:
+            checker.close()
+    return CheckedRun(q, seats, panel_obj, moderator_spec, runtime)
+
+
 def prepare_run(
     question: str,
     options: list[str],
@@ -70,18 +113,17 @@ def prepare_run(
     with_moderator: bool = True,
     integer: bool = False,
 ) -> PreparedRun:
-    """Check every input (question, panel, weights, context) and claim the run directory with its manifest;
-    nothing runs. Under the store's runs unless ``run_dir``."""
+    """Check every input (``check_run``) and claim the run directory with its manifest; nothing runs. Under the
+    store's runs unless ``run_dir``."""
     settings = settings or DebateSettings()
-    q = Question.checked(question, options, integer)
-    seats, panel_name = seats_for(registry, store, panel)
-    panel_obj = registry.panel(panel_name)
-    runtime = panel_runtime(panel_obj, runtime)
-    moderator_spec = registry.model(panel_obj.moderator_model) if with_moderator else None
-    if moderator_spec is not None:
-        store.path_for(moderator_spec)
-    backend = backend or _backend(runtime)
-    Debate(q, seats, settings, backend).check_fits()
+    checked = check_run(question, options, registry=registry, store=store, panel=panel, settings=settings,
+                        runtime=runtime, backend=backend, with_moderator=with_moderator, integer=integer)
+    q, seats, panel_obj, moderator_spec, runtime = (checked.question, checked.seats, checked.panel, checked.moderator,
+                                                    checked.runtime)
+    described = backend or _backend(runtime)
+    environment = described.describe()
+    if backend is None:
+        described.close()
     models = {s.model.name: s.model for s in seats}
     if moderator_spec is not None:
         models[moderator_spec.name] = moderator_spec
@@ -98,7 +140,7 @@ def prepare_run(
         moderator=moderator_spec.name if moderator_spec else None,
         settings=settings,
         runtime=runtime,
-        environment=backend.describe(),
+        environment=environment,
     )
     if run_dir:
         run = RunDir.create(Path(run_dir), manifest)

@@ -424,10 +424,14 @@ def _run(ctx: CliState, question: str, settings: DebateSettings, opts: RunOption
         seated = registry.models_panel(list(opts.seat_models))
         registry, panel = registry.with_panel(seated), seated.name
     started: list[Path] = []
+    options = list(opts.options) or ["Yes", "No"]
+    # Every input is checked before waiting for another run: a typo is said at once, not after an eval ends.
+    api.check_run(question, options, registry=registry, store=ctx.store, panel=panel, settings=settings,
+                  runtime=opts.runtime, with_moderator=opts.with_moderator)
     try:
         with _one_run_at_a_time(ctx.store, opts.quiet):
             transcript = api.start_run(
-                question, list(opts.options) or ["Yes", "No"], registry=registry, store=ctx.store, panel=panel,
+                question, options, registry=registry, store=ctx.store, panel=panel,
                 settings=settings, runtime=opts.runtime, run_dir=opts.run_dir, with_moderator=opts.with_moderator,
                 on_event=TurnProgress(settings.rounds, opts.quiet, opts.runtime.threads), on_start=started.append,
             )

@@ -484,3 +484,20 @@ def test_two_resume_requests_at_once_make_one_job(env):  # noqa: F811
     finally:
         gate.set()
         svc.close()
+
+
+def test_a_typo_is_said_at_once_while_another_run_holds_the_machine(env, tmp_path):  # noqa: F811
+    """Issue 23.16: the CLI took the machine's run lock before checking its input, so a poll with one option
+    waited behind a running eval before saying so."""
+    from localpanel.jobs import MachineLock
+
+    registry, store = env
+    held = MachineLock.of_store(store.home)
+    assert held.try_acquire()  # an eval running in another process
+    try:
+        done = subprocess.run([sys.executable, "-m", "localpanel", "--models", str(registry.path), "poll", "Is it?",
+                               "-o", "Only one"], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "LOCALPANEL_HOME": str(store.home)})
+    finally:
+        held.release()
+    assert done.returncode == 2 and "at least 2 options" in done.stderr and "Waiting" not in done.stderr
