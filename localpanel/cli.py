@@ -20,7 +20,7 @@ from .atomic import atomic_write_text
 from .discover import scan, size_label
 from .errors import LocalpanelError
 from .jobs import MachineLock
-from .protocol import DebateSettings
+from .protocol import MAX_ROUNDS, DebateSettings
 from .registry import Registry, load_registry, shipped_registry_path, user_registry_path
 from .render import FORMATS, render
 
@@ -506,7 +506,7 @@ def poll(ctx: CliState, question: str | None, resume_dir: Path | None, seed, tem
 
 @cli.command()
 @click.argument("question", required=False)
-@click.option("--rounds", type=click.IntRange(1, 20), default=3, show_default=True, help="Most rounds to run.")
+@click.option("--rounds", type=click.IntRange(1, MAX_ROUNDS), default=3, show_default=True, help="Most rounds to run.")
 @click.option("--anonymous", is_flag=True, help="Show other participants as Panelist A, B, ... instead of by name.")
 @click.option("--no-early-stop", is_flag=True, help="Run every round even after consensus or a round with no change.")
 @run_options
@@ -768,7 +768,7 @@ def eval_group() -> None:
 @click.argument("source", required=False)
 @click.option("--panel", help="Panel from models.yaml (default: its default panel).")
 @click.option("-m", "--model", "seat_models", multiple=True, metavar="NAME", help="Seat these models instead of a panel (repeat).")
-@click.option("--rounds", type=click.IntRange(1, 20), default=2, show_default=True, help="Debate rounds per question.")
+@click.option("--rounds", type=click.IntRange(1, MAX_ROUNDS), default=2, show_default=True, help="Debate rounds per question.")
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Eval seed (generated sets and every run's seed derive from it).")
 @click.option("--modes", default="", metavar="LIST", help="Extra modes, comma-separated: 'reflect' adds the first seat revising its own answer with no peers.")
 @click.option("--temperature", type=click.FloatRange(0, 2), help="Override every participant's temperature.")

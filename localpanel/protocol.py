@@ -16,11 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .ballot import RATIONALE_MAX, REASONING_MAX, ballot_model
 from .draw import pick, rotate, shifts
-from .errors import ContextOverflowError, QuestionError
+from .errors import ContextOverflowError, InputError, QuestionError
 from .registry import ModelSpec, Participant
 from .runtime import Backend, Generation, GenerationRequest, Message, Sampling
 
+# The limits of what a run may be asked, in one home: the CLI, the web page, MCP and the eval all check these.
 MAX_OPTIONS = 26
+MAX_ROUNDS = 20
 # Context sizing: what one other participant's ballot and one round's framing take in a prompt, at most.
 PEER_BALLOT_TOKENS = 160
 ROUND_FRAMING_TOKENS = 96
@@ -126,7 +128,7 @@ class Seat:
 
 class DebateSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    rounds: int = Field(default=1, ge=1, le=20)
+    rounds: int = Field(default=1, ge=1, le=MAX_ROUNDS)
     seed: int = Field(default=7, ge=0)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     # A rationale of 400 one-character tokens plus its JSON fits: the character limit binds before this does.
@@ -140,6 +142,19 @@ class DebateSettings(BaseModel):
     # Draw each vote from the seat's probabilities at its temperature instead of taking its most probable
     # option. Runs saved before votes were views (manifest schema 1) drew, and are read with this on.
     vote_draw: bool = False
+
+    @classmethod
+    def checked(cls, **fields) -> "DebateSettings":
+        """Settings from outside (the page, MCP): a bad value is one sentence naming the setting and its range."""
+        try:
+            return cls(**fields)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            name = ".".join(str(x) for x in error["loc"]) or "a setting"
+            ranges = {"rounds": f"a whole number from 1 to {MAX_ROUNDS}", "seed": "a whole number of 0 or more",
+                      "temperature": "a number from 0 to 2"}
+            want = ranges.get(name, error["msg"].lower())
+            raise InputError(f"{name} must be {want}; got {error.get('input')!r}.") from None
 
     def vote_temperature(self, temperature: float) -> float:
         """The temperature a vote is chosen at, for a seat of ``temperature``: 0 (its most probable option)

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import RegistryError, UnknownModelError, UnknownPanelError
 
+MAX_SEATS = 64  # participants in one panel
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 MODELS_PANEL = "models"  # the panel that --model builds
@@ -163,7 +164,7 @@ class Panel(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
     description: str | None = None
-    participants: list[Participant] = Field(min_length=1, max_length=64)
+    participants: list[Participant] = Field(min_length=1, max_length=MAX_SEATS)
     # The model that writes the summary and picks the strongest arguments; default: the first participant's.
     moderator: str | None = None
     # Bound on resident model weights, e.g. "6GiB"; least recently used models are unloaded.
@@ -234,6 +235,8 @@ class Registry(BaseModel):
 
     def models_panel(self, names: list[str]) -> Panel:
         """A panel seating these models, one seat per name in the order given (``--model``), named after them."""
+        if len(names) > MAX_SEATS:
+            raise RegistryError(f"A panel seats at most {MAX_SEATS} participants; {len(names)} models were given.")
         for name in names:
             self.model(name)  # one sentence for an unknown model
         total = {n: names.count(n) for n in names}

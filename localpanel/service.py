@@ -24,9 +24,6 @@ from .charts import persuasion_chart, votes_chart
 from .transcript import RunDir, build_transcript
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}\Z")
-MAX_QUESTION = 4000
-MAX_OPTIONS = 12
-MAX_ROUNDS = 10
 
 
 def sentence(exc: BaseException) -> str:
@@ -77,26 +74,28 @@ class Service:
               models: list[str] | None = None, rounds: int = 1, seed: int | None = None,
               integer: bool = False, moderator: bool = True) -> Job:
         """Check and claim a run, and queue its turns. Raises InputError (one sentence) on a bad argument."""
-        if not question or not question.strip():
+        # The limits are the protocol's and the registry's own (Question.checked, DebateSettings, MAX_SEATS); here
+        # only what arrives untyped from JSON is checked, each as one sentence.
+        if not isinstance(question, str) or not question.strip():
             raise InputError("Give a question.")
-        if len(question) > MAX_QUESTION:
-            raise InputError(f"The question is {len(question)} characters; keep it under {MAX_QUESTION}.")
-        options = [o for o in (options or [])]
-        if len(options) > MAX_OPTIONS:
-            raise InputError(f"{len(options)} options is too many; give at most {MAX_OPTIONS}.")
+        if not isinstance(options, (list, tuple, type(None))) or not all(isinstance(o, str) for o in options or []):
+            raise InputError("options must be a list of strings.")
+        if panel is not None and not isinstance(panel, str):
+            raise InputError("panel must be the name of a panel (a string).")
+        if models is not None and (not isinstance(models, (list, tuple)) or not all(isinstance(m, str) for m in models)):
+            raise InputError("models must be a list of model names.")
+        options = list(options or [])
         if not integer and not options:
             options = ["Yes", "No"]
         if not integer and len(options) == 1:
             raise InputError("A vote needs at least 2 options, got 1; give more, or none for Yes and No.")
-        if not 1 <= rounds <= MAX_ROUNDS:
-            raise InputError(f"rounds must be from 1 to {MAX_ROUNDS}; got {rounds}.")
+        settings = DebateSettings.checked(rounds=rounds, **({"seed": seed} if seed is not None else {}))
         registry = self.registry()
         if models:
             if panel:
                 raise InputError("Give either a panel or models, not both.")
             chosen = registry.models_panel(list(models))
             registry, panel = registry.with_panel(chosen), chosen.name
-        settings = DebateSettings(rounds=rounds, **({"seed": seed} if seed is not None else {}))
         checker = self.make_backend(self.runtime)  # its own: the worker's may be running a turn meanwhile
         try:
             prepared = api.prepare_run(question, options, registry=registry, store=self.store, panel=panel,

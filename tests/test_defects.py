@@ -501,3 +501,12 @@ def test_a_typo_is_said_at_once_while_another_run_holds_the_machine(env, tmp_pat
     finally:
         held.release()
     assert done.returncode == 2 and "at least 2 options" in done.stderr and "Waiting" not in done.stderr
+
+
+def test_more_than_64_seats_on_the_command_line_is_one_sentence(env, monkeypatch):  # noqa: F811
+    """Issue 23.13: 65 --model options gave a traceback (a pydantic error from the panel's limit)."""
+    registry, _ = env
+    monkeypatch.setenv("LOCALPANEL_MODELS", str(registry.path))
+    result = CliRunner().invoke(cli, ["poll", "Is it?", *(["--model", "alpha"] * 65)])
+    assert result.exit_code == 2 and "A panel seats at most 64 participants; 65 models were given." in result.output
+    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)

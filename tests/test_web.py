@@ -93,11 +93,17 @@ def test_a_run_started_over_http_streams_its_events_and_ends_as_a_card(server):
     (b"question=x", {"Content-Type": "application/x-www-form-urlencoded"}, 400, "application/json"),
     ({"question": "Is it?"}, {"Origin": "http://evil.example"}, 400, "from this page"),
     ({"question": "x" * 70000}, {}, 413, "larger than 64 KiB"),
+    # issue 23.13: one sentence from the protocol's own limits, never a validation dump or a 500
+    ({"question": "Is it?", "seed": -1}, {}, 400, "seed must be a whole number of 0 or more; got -1."),
+    ({"question": "Is it?", "panel": 5}, {}, 400, "panel must be the name of a panel"),
+    ({"question": "Is it?", "models": ["alpha"] * 65}, {}, 400, "A panel seats at most 64 participants; 65 models"),
+    ({"question": "Is it?", "rounds": 21}, {}, 400, "rounds must be a whole number from 1 to 20; got 21."),
+    ({"question": "Is it?", "options": [f"o{k}" for k in range(27)]}, {}, 400, "At most 26 options are allowed, got 27."),
 ])
 def test_bad_requests_get_one_sentence_and_start_nothing(server, body, headers, status, message):
     base, service = server
     got, _, answer = call(f"{base}/api/runs", body, headers)
-    assert got == status and message in json.loads(answer)["error"]
+    assert got == status and message in json.loads(answer)["error"] and "\n" not in json.loads(answer)["error"]
     assert not service.store.runs_dir.exists() or not any(service.store.runs_dir.iterdir())
 
 

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from .. import __version__, api
 from ..atomic import atomic_write_json, atomic_write_text, fsync_dir
 from ..errors import InputError, QuestionError, RunError
-from ..protocol import DebateSettings
+from ..protocol import MAX_ROUNDS, DebateSettings
 from ..registry import Panel, Registry
 from ..runtime import Backend, RuntimeSettings
 from ..store import Store
@@ -40,7 +40,7 @@ DEFAULT_MODES: list[Mode] = ["single", "vote", "weighted", "debate"]
 
 class EvalSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    rounds: int = Field(default=2, ge=1, le=20)
+    rounds: int = Field(default=2, ge=1, le=MAX_ROUNDS)
     seed: int = Field(default=0, ge=0)
     modes: list[Mode] = Field(default_factory=lambda: list(DEFAULT_MODES))
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
