@@ -267,21 +267,23 @@ def resume(ref: str | Path, *, store: Store, backend: Backend | None = None, on_
 
 def list_runs(store: Store) -> list[dict]:
     """The store's runs, oldest first: id, kind, question, result line (or unfinished) and path."""
-    rows = []
     if not store.runs_dir.is_dir():
-        return rows
-    for path in sorted(store.runs_dir.iterdir()):
-        run = RunDir(path)
-        if not run.manifest_path.is_file():
-            continue
-        try:
-            m = run.manifest()
-            line = run.transcript().result.line if run.finished else "unfinished (resume it with --resume)"
-        except LocalpanelError:
-            continue
-        rows.append({"id": path.name, "kind": m.kind, "question": m.question, "result": line, "path": str(path),
-                     "created_at": m.created_at, "state": "finished" if run.finished else "interrupted"})
-    return rows
+        return []
+    return [row for path in sorted(store.runs_dir.iterdir()) if (row := run_row(path)) is not None]
+
+
+def run_row(path: Path) -> dict | None:
+    """One run as ``list_runs`` lists it (None: not a readable run directory)."""
+    run = RunDir(path)
+    if not run.manifest_path.is_file():
+        return None
+    try:
+        m = run.manifest()
+        line = run.transcript().result.line if run.finished else "unfinished (resume it with --resume)"
+    except LocalpanelError:
+        return None
+    return {"id": path.name, "kind": m.kind, "question": m.question, "result": line, "path": str(path),
+            "created_at": m.created_at, "state": "finished" if run.finished else "interrupted"}
 
 
 def load_run(ref: str | Path, store: Store) -> Transcript:

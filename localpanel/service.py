@@ -46,6 +46,7 @@ class Service:
         # The worker's backend, for the runtime of the run it last ran: models stay loaded from one run to the next.
         self.backend: Backend | None = None
         self.backend_runtime: RuntimeSettings | None = None
+        self.index = RunIndex(self.store)
 
     def registry(self) -> Registry:
         """Read again for every start, so that a model the user added meanwhile is found."""
@@ -219,7 +220,7 @@ class Service:
         return {"votes": votes_chart(partial), "persuasion": persuasion_chart(partial), "rounds": len(partial.rounds)}
 
     def runs(self, query: str = "", limit: int = 200) -> list[dict]:
-        rows = api.list_runs(self.store)
+        rows = self.index.rows()
         if query:
             words = query.lower().split()
             rows = [r for r in rows if all(w in (r["question"] + " " + r["result"] + " " + r["id"]).lower() for w in words)]
@@ -248,6 +249,42 @@ class Service:
                    "ready": all(self.store.status(registry.model(s.model)).present for s in p.participants)}
                   for p in registry.panels.values()]
         return {"default_panel": registry.default_panel, "panels": panels, "models": models}
+
+
+class RunIndex:
+    """The store's runs as the search lists them, each row read again only when its files change (a search
+    keystroke used to re-read every saved transcript)."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.cache: dict[str, tuple[tuple, dict | None]] = {}
+
+    @staticmethod
+    def stamp(path) -> tuple:
+        out = []
+        for name in ("manifest.json", "transcript.json", "turns.jsonl"):
+            try:
+                st = (path / name).stat()
+                out.append((st.st_mtime_ns, st.st_size))
+            except OSError:
+                out.append(None)
+        return tuple(out)
+
+    def rows(self) -> list[dict]:
+        runs_dir = self.store.runs_dir
+        paths = sorted(runs_dir.iterdir()) if runs_dir.is_dir() else []
+        out, seen = [], set()
+        for path in paths:
+            key, stamp = str(path), self.stamp(path)
+            seen.add(key)
+            cached = self.cache.get(key)
+            if cached is None or cached[0] != stamp:
+                cached = self.cache[key] = (stamp, api.run_row(path))
+            if cached[1] is not None:
+                out.append(dict(cached[1]))
+        for gone in set(self.cache) - seen:
+            del self.cache[gone]
+        return out
 
 
 def replay_summary(report: api.ReplayReport) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 from sse_starlette.sse import EventSourceResponse, ServerSentEvent
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
@@ -151,32 +152,48 @@ def build(service: Service, hosts: list[str]) -> Starlette:
         text = await call(service.card, request.path_params["run_id"], "html")
         return HTMLResponse(text, headers={**SECURITY_HEADERS, "Content-Security-Policy": CARD_CSP})
 
+    open_streams = [0]
+
     def event_stream(request: Request, key: str) -> Response:
-        """A job's events as server-sent events: those so far, then each as it comes, until the job ends."""
+        """A job's events as server-sent events: those so far, then each as it comes, until the job ends. A stream
+        waits on the event loop (it holds no worker thread, which requests need), and at most MAX_STREAMS are open
+        at once."""
         job = service.queue.get(key)
         try:
             seq = int(request.headers.get("last-event-id") or request.query_params.get("since") or 0)
         except ValueError:
             seq = 0
+        if open_streams[0] >= MAX_STREAMS:
+            return _error(f"{MAX_STREAMS} event streams are open already; close a tab watching a run and try again.", 503)
+        open_streams[0] += 1
+        released = [False]
+
+        def release() -> None:  # once, whether the stream ended, was cut, or never started
+            if not released[0]:
+                released[0] = True
+                open_streams[0] -= 1
 
         async def stream():
             nonlocal seq
-            if job is None:  # not this server's: read its state from the snapshot instead
-                yield ServerSentEvent(json.dumps({"type": "state", "state": "done"}), event="state")
-                return
-            while True:
-                for event in job.log.since(seq):
-                    seq += 1
-                    yield ServerSentEvent(event.model_dump_json(), id=str(seq), event="run")
-                if job.done and seq >= len(job.log.events):
-                    yield ServerSentEvent(json.dumps({"type": "state", "state": job.state, "error": job.error}),
-                                          event="state")
+            try:
+                if job is None:  # not this server's: read its state from the snapshot instead
+                    yield ServerSentEvent(json.dumps({"type": "state", "state": "done"}), event="state")
                     return
-                if await request.is_disconnected():
-                    return
-                await anyio.to_thread.run_sync(job.log.wait, seq, 0.5)
+                while True:
+                    for event in job.log.since(seq):
+                        seq += 1
+                        yield ServerSentEvent(event.model_dump_json(), id=str(seq), event="run")
+                    if job.done and seq >= len(job.log.events):
+                        yield ServerSentEvent(json.dumps({"type": "state", "state": job.state, "error": job.error}),
+                                              event="state")
+                        return
+                    if await request.is_disconnected():
+                        return
+                    await anyio.sleep(STREAM_POLL)
+            finally:
+                release()
 
-        return EventSourceResponse(stream(), ping=15, headers=SECURITY_HEADERS)
+        return EventSourceResponse(stream(), ping=15, headers=SECURITY_HEADERS, background=BackgroundTask(release))
 
     @guarded
     async def events(request: Request) -> Response:
@@ -207,6 +224,9 @@ def build(service: Service, hosts: list[str]) -> Starlette:
     middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=hosts)]
     return Starlette(routes=routes, middleware=middleware)
 
+
+MAX_STREAMS = 32  # event streams open at once (each tab watching a run holds one)
+STREAM_POLL = 0.2  # seconds between a waiting stream's looks at its job's events
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 WILDCARDS = ("0.0.0.0", "::", "")

@@ -188,3 +188,58 @@ def test_ipv6_loopback_answers_its_own_address(service):
     port = serving(service, "::1")
     assert call(f"http://[::1]:{port}/")[0] == 200
     assert call(f"http://[::1]:{port}/", headers={"Host": "evil.example"})[0] == 400
+
+
+def test_event_streams_are_bounded_and_hold_no_worker_thread(env):
+    """Issue 23.14: each waiting stream held one of the server's worker threads, so about 40 open streams
+    starved every other request. Now streams wait on the event loop, and past MAX_STREAMS a stream is refused
+    with a sentence while the rest of the page still answers."""
+    registry, store = env
+    gate = threading.Event()
+    backend = ScriptedBackend(default=lambda req: (gate.wait(20), ballot("Yes", who=False))[1])
+    service = Service(store, registry_file=str(registry.path), make_backend=lambda runtime: backend)
+    port = serving(service, "127.0.0.1")
+    base = f"http://127.0.0.1:{port}"
+    run_id = json.loads(call(f"{base}/api/runs", {"question": "Is it?", "seed": 1})[2])["run_id"]
+    streams = []
+    try:
+        for _ in range(web.MAX_STREAMS):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(f"GET /api/runs/{run_id}/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+            assert s.recv(64).startswith(b"HTTP/1.1 200")
+            streams.append(s)
+        status, _, body = call(f"{base}/api/runs/{run_id}/events")
+        assert status == 503 and "event streams are open already" in json.loads(body)["error"]
+        started = time.monotonic()
+        for _ in range(50):  # more requests than the worker threads (40): none waits behind the streams
+            assert call(f"{base}/api/runs")[0] == 200
+        assert time.monotonic() - started < 10
+    finally:
+        for s in streams:
+            s.close()
+        gate.set()
+        service.close()
+
+
+def test_a_search_reads_only_the_runs_that_changed(env, monkeypatch):
+    """Issue 23.14: every search keystroke re-read every saved transcript."""
+    from localpanel import transcript as transcript_module
+
+    registry, store = env
+    service = Service(store, registry_file=str(registry.path),
+                      make_backend=lambda runtime: ScriptedBackend(default=lambda req: ballot("Yes", who=False)))
+    try:
+        for q in ("Is tea good?", "Is coffee good?"):
+            job = service.start(q, moderator=False)
+            deadline = time.monotonic() + 10
+            while not job.done and time.monotonic() < deadline:
+                time.sleep(0.01)
+        reads = []
+        original = transcript_module.RunDir.transcript
+        monkeypatch.setattr(transcript_module.RunDir, "transcript", lambda self: (reads.append(self.path), original(self))[1])
+        assert [r["question"] for r in service.runs("tea")] == ["Is tea good?"]
+        first = len(reads)
+        assert first == 2 and [r["question"] for r in service.runs("coffee")] == ["Is coffee good?"]
+        assert len(reads) == first  # the second keystroke read nothing again
+    finally:
+        service.close()
