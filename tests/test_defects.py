@@ -113,20 +113,37 @@ def test_templates_render_the_runs_date_not_todays(monkeypatch):
 
 
 def test_a_run_keeps_its_date_for_resume_and_replay(env, monkeypatch):  # noqa: F811
+    """A run started on one day, resumed on another and replayed on a third: every prompt has the run's date."""
     seen = []
-    monkeypatch.setattr("localpanel.prompting._today", lambda: datetime(2031, 5, 6))
+    today = {"now": datetime(2031, 5, 6)}
+    monkeypatch.setattr("localpanel.prompting._today", lambda: today["now"])
 
     class Dated(ScriptedBackend):
+        def __init__(self, stop_after=None):
+            super().__init__(default=lambda req: ballot("Yes", who=False))
+            self.stop_after = stop_after
+
         def generate(self, request, on_token=None):
             from localpanel.prompting import strftime_now
 
+            if self.stop_after is not None and len(self.requests) >= self.stop_after:
+                raise KeyboardInterrupt
             seen.append(strftime_now("%Y-%m-%d"))
             return super().generate(request, on_token)
 
     registry, store = env
-    backend = script(Dated(), [{n: ballot("Yes") for n in NAMES}])
-    t = api.start_run("Is it?", ["Yes", "No"], registry=registry, store=store, backend=backend, with_moderator=False)
-    assert set(seen) == {t.created_at[:10]}
+    run_dir = store.runs_dir / "dated"
+    with pytest.raises(KeyboardInterrupt):  # interrupted after two of the first round's four ballots
+        api.start_run("Is it?", ["Yes", "No"], registry=registry, store=store, backend=Dated(stop_after=2),
+                      settings=DebateSettings(rounds=2, early_stop=False), run_dir=run_dir, with_moderator=False)
+    created = RunDir(run_dir).manifest().created_at[:10]
+    today["now"] = datetime(2032, 7, 8)
+    t = api.resume(run_dir, store=store, backend=Dated())
+    assert len(t.rounds) == 2 and len(seen) == 2 + 6
+    today["now"] = datetime(2033, 9, 10)
+    report = api.replay(run_dir, store=store, backend=Dated())
+    assert report.identical and report.turns_compared == 8
+    assert set(seen) == {created} and len(seen) == 16  # never the day it was resumed or replayed
 
 
 # -- figures that must be true ---------------------------------------------------------------------------------
@@ -338,24 +355,41 @@ def test_a_question_that_cannot_run_is_recorded_failed_scored_and_not_run_again(
 
 
 def test_a_replay_that_cannot_follow_its_journal_is_one_sentence_exit_1(env, monkeypatch):  # noqa: F811
+    """Through the real replay: the backend cannot decode a recorded turn again (as llama.cpp's decoder says when
+    the weights or the build differ), and the CLI says so in one sentence, exit 1."""
     from localpanel.decoding import ReplayMismatch
 
     run_dir = finished_run(env)
 
-    def mismatch(*a, **k):
-        raise ReplayMismatch("recorded tokens differ from the plan at ballot token 3")
+    class OtherBuild(ScriptedBackend):
+        def generate(self, request, on_token=None):
+            raise ReplayMismatch("recorded tokens differ from the plan at ballot token 3")
 
-    monkeypatch.setattr(api, "replay", mismatch)
+    monkeypatch.setattr(api, "_backend", lambda runtime: OtherBuild())
+    monkeypatch.setenv("LOCALPANEL_MODELS", str(env[0].path))
     result = CliRunner().invoke(cli, ["replay", str(run_dir)])
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert result.output.startswith("Error: The recorded turns cannot be decoded again here (recorded tokens differ")
-    assert result.output.count("\n") == 1
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and errors[0].startswith("Error: The recorded turns cannot be decoded again here (recorded")
+    assert result.output.endswith(errors[0] + "\n")
 
 
-def test_options_a_model_cannot_tell_apart_are_one_sentence_not_a_value_error():
+def test_options_a_model_cannot_tell_apart_are_one_sentence_not_a_value_error(env, monkeypatch):  # noqa: F811
+    """Raised by the decoder inside a run (two options that read as the same tokens): exit 2, one sentence."""
     from localpanel.errors import UndecodableError
 
-    assert issubclass(UndecodableError, InputError)  # exit 2, one sentence, through errors_to_sentences
+    class Alike(ScriptedBackend):
+        def generate(self, request, on_token=None):
+            raise UndecodableError("two values of vote (\"Yes\", \"Yes.\") read as the same tokens to this model; "
+                                   "make the options differ more.")
+
+    monkeypatch.setattr(api, "_backend", lambda runtime: Alike())
+    monkeypatch.setenv("LOCALPANEL_MODELS", str(env[0].path))
+    result = CliRunner().invoke(cli, ["poll", "Is it?", "-o", "Yes", "-o", "Yes."])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert errors == ['Error: two values of vote ("Yes", "Yes.") read as the same tokens to this model; '
+                      "make the options differ more."] and result.output.endswith("differ more.\n")
 
 
 def test_ray_that_does_not_start_is_a_run_error(monkeypatch):

@@ -116,8 +116,11 @@ def test_only_this_machine_and_nothing_from_outside(server):
     for name in ("/", "/app.js", "/app.css"):
         text = call(base + name)[2].decode()
         assert not re.search(r"(?:src|href)=[\"']?(?:https?:)?//", text) and "@import" not in text and "url(http" not in text
-    # A run id is never a path.
-    assert call(f"{base}/api/runs/..%2F..%2Fetc")[0] in (400, 404)
+    # A run id is never a path: these reach the handler as ".." and "..\\etc" (a "/" would not match the route at
+    # all), and the service's own id check refuses them.
+    for probe, as_id in (("%2E%2E", ".."), ("%2E%2E%5Cetc", "..\\etc"), ("%2Ehidden", ".hidden")):
+        status, _, body = call(f"{base}/api/runs/{probe}")
+        assert status == 400 and json.loads(body)["error"] == f"{as_id!r} is not a run id; list runs to see them."
     assert call(f"{base}/api/runs/nope")[0] == 404
 
 
