@@ -7,7 +7,7 @@ import re
 import textwrap
 
 from .charts import option_colors, paths_chart, persuasion_chart, probability_bar, votes_chart
-from .tally import margin_line, position_line, shift_line, shift_sentence
+from .tally import margin_line, position_line, rankings_lines, shift_line, shift_sentence
 from .transcript import Round, Transcript
 
 FORMATS = ("text", "markdown", "html", "json")
@@ -101,6 +101,9 @@ def card(t: Transcript, *, color: bool = False, width: int = 88) -> str:
             out.append(f"  {o:<{name_w}}  {_bar(share)}  {final.tally.counts[o]:>3}    {_pct(final.tally.weighted[o])}")
         if final.tally.abstentions:
             out.append(f"  ({final.tally.abstentions} abstained: their ballot failed)")
+    if t.rankings and final:
+        out += ["", "Rankings from the probabilities (each ballot ranks every option by its own probabilities)"]
+        out += [wrap(line, "  ") for line in rankings_lines(t.rankings, final.tally)]
     if t.positions:
         out += ["", "Position effect", wrap(position_line(t.positions), "  "), wrap(shift_line(t.positions, t.options), "  ")]
     if final:
@@ -193,6 +196,8 @@ def markdown(t: Transcript) -> str:
             for o in t.options
         ]
         out.append("")
+    if t.rankings and final:
+        out += ["## Rankings from the probabilities", ""] + [f"- {_md(line)}" for line in rankings_lines(t.rankings, final.tally)] + [""]
     if t.positions:
         out += ["## Position effect", "", _md(position_line(t.positions)), "", _md(shift_line(t.positions, t.options)), ""]
     if summary := summary_parts(t):
@@ -284,6 +289,8 @@ def page(t: Transcript) -> str:
             )
         parts.append("</table>")
         parts.append("<p class=legend>" + "".join(f"<span><i style='background:{colors[o]}'></i>{e(o)}</span>" for o in t.options) + "</p>")
+    if t.rankings and final:
+        parts.append("<h2>Rankings from the probabilities</h2>" + "".join(f"<p>{e(x)}</p>" for x in rankings_lines(t.rankings, final.tally)))
     if t.positions:
         parts.append(f"<h2>Position effect</h2><p>{e(position_line(t.positions))}</p><p>{e(shift_line(t.positions, t.options))}</p>")
     if t.kind == "debate" and t.rounds:

@@ -28,8 +28,9 @@ from .protocol import DebateSettings, StopReason, Turn
 from .registry import ModelSpec, Panel
 from .runtime import RuntimeSettings
 from .tally import (
-    Influence, PositionEffect, ProbabilityPath, Shift, Tally, TurningPoint, most_persuasive, persuasion_graph,
-    position_effect, probability_paths, result_line, shifts_without_flip, tally, turning_points, vote_matrix,
+    Influence, PositionEffect, ProbabilityPath, Rankings, Shift, Tally, TurningPoint, most_persuasive,
+    persuasion_graph, position_effect, probability_paths, rankings, result_line, shifts_without_flip, tally,
+    turning_points, vote_matrix,
 )
 
 # 2: a vote is the seat's most probable option unless ``settings.vote_draw``; schema 1 drew every vote.
@@ -115,6 +116,8 @@ class Transcript(BaseModel):
     # Each seat's probability for the option it ended on, round by round; and the big moves that did not flip it.
     probability_paths: dict[str, ProbabilityPath] = Field(default_factory=dict)
     shifts: list[Shift] = Field(default_factory=list)
+    # The final round's ballots ranked by their probabilities: Borda and Condorcet beside the plurality.
+    rankings: Rankings | None = None
     positions: PositionEffect | None = None
     summary: str | None = None
     strongest_arguments: dict[str, Argument] = Field(default_factory=dict)
@@ -138,6 +141,8 @@ class Transcript(BaseModel):
             self.most_persuasive = most_persuasive(self.persuasion)
             self.probability_paths = probability_paths(names, turns)
             self.shifts = shifts_without_flip(names, turns)
+        if self.rankings is None and self.rounds and len(self.options) > 1:  # saved before rankings were kept
+            self.rankings = rankings(self.options, self.rounds[-1].turns)
         return self
 
 
@@ -196,6 +201,7 @@ def build_transcript(
         most_persuasive=most_persuasive(graph),
         probability_paths=probability_paths(names, round_turns),
         shifts=shifts_without_flip(names, round_turns),
+        rankings=rankings(manifest.options, round_turns[-1]) if round_turns else None,
         positions=position_effect(manifest.options, turns, {
             p.name: manifest.settings.vote_temperature(p.temperature) for p in manifest.participants
         }),

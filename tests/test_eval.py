@@ -422,3 +422,35 @@ def test_the_debiasing_comparison_is_over_one_set_of_questions(env, question_fil
     assert gain.value == pytest.approx(same.value - raw.value)
     line = next(x for x in render_report(report, "text").splitlines() if x.strip().startswith("single:") and "debiased" in x)
     assert f"{100 * same.value:.1f} ± {100 * same.stderr:.1f} debiased, {100 * raw.value:.1f}" in line and "both over 2 questions" in line
+
+
+def test_each_mode_against_the_best_seat_chosen_on_the_other_questions(env, question_file, tmp_path):  # noqa: F811
+    """Issue 25.1 on the scripted ballots: Ann is right on all three questions, Bob, Cy and Di on one each. Left
+    out of its own question, Ann is still the best seat everywhere, so the best seat scores 1, 1, 1 and the vote
+    (0.5, 0.5, 1) is 1/3 below it, with the paired stderr of (-0.5, -0.5, 0)."""
+    report = eval_api.run(start(env, question_file, tmp_path / "ev"), LocalExecutor(env[1], _runtime(), backend=scripted()))
+    a = report.against_best
+    assert a.best_in_sample == "Ann" and a.chosen == {"Ann": 3} and a.best_seat.value == 1.0
+    diffs = np.array([-0.5, -0.5, 0.0])
+    assert a.difference["vote"].value == pytest.approx(diffs.mean())
+    assert a.difference["vote"].stderr == pytest.approx(np.std(diffs, ddof=1) / math.sqrt(3))
+    assert a.difference["debate"].value == pytest.approx(0.0) and a.difference["weighted"].n == 2
+    assert a.by_model["alpha"].value == pytest.approx(2 / 3) and a.by_model["beta"].value == pytest.approx(1 / 3)
+    assert "borda" in report.modes and "condorcet" in report.modes and report.modes["borda"].n == 2
+    text = render_report(report, "text")
+    assert "Against the best seat" in text and "vote − best seat: -33.3 ± 16.7 points (paired over 3 questions)" in text
+
+
+def test_leave_one_out_does_not_flatter_a_seat_right_by_luck():
+    """Seats right on different questions: picked on all four, the best seat looks 50% right; picked on the
+    other three each time, it is right on none, which is what picking a seat in advance would have scored."""
+    from localpanel.eval.report import against_best
+
+    answers = ["A", "B", "C", "D"]
+    votes = {  # Lucky is right on q0 only; Steady on q1 and q2; Other on q0 and q3
+        "Lucky": ["A", "x", "x", "x"], "Steady": ["x", "B", "C", "x"], "Other": ["A", "x", "x", "D"]}
+    results = [QuestionResult(index=q, id=f"q{q}", answer=answers[q], votes=[[votes[n][q] for n in votes]],
+                              confidence=[{} for _ in votes], tokens=[0], seconds=[0.0]) for q in range(4)]
+    a = against_best(results, [r.scores() for r in results], list(votes), ["m1", "m2", "m3"])
+    # left out: q0 -> Steady (2 right elsewhere, wrong here); q1, q2 -> Other; q3 -> Steady: all wrong
+    assert a.best_in_sample == "Steady" and a.chosen == {"Steady": 2, "Other": 2} and a.best_seat.value == 0.0

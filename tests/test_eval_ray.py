@@ -1,4 +1,8 @@
-"""A real local Ray instance against the local executor: the same seeds give the same runs, ballot for ballot."""
+"""A real local Ray instance against the local executor: the same seeds give the same runs, ballot for ballot.
+
+The local runs are made first, for both tests, and only then is Ray started, once for the module: Ray's own
+processes running beside llama.cpp's spinning threads make a local run many times slower, and each start of
+Ray costs about a minute on 2 cores."""
 
 import pytest
 
@@ -7,19 +11,17 @@ from localpanel.eval.questions import arithmetic
 from localpanel.eval.runner import EvalSettings, LocalExecutor, RayExecutor, jobs_for, load_manifest
 from localpanel.registry import load_registry
 from localpanel.runtime import RuntimeSettings
+from localpanel.store import Store
 from localpanel.transcript import RunDir
 
 pytestmark = [pytest.mark.real, pytest.mark.ray]
 ray = pytest.importorskip("ray")
 
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    """One real local Ray for the module: each start costs about a minute on 2 cores. An executor leaves a Ray it
-    did not start running (tests/test_eval.py checks, on a stand-in, that it shuts down one it started)."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield
-    ray.shutdown()
+# (runtime, settings, questions) of each test's eval
+CASES = {
+    "one-actor": (RuntimeSettings(threads=2), EvalSettings(rounds=2, seed=0), lambda: arithmetic(3, 0)),
+    "two-actors": (RuntimeSettings(threads=1), EvalSettings(rounds=1, seed=1), lambda: arithmetic(4, 1)),
+}
 
 
 def ballots(eval_dir):
@@ -31,55 +33,59 @@ def ballots(eval_dir):
     return out
 
 
-def test_ray_executor_gives_the_local_executors_runs(store_with_weights, tmp_path):
+@pytest.fixture(scope="module")
+def evals(real_store, tmp_path_factory):
+    """Each case's eval, prepared twice (local, ray) in a store sharing the real weights, with the local one run
+    (the two-actor case backwards, so that the two orders differ); then the module's one real local Ray."""
+    home = tmp_path_factory.mktemp("ray-home")
+    (home / "models").symlink_to(real_store.models_dir, target_is_directory=True)
+    store = Store(home)
     registry = load_registry()
-    runtime = RuntimeSettings(threads=2)
-    settings = EvalSettings(rounds=2, seed=0)
-    questions = arithmetic(3, 0)
-    dirs = {}
-    for name in ("local", "ray"):
-        dirs[name] = eval_api.prepare(questions, registry=registry, store=store_with_weights, panel=registry.panel("tiny"),
-                                      settings=settings, runtime=runtime, out_dir=tmp_path / name)
-    local = LocalExecutor(store_with_weights, runtime)
-    try:
-        local_report = eval_api.run(dirs["local"], local)
-    finally:
-        local.close()
-    remote = RayExecutor(runtime)  # the module's real local Ray: one actor asking for the 2 CPUs it spins
-    try:
-        assert len(remote.actors) == 1
-        ray_report = eval_api.run(dirs["ray"], remote)
-    finally:
-        remote.close()
-    assert ray.is_initialized()  # not this executor's to stop
-    local_ballots, ray_ballots = ballots(dirs["local"]), ballots(dirs["ray"])
-    assert len(local_ballots) == 3 and all(len(b) == 8 for b in local_ballots.values())
-    assert ray_ballots == local_ballots
-    assert ray_report.modes == local_report.modes
-
-
-def test_two_ray_actors_in_another_job_order_give_the_same_ballots(store_with_weights, tmp_path):
-    """Two actors of one thread each take the questions in another order than the local run (which runs them
-    backwards): each question's context is sized for it alone, so no ballot depends on what ran before it."""
-    registry = load_registry()
-    runtime = RuntimeSettings(threads=1)
-    settings = EvalSettings(rounds=1, seed=1)
-    questions = arithmetic(4, 1)
-    dirs = {name: eval_api.prepare(questions, registry=registry, store=store_with_weights, panel=registry.panel("tiny"),
-                                   settings=settings, runtime=runtime, out_dir=tmp_path / name) for name in ("local", "ray")}
 
     class Backwards(LocalExecutor):
         def run(self, jobs, manifest, eval_dir, on_done):
             super().run(list(reversed(jobs)), manifest, eval_dir, on_done)
 
-    local = Backwards(store_with_weights, runtime)
+    out = {}
+    for case, (runtime, settings, questions) in CASES.items():
+        dirs = {name: eval_api.prepare(questions(), registry=registry, store=store, panel=registry.panel("tiny"),
+                                       settings=settings, runtime=runtime, out_dir=home / case / name)
+                for name in ("local", "ray")}
+        local = (Backwards if case == "two-actors" else LocalExecutor)(store, runtime)
+        try:
+            dirs["report"] = eval_api.run(dirs["local"], local)
+        finally:
+            local.close()
+        out[case] = dirs
+    out["home"] = home  # the actors' store: the same weights
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield out
+    ray.shutdown()
+
+
+def test_ray_executor_gives_the_local_executors_runs(evals):
+    dirs = evals["one-actor"]
+    remote = RayExecutor(CASES["one-actor"][0], home=evals["home"])  # one actor asking for the 2 CPUs it spins
     try:
-        eval_api.run(dirs["local"], local)
+        assert len(remote.actors) == 1
+        ray_report = eval_api.run(dirs["ray"], remote)
     finally:
-        local.close()
+        remote.close()
+    assert ray.is_initialized()  # the module's: not this executor's to stop
+    local_ballots, ray_ballots = ballots(dirs["local"]), ballots(dirs["ray"])
+    assert len(local_ballots) == 3 and all(len(b) == 8 for b in local_ballots.values())
+    assert ray_ballots == local_ballots
+    assert ray_report.modes == dirs["report"].modes
+
+
+def test_two_ray_actors_in_another_job_order_give_the_same_ballots(evals):
+    """Two actors of one thread each take the questions in another order than the local run (which ran them
+    backwards): each question's context is sized for it alone, so no ballot depends on what ran before it."""
+    dirs = evals["two-actors"]
+    runtime = CASES["two-actors"][0]
     with pytest.raises(Exception, match=r"--workers 3 at 1 thread each needs 3 CPUs and the Ray cluster has 2"):
-        RayExecutor(runtime, workers=3)
-    remote = RayExecutor(runtime, workers=2)
+        RayExecutor(runtime, workers=3, home=evals["home"])
+    remote = RayExecutor(runtime, workers=2, home=evals["home"])
     try:
         assert len(remote.actors) == 2
         eval_api.run(dirs["ray"], remote)

@@ -217,3 +217,43 @@ def test_more_options_than_rotations_is_said_to_be_partly_debiased(env):  # noqa
     assert "Partly debiased: each vote was scored under 4 of the 5 rotations" in render(t, "text", width=400)
     four = run(env, ScriptedBackend(default=PositionBiased(lambda order: {o: 0.25 for o in order})), options=options[:4])
     assert "Partly" not in render(four, "text", width=400) and "Debiasing (each vote" in render(four, "text", width=400)
+
+
+def ranked(order: str, k: int) -> Turn:
+    """A ballot whose probabilities rank the options in ``order`` ("ABC": A most probable)."""
+    probs = {o: p for o, p in zip(order, (0.5, 0.3, 0.2))}
+    return turn(f"S{k}", 1, order[0], probs)
+
+
+def test_borda_and_condorcet_on_constructed_ballots():
+    from localpanel.tally import rankings, rankings_lines
+
+    # Two rank A > B > C, two C > B > A, one B > A > C: the plurality ties A and C, B wins every head-to-head
+    # (3 to 2) and the Borda count.
+    turns = [ranked(o, k) for k, o in enumerate(["ABC", "ABC", "CBA", "CBA", "BAC"])]
+    t = tally(list("ABC"), turns)
+    r = rankings(list("ABC"), turns)
+    assert t.leaders == ["A", "C"] and r.borda == {"A": 5.0, "B": 6.0, "C": 4.0} and r.borda_leaders == ["B"]
+    assert r.pairwise["B"] == {"A": 3, "C": 3} and r.condorcet_winner == "B" and r.smith_set == ["B"]
+    assert rankings_lines(r, t)[-1] == "They differ: plurality A/C, Borda B, Condorcet B."
+    # A > B > C, B > C > A, C > A > B: each option beats one and loses to one, 2 to 1: a cycle.
+    cycle = [ranked(o, k) for k, o in enumerate(["ABC", "BCA", "CAB"])]
+    r = rankings(list("ABC"), cycle)
+    assert r.condorcet_winner is None and r.smith_set == ["A", "B", "C"] and set(r.borda.values()) == {3.0}
+    assert "No Condorcet winner: A, B, C beat each other in a cycle or tie head to head." in rankings_lines(r, tally(list("ABC"), cycle))
+    # everyone agrees
+    same = [ranked("ABC", k) for k in range(3)]
+    assert rankings_lines(rankings(list("ABC"), same), tally(list("ABC"), same))[-1] == "Plurality, Borda and Condorcet agree: A."
+
+
+def test_every_card_and_the_json_show_the_rankings(env):  # noqa: F811
+    backend = script(ScriptedBackend(), [{
+        "Ann": ballot("Yes", confidence={"Yes": 0.6, "No": 0.4}), "Bob": ballot("Yes", confidence={"Yes": 0.55, "No": 0.45}),
+        "Cy": ballot("No", confidence={"Yes": 0.1, "No": 0.9}), "Di": ballot("No", confidence={"Yes": 0.2, "No": 0.8})}])
+    t = run(env, backend)
+    assert t.rankings.borda == {"Yes": 2.0, "No": 2.0} and t.rankings.condorcet_winner is None
+    for fmt in ("text", "markdown", "html"):
+        out = render(t, fmt, width=400)
+        assert "Rankings from the probabilities" in out and "Borda count" in out
+    data = json.loads(render(t, "json"))
+    assert data["rankings"]["smith_set"] == ["No", "Yes"] and data["rankings"]["borda_leaders"] == ["No", "Yes"]

@@ -84,9 +84,17 @@ def _lines(r: Report) -> dict[str, list[str]]:
         for where, ests in (("first", r.positions.first), ("last", r.positions.last)):
             pos.append(f"round-1 votes for the option shown {where}: " + ", ".join(f"{pct(e)}% ± {se(e)} {k}" for k, e in ests.items())
                        + f" (chance {100 * r.positions.chance:.0f}%)")
+    best = []
+    if (a := r.against_best) is not None:
+        chosen = ", ".join(f"{name} {k}" for name, k in a.chosen.items())
+        best.append(f"best seat (chosen on the other questions, leave-one-out): {pct(a.best_seat)} ± {se(a.best_seat)} "
+                    f"(chosen: {chosen}; best on all questions: {a.best_in_sample})")
+        best += [f"{mode} − best seat: {100 * d.value:+.1f} ± {se(d)} points (paired over {d.n} questions)"
+                 for mode, d in a.difference.items()]
+        best.append("per model (round 1): " + ", ".join(f"{m} {pct(e)} ± {se(e)}" for m, e in a.by_model.items()))
     notes = [f"{mode}: n = {e.n} questions" for mode, e in r.modes.items()]
     notes += [f"could not run: {qid} ({why})" for qid, why in r.failed_questions.items()]
-    return {"diff": [diff] if diff else [], "views": views, "conformity": conf, "independence": indep, "debias": debias, "positions": pos,
+    return {"diff": [diff] if diff else [], "best": best, "views": views, "conformity": conf, "independence": indep, "debias": debias, "positions": pos,
             "conventions": r.conventions + notes}
 
 
@@ -100,6 +108,8 @@ def text(r: Report) -> str:
         out.append(f"{mode:<10}|{'acc':<6}|{acc:>7}|{'±':^3}|{se:>7}|" + (f"{refv:>10}|" if ref else "") + f"{tok:>9}|{sec:>7}")
     parts = _lines(r)
     out += [""] + parts["diff"]
+    if parts["best"]:
+        out += ["", "Against the best seat"] + [f"  {line}" for line in parts["best"]]
     if parts["views"]:
         out += ["", "Drawn votes and views"] + [f"  {line}" for line in parts["views"]]
     out += ["", "Accuracy by round (%)", "  " + " " * 22 + "".join(f"{'R' + str(k + 1):>8}" for k in range(r.rounds))]
@@ -132,6 +142,8 @@ def markdown(r: Report) -> str:
         out.append(f"| {MODE_TITLES.get(mode, mode)} | {acc} | {se} |" + (f" {refv} |" if ref else "") + f" {tok} | {sec} |")
     parts = _lines(r)
     out += [""] + parts["diff"]
+    if parts["best"]:
+        out += ["", "## Against the best seat", ""] + [f"- {line}" for line in parts["best"]]
     if parts["views"]:
         out += ["", "## Drawn votes and views", ""] + [f"- {line}" for line in parts["views"]]
     out += ["", "## Accuracy by round (%)", "", "| | " + " | ".join(f"Round {k + 1}" for k in range(r.rounds)) + " |",
@@ -194,6 +206,8 @@ def page(r: Report) -> str:
     parts.append(html_table(table[:n_modes]))
     lines = _lines(r)
     parts += [f"<p>{e(x)}</p>" for x in lines["diff"]]
+    if lines["best"]:
+        parts.append("<h2>Against the best seat</h2>" + "".join(f"<p>{e(x)}</p>" for x in lines["best"]))
     if lines["views"]:
         parts.append("<h2>Drawn votes and views</h2>" + "".join(f"<p>{e(x)}</p>" for x in lines["views"]))
     if lines["debias"] or lines["positions"]:

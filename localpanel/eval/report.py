@@ -25,6 +25,8 @@ MODE_TITLES = {
     "single": "single model (each seat, round 1)",
     "vote": "majority vote (round 1)",
     "weighted": "probability-weighted vote (round 1)",
+    "borda": "Borda count of the ballots' rankings (round 1)",
+    "condorcet": "Condorcet winner of the ballots' rankings (round 1)",
     "debate": "debate (final-round majority)",
     "reflect": "self-reflection (first seat alone)",
 }
@@ -37,7 +39,13 @@ CONVENTIONS = [
     "weighted: the probabilities of the valid ballots, summed; a question whose ballots all failed scores 0; "
     "integer questions have no option probabilities and are left out of it (see its n).",
     "a question that could not run (too long for a context, a model that did not load) has every ballot failed.",
+    "borda and condorcet: each valid ballot ranks every option by its own probabilities; failed ballots rank "
+    "nothing. A Borda tie between k options, or a cycle of k options with no Condorcet winner, scores 1/k when "
+    "the right answer is among them.",
+    "against the best seat: for each question the best seat is the one most often right on the other questions "
+    "(leave-one-out), so that the comparison does not flatter it; the seat best on all of them is named too.",
 ]
+RANKING_MODES = ("borda", "condorcet")
 ABSTAIN = object()
 
 
@@ -148,6 +156,7 @@ class QuestionResult(BaseModel):
         out = {"single": float(np.mean([v == self.answer for v in first])), "vote": majority_score(first, self.answer)}
         if not self.integer:
             out["weighted"] = weighted_score(confidence, self.answer)
+            out.update(ranking_scores(confidence, self.answer))
         return out
 
     def weighted_among(self, seats: list[int]) -> tuple[float, float] | None:
@@ -161,6 +170,24 @@ class QuestionResult(BaseModel):
         """The share of this question's valid round-1 ballots that went to the option shown at that place."""
         pairs = [(v, s) for v, s in zip(votes, shown) if v is not None and s is not None]
         return float(np.mean([v == s for v, s in pairs])) if pairs else None
+
+
+def ranking_scores(confidences: list[dict[str, float]], answer: str) -> dict[str, float]:
+    """The Borda and Condorcet scores of one question's round-1 ballots (see CONVENTIONS); {} without any."""
+    from ..protocol import Turn
+    from ..tally import rankings
+
+    ranked = [c for c in confidences if c]
+    if not ranked:
+        return {}
+    options = list(ranked[0])
+    turns = [Turn(participant=f"seat {i}", round=1, vote=max(c, key=c.get), confidence=c, option_order=options, seed=0)
+             for i, c in enumerate(ranked)]
+    r = rankings(options, turns)
+    if r is None:
+        return {}
+    return {"borda": (answer in r.borda_leaders) / len(r.borda_leaders),
+            "condorcet": (answer in r.smith_set) / len(r.smith_set)}
 
 
 def redrawn(turn, temperature: float) -> str | None:
@@ -237,6 +264,16 @@ class Conformity(BaseModel):
     toward_majority: float | None  # share of changes to the previous round's majority answer
 
 
+class AgainstBest(BaseModel):
+    """Is the panel worth it? Each mode against the best single seat, question by question."""
+
+    by_model: dict[str, Estimate]  # round-1 accuracy of each model (its seats' mean)
+    best_in_sample: str  # the seat most often right on all the questions
+    chosen: dict[str, int]  # how often each seat was the leave-one-out choice
+    best_seat: Estimate  # the score of the seat chosen on the other questions
+    difference: dict[str, Estimate]  # mode - best seat, paired
+
+
 class Report(BaseModel):
     name: str
     source: str
@@ -266,6 +303,7 @@ class Report(BaseModel):
     view_changes: list[Conformity] = []
     vote_draw: bool = False
     debate_minus_vote: Estimate | None
+    against_best: AgainstBest | None = None
     by_participant: dict[str, list[Estimate]]  # per round
     by_round: dict[str, list[Estimate]]  # "single" (mean seat) and "majority", per round
     conformity: list[Conformity]
@@ -285,7 +323,8 @@ def build_report(manifest, results: list[QuestionResult], seconds: float) -> Rep
     results = sorted(results, key=lambda r: r.index)
     names = [p.name for p in manifest.panel.participants]
     per_q = [r.scores() for r in results]
-    modes = {m: estimate([s[m] for s in per_q if m in s]) for m in manifest.settings.modes if any(m in s for s in per_q)}
+    wanted = [*manifest.settings.modes, *(m for m in RANKING_MODES if m not in manifest.settings.modes)]
+    modes = {m: estimate([s[m] for s in per_q if m in s]) for m in wanted if any(m in s for s in per_q)}
     diff = estimate([s["debate"] - s["vote"] for s in per_q]) if per_q and "debate" in modes and "vote" in modes else None
     n_rounds = max((len(r.votes) for r in results), default=0)
     by_participant = {
@@ -315,6 +354,7 @@ def build_report(manifest, results: list[QuestionResult], seconds: float) -> Rep
     return Report(
         name=manifest.questions.name, source=manifest.questions.source, sha256=manifest.questions.sha256,
         questions=len(results), participants=names, rounds=n_rounds, modes=modes, debate_minus_vote=diff,
+        against_best=against_best(results, per_q, names, [p.model for p in manifest.panel.participants]),
         undebiased=undebiased, debias_gain=gain, debiased_same=debiased_same, positions=positions(results), as_cast=as_cast,
         as_views=as_views, as_drawn=as_drawn, views_gain=views_gain, vote_draw=manifest.settings.vote_draw,
         view_changes=conformity([r.model_copy(update={"votes": r.views}) for r in results if r.views is not None]),
@@ -325,6 +365,26 @@ def build_report(manifest, results: list[QuestionResult], seconds: float) -> Rep
         cost=cost(results, len(names)), reference=reference, seconds=round(seconds, 1),
         compute_seconds=round(sum(sum(r.seconds) + r.reflect_seconds for r in results), 1),
     )
+
+
+def against_best(results: list[QuestionResult], per_q: list[dict[str, float]], names: list[str],
+                 models: list[str]) -> AgainstBest | None:
+    """Each mode minus the best seat, paired over the questions. For each question the best seat is the one
+    right most often on the *other* questions (leave-one-out; ties to the first in the panel)."""
+    if len(names) < 2 or len(results) < 2:
+        return None
+    right = np.array([[float(r.votes[0][i] == r.answer) for r in results] for i in range(len(names))])
+    totals = right.sum(axis=1)
+    chosen = [int(np.argmax(totals - right[:, q])) for q in range(len(results))]
+    best = [right[i, q] for q, i in enumerate(chosen)]
+    by_model = {m: estimate([float(np.mean([right[i, q] for i in range(len(names)) if models[i] == m]))
+                             for q in range(len(results))]) for m in dict.fromkeys(models)}
+    modes = [m for m in per_q[0] if m != "single"] if per_q else []
+    difference = {m: estimate([s[m] - b for s, b in zip(per_q, best) if m in s]) for m in modes
+                  if any(m in s for s in per_q)}
+    return AgainstBest(by_model=by_model, best_in_sample=names[int(np.argmax(totals))],
+                       chosen={names[i]: chosen.count(i) for i in sorted(set(chosen))}, best_seat=estimate(best),
+                       difference=difference)
 
 
 def weighted_by_model(results: list[QuestionResult], models: list[str]) -> dict[str, dict[str, Estimate]]:
@@ -412,6 +472,8 @@ def cost(results: list[QuestionResult], seats: int) -> dict[str, dict[str, float
         "single": {"tokens": first_t / seats, "seconds": first_s / seats},
         "vote": {"tokens": first_t, "seconds": first_s},
         "weighted": {"tokens": first_t, "seconds": first_s},
+        "borda": {"tokens": first_t, "seconds": first_s},
+        "condorcet": {"tokens": first_t, "seconds": first_s},
         "debate": {"tokens": float(np.mean([sum(r.tokens) for r in results])), "seconds": float(np.mean([sum(r.seconds) for r in results]))},
     }
     if all(r.reflect is not None for r in results):
