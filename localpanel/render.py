@@ -6,6 +6,7 @@ import html
 import re
 import textwrap
 
+from .copying import COPIED_WORDS, copy_line
 from .charts import option_colors, paths_chart, persuasion_chart, probability_bar, votes_chart
 from .tally import margin_line, position_line, rankings_lines, shift_line, shift_sentence
 from .transcript import Round, Transcript
@@ -68,6 +69,22 @@ def _drawn_note(turn) -> str:
     return f" (drawn; most probable: {view})" if turn.valid and view is not None and view != turn.vote else ""
 
 
+def _copies(t: Transcript) -> dict[tuple[str, int], object]:
+    """The copied rationales, by (participant, round)."""
+    return {(c.participant, c.round): c for c in t.copying if c.copied}
+
+
+def _copying_lines(t: Transcript) -> list[str]:
+    """Per round after the first: how many rationales share COPIED_WORDS or more words in a row with earlier text."""
+    lines = []
+    for r in sorted({c.round for c in t.copying}):
+        rs = [c for c in t.copying if c.round == r]
+        n = sum(c.copied for c in rs)
+        lines.append(f"Round {r}: {n} of {len(rs)} rationales share {COPIED_WORDS} or more words in a row with text their "
+                     f"seat had read (longest {max(c.words for c in rs)}; 12 or more: {sum(c.words >= 12 for c in rs)}).")
+    return lines
+
+
 def _path(t: Transcript, name: str) -> str:
     path = t.probability_paths[name]
     return f"{path.option} " + " → ".join("—" if p is None else f"{p:.2f}" for p in path.probabilities)
@@ -108,7 +125,7 @@ def card(t: Transcript, *, color: bool = False, width: int = 88) -> str:
         out += ["", "Position effect", wrap(position_line(t.positions), "  "), wrap(shift_line(t.positions, t.options), "  ")]
     if final:
         out += ["", "Votes" + (f" (round {final.number})" if t.kind == "debate" else "")]
-        models = _model_of(t)
+        models, copies = _model_of(t), _copies(t)
         for turn in final.turns:
             out.append("  " + style(turn.participant, bold=True) + style(f" · {models[turn.participant]}", dim=True))
             if turn.valid:
@@ -117,6 +134,8 @@ def card(t: Transcript, *, color: bool = False, width: int = 88) -> str:
                 if turn.attributed_to:
                     out.append(f"    Persuaded by: {turn.attributed_to}")
                 out.append(wrap(turn.rationale or ""))
+                if (c := copies.get((turn.participant, turn.round))) is not None:
+                    out.append(style(wrap(copy_line(c)), fg="yellow"))
             else:
                 out.append(style(f"    Abstained: {turn.failure}", fg="red"))
     if t.kind == "debate":
@@ -139,6 +158,9 @@ def card(t: Transcript, *, color: bool = False, width: int = 88) -> str:
             out += [f"  {e.source} → {e.target}" + (f" ×{e.count}" if e.count > 1 else "") for e in t.persuasion]
             if t.most_persuasive:
                 out.append(f"  Most persuasive: {t.most_persuasive}")
+        if t.copying:
+            out += ["", "Copying (what a round adds: a rationale's longest run of words shared with text its seat had read)"]
+            out += [wrap(line, "  ") for line in _copying_lines(t)]
         if t.probability_paths:
             out += ["", "Each seat's probability for the option it ended on, round by round"]
             name_w = max(len(n) for n in t.probability_paths)
@@ -227,6 +249,8 @@ def markdown(t: Transcript) -> str:
                 cells = ["—" if p is None else f"{p:.2f}" for p in path.probabilities]
                 out.append(f"| {_md(name)} | {_md(path.option)} | " + " | ".join(cells) + " |")
             out += [""] + [f"- {_md(shift_sentence(x))}" for x in t.shifts]
+        if t.copying:
+            out += ["", "## Copying", ""] + [f"- {_md(line)}" for line in _copying_lines(t)]
         out.append("")
     for r in t.rounds:
         out += [f"## Round {r.number}" if t.kind == "debate" else "## Votes", ""]
@@ -236,6 +260,8 @@ def markdown(t: Transcript) -> str:
                 conf = f" — p: {_confidence(turn)}" if turn.confidence else ""
                 persuaded = f" — persuaded by {turn.attributed_to}" if turn.attributed_to else ""
                 out += [head, "", f"**Vote: {_md(turn.vote)}**{_md(_drawn_note(turn))}{conf}{persuaded}", "", _md(turn.rationale or ""), ""]
+                if (c := _copies(t).get((turn.participant, turn.round))) is not None:
+                    out += [f"*{_md(copy_line(c))}*", ""]
             else:
                 out += [head, "", f"*Abstained: {_md(turn.failure or '')}*", ""]
     out.append(f"---\n{_footer(t)}")
@@ -258,7 +284,7 @@ body{font:16px/1.5 system-ui,sans-serif;max-width:52rem;margin:2rem auto;padding
 h1{font-size:1.4rem}.meta{color:#777}.result{font-size:1.2rem;font-weight:600;margin:1rem 0}
 table{border-collapse:collapse;margin:.5rem 0}td,th{padding:.3rem .7rem;border-bottom:1px solid #ddd;text-align:left}
 .bar{display:inline-block;height:.7rem;background:#4a7;border-radius:2px}.turn{margin:1rem 0;padding:.5rem 1rem;border-left:3px solid #4a7}
-.abstain{border-color:#c44}.vote{font-weight:600}.p{color:#777;font-size:.9rem}blockquote{margin:.3rem 0 .3rem 1rem;color:#444}
+.abstain{border-color:#c44}.copied{color:#b36b00;font-size:.9rem}.vote{font-weight:600}.p{color:#777;font-size:.9rem}blockquote{margin:.3rem 0 .3rem 1rem;color:#444}
 svg.chart{display:block;max-width:100%;height:auto;margin:.5rem 0 1rem}svg.pbar{vertical-align:middle;margin-left:.6rem;border-radius:2px}
 .legend span{display:inline-block;margin-right:1rem;font-size:.9rem}.legend i{display:inline-block;width:.8rem;height:.8rem;border-radius:2px;margin-right:.3rem;vertical-align:-1px}
 @media (prefers-color-scheme:dark){body{color:#e6e6e6;background:#15171b}td,th{border-color:#333}blockquote{color:#c8c8c8}.meta,.p{color:#9a9a9a}}
@@ -299,6 +325,8 @@ def page(t: Transcript) -> str:
         if t.probability_paths:
             parts.append("<h2>Each seat's probability for the option it ended on</h2>" + paths_chart(t))
             parts += [f"<p>{e(shift_sentence(x))}</p>" for x in t.shifts]
+        if t.copying:
+            parts.append("<h2>Copying</h2>" + "".join(f"<p>{e(x)}</p>" for x in _copying_lines(t)))
     if summary := summary_parts(t):
         parts.append("<h2>Summary</h2>")
         parts += [f"<p>{'<b>' + e(h) + ':</b> ' if h else ''}{e(text)}</p>" for h, text in summary]
@@ -331,7 +359,9 @@ def page(t: Transcript) -> str:
                 parts.append(
                     f"<div class=turn>{head}<div class=vote>Vote: {e(turn.vote)}{e(_drawn_note(turn))}{conf}</div>"
                     + (f"<div class=p>Persuaded by {e(turn.attributed_to)}</div>" if turn.attributed_to else "")
-                    + f"<p>{e(turn.rationale or '')}</p></div>"
+                    + f"<p>{e(turn.rationale or '')}</p>"
+                    + (f"<p class=copied>{e(copy_line(c))}</p>" if (c := _copies(t).get((turn.participant, turn.round))) else "")
+                    + "</div>"
                 )
             else:
                 parts.append(f"<div class='turn abstain'>{head}<p>Abstained: {e(turn.failure or '')}</p></div>")

@@ -22,6 +22,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .atomic import atomic_write_json, fsync_dir
+from .copying import Copied, copying
 from .errors import InputError, RunError
 from .moderator import Argument, ModeratorReport
 from .protocol import DebateSettings, StopReason, Turn
@@ -118,6 +119,8 @@ class Transcript(BaseModel):
     shifts: list[Shift] = Field(default_factory=list)
     # The final round's ballots ranked by their probabilities: Borda and Condorcet beside the plurality.
     rankings: Rankings | None = None
+    # For every ballot after round 1: the longest run of words its rationale shares with what its seat had read.
+    copying: list[Copied] = Field(default_factory=list)
     positions: PositionEffect | None = None
     summary: str | None = None
     strongest_arguments: dict[str, Argument] = Field(default_factory=dict)
@@ -143,7 +146,24 @@ class Transcript(BaseModel):
             self.shifts = shifts_without_flip(names, turns)
         if self.rankings is None and self.rounds and len(self.options) > 1:  # saved before rankings were kept
             self.rankings = rankings(self.options, self.rounds[-1].turns)
+        if not self.copying and len(self.rounds) > 1:  # saved before copying was measured
+            self.copying = copying_of(self)
         return self
+
+
+def copying_of(t: "Transcript") -> list[Copied]:
+    """The copying measure of a saved run, from its ballots (for a transcript saved before it was kept)."""
+    s = t.settings
+    integer = not any(len(r.turns[0].option_order) for r in t.rounds if r.turns)
+    return copying(t.question, [] if integer else t.options, [_seat_participant(p) for p in t.participants],
+                   [r.turns for r in t.rounds], s.rounds, integer, s.reason_first, s.anonymous)
+
+
+def _seat_participant(p: ParticipantRecord):
+    from .registry import Participant
+
+    return Participant(name=p.name, model=p.model, persona=p.persona, seed=p.seed, temperature=p.temperature,
+                       top_k=p.top_k, top_p=p.top_p, min_p=p.min_p, repeat_penalty=p.repeat_penalty)
 
 
 def headline(kind: str, rounds: list[Round], stopped_because: str) -> str:
@@ -202,6 +222,9 @@ def build_transcript(
         probability_paths=probability_paths(names, round_turns),
         shifts=shifts_without_flip(names, round_turns),
         rankings=rankings(manifest.options, round_turns[-1]) if round_turns else None,
+        copying=copying(manifest.question, manifest.options, manifest.panel.participants, round_turns,
+                        manifest.settings.rounds, not manifest.options, manifest.settings.reason_first,
+                        manifest.settings.anonymous),
         positions=position_effect(manifest.options, turns, {
             p.name: manifest.settings.vote_temperature(p.temperature) for p in manifest.participants
         }),

@@ -454,3 +454,21 @@ def test_leave_one_out_does_not_flatter_a_seat_right_by_luck():
     a = against_best(results, [r.scores() for r in results], list(votes), ["m1", "m2", "m3"])
     # left out: q0 -> Steady (2 right elsewhere, wrong here); q1, q2 -> Other; q3 -> Steady: all wrong
     assert a.best_in_sample == "Steady" and a.chosen == {"Steady": 2, "Other": 2} and a.best_seat.value == 0.0
+
+
+def test_the_report_gives_the_share_of_copied_rationales_per_round(env, question_file, tmp_path):  # noqa: F811
+    """Issue 24.1: the scripted seats write "<name> thinks it over carefully." (five words) in both rounds, under
+    the 8-word mark; Di repeats a 16-word rationale in round 2, so a quarter of each question's rationales is copied."""
+    inner = scripted().default
+
+    def pasting(request):  # Di pastes a long rationale in round 1 and again in round 2
+        b = inner(request)
+        if request.key == "Di":
+            b["rationale"] = "A long and careful argument that runs to well over twelve words in a row here."
+        return b
+
+    report = eval_api.run(start(env, question_file, tmp_path / "ev"), LocalExecutor(env[1], _runtime(), backend=ScriptedBackend(default=pasting)))
+    (c,) = report.copying
+    assert c.round == 2 and c.rationales == 12
+    assert c.eight.value == pytest.approx(0.25) and c.twelve.value == pytest.approx(0.25)  # Di alone, in each question
+    assert "25.0% ± 0.0 of 12 rationales share 8 or more words" in render_report(report, "text")

@@ -49,6 +49,8 @@ def _lines(r: Report) -> dict[str, list[str]]:
 
     conf = [changes(c, "changes of vote (drawn)" if r.vote_draw else "changes") for c in r.conformity]
     conf += [changes(c, "changes of view (most probable option)") for c in r.view_changes]
+    conf += [f"round {c.round}: {pct(c.eight)}% ± {se(c.eight)} of {c.rationales} rationales share 8 or more words in a "
+             f"row with text their seat had read, {pct(c.twelve)}% ± {se(c.twelve)} 12 or more" for c in r.copying]
     views = []
     if r.as_views:
         views.append("Votes were drawn at each seat's temperature (--vote-draw). The same ballots with each vote read as its "

@@ -118,6 +118,8 @@ class QuestionResult(BaseModel):
     shown_last: list[str | None] = []
     integer: bool = False  # answered with an integer: no options, so no probabilities
     failure: str | None = None  # why the question could not run at all
+    # From round 2 on, per round and seat: the longest run of words the rationale shares with what it had read.
+    copied: list[list[int]] = []
 
     def scores(self) -> dict[str, float]:
         out = self._round_one(self.votes[0], self.confidence)
@@ -227,6 +229,7 @@ def read_question(index: int, q: EvalQuestion, debate: Transcript, reflect: Tran
         shown_first=[first[n].option_order[0] if n in first and first[n].option_order else None for n in names],
         shown_last=[first[n].option_order[-1] if n in first and first[n].option_order else None for n in names],
     )
+    result.copied = [[c.words for c in debate.copying if c.round == k] for k in range(2, len(debate.rounds) + 1)]
     if debate.settings.vote_draw and debate.options:
         result.views = votes(debate, names, lambda x: x.view)
     elif debate.options:
@@ -274,6 +277,15 @@ class AgainstBest(BaseModel):
     difference: dict[str, Estimate]  # mode - best seat, paired
 
 
+class CopyShare(BaseModel):
+    """Round ``round``: the share of rationales sharing 8 or more (12 or more) words in a row with earlier text."""
+
+    round: int
+    rationales: int
+    eight: Estimate  # mean over questions of each question's share
+    twelve: Estimate
+
+
 class Report(BaseModel):
     name: str
     source: str
@@ -307,6 +319,7 @@ class Report(BaseModel):
     by_participant: dict[str, list[Estimate]]  # per round
     by_round: dict[str, list[Estimate]]  # "single" (mean seat) and "majority", per round
     conformity: list[Conformity]
+    copying: list[CopyShare] = []
     agreement: list[list[float]]  # round 1: share of questions two seats gave the same answer
     correctness_correlation: float | None
     correlation_pairs: int = 0  # pairs of seats whose correctness varied (a seat always right or wrong has no correlation)
@@ -360,7 +373,7 @@ def build_report(manifest, results: list[QuestionResult], seconds: float) -> Rep
         view_changes=conformity([r.model_copy(update={"votes": r.views}) for r in results if r.views is not None]),
         weighted_by_model=weighted_by_model(results, [p.model for p in manifest.panel.participants]),
         failed_questions={r.id: r.failure for r in results if r.failure},
-        by_participant=by_participant, by_round=by_round, conformity=conformity(results),
+        by_participant=by_participant, by_round=by_round, conformity=conformity(results), copying=copy_shares(results),
         agreement=agreement, correctness_correlation=correlation, correlation_pairs=pairs, effective_votes=effective,
         cost=cost(results, len(names)), reference=reference, seconds=round(seconds, 1),
         compute_seconds=round(sum(sum(r.seconds) + r.reflect_seconds for r in results), 1),
@@ -416,6 +429,17 @@ def positions(results: list[QuestionResult]) -> PositionReport | None:
         first={k: share("shown_first", f) for k, f in kinds.items()},
         last={k: share("shown_last", f) for k, f in kinds.items()},
     )
+
+
+def copy_shares(results: list[QuestionResult]) -> list[CopyShare]:
+    out = []
+    for k in range(max((len(r.copied) for r in results), default=0)):
+        per_q = [r.copied[k] for r in results if k < len(r.copied) and r.copied[k]]
+        if per_q:
+            out.append(CopyShare(round=k + 2, rationales=sum(len(x) for x in per_q),
+                                 eight=estimate([float(np.mean([w >= 8 for w in x])) for x in per_q]),
+                                 twelve=estimate([float(np.mean([w >= 12 for w in x])) for x in per_q])))
+    return out
 
 
 def conformity(results: list[QuestionResult]) -> list[Conformity]:

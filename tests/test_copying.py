@@ -1,0 +1,57 @@
+"""The copy measure on constructed debates: a pasted run is found and named, a run from the question or the
+options is not copying, the seat's own earlier rationale counts, and the cards and JSON say so."""
+
+import json
+
+from localpanel.copying import measure, words
+from localpanel.render import render
+from localpanel.scripted import ScriptedBackend
+
+from .test_protocol import ballot, env, run, script  # noqa: F401  (the four-seat scripted panel)
+
+QUESTION = "Should a small team write its own web framework?"
+OPTIONS = ["Yes", "No", "Only for learning"]
+PEER = "Writing a small web framework can be an excellent way to learn about routing and request handling in depth."
+
+
+def test_a_pasted_run_is_found_and_named():
+    mine = "I agree that writing a small web framework can be an excellent way to learn about routing, so yes."
+    c = measure("Ann", 2, mine, [("Bob", 1, PEER), ("own", 1, "No: it is not worth the time.")], [QUESTION, *OPTIONS])
+    assert (c.words, c.source, c.source_round) == (14, "Bob", 1) and c.copied
+    assert c.run == "writing a small web framework can be an excellent way to learn about routing"
+
+
+def test_runs_from_the_question_and_options_are_not_copying():
+    # "should a small team write its own web framework" (9 words) is the question's; a peer quoting it too is no copy
+    peer = "Should a small team write its own web framework? Only for learning, I think."
+    mine = "Should a small team write its own web framework? Not for production work."
+    c = measure("Ann", 2, mine, [("Bob", 1, peer)], [QUESTION, *OPTIONS])
+    assert c.words < 8 and not c.copied
+    # ... but extending the question's words with the peer's own makes a run the question does not hold
+    longer = "Should a small team write its own web framework only for learning i think"
+    assert measure("Ann", 2, longer, [("Bob", 1, peer)], [QUESTION, *OPTIONS]).words == 14
+
+
+def test_the_seats_own_earlier_rationale_counts():
+    own = "Kubernetes adds an operations burden that a five person team cannot carry this year."
+    c = measure("Ann", 2, own, [("Bob", 1, PEER), ("own", 1, own)], [QUESTION])
+    assert c.source == "own" and c.words == len(words(own))
+
+
+def test_the_cards_and_the_json_flag_a_copied_rationale(env):  # noqa: F811
+    backend = script(ScriptedBackend(), [
+        {"Ann": ballot("Yes", PEER), "Bob": ballot("No", "It costs more than it gives a small team."),
+         "Cy": ballot("No", "Maintenance never ends."), "Di": ballot("Yes", "A framework teaches a lot.")},
+        {"Ann": ballot("Yes", "Learning is the whole point, and it is cheap."), "Bob": ballot("Yes", PEER, who="Ann"),
+         "Cy": ballot("No", "Maintenance never ends, so no."), "Di": ballot("Yes", "It teaches a great deal.")},
+    ])
+    t = run(env, backend, question=QUESTION, options=OPTIONS, rounds=2, early_stop=False)
+    bob = next(c for c in t.copying if c.participant == "Bob")
+    assert bob.round == 2 and bob.source == "Ann" and bob.words == len(words(PEER)) and bob.copied
+    text = render(t, "text", width=400)
+    assert f"copied: {bob.words} words in a row from Ann's rationale (round 1)" in text
+    assert "Round 2: 1 of 4 rationales share 8 or more words in a row" in text
+    for fmt in ("markdown", "html"):
+        assert "copied: " in render(t, fmt) and "Copying" in render(t, fmt)
+    data = json.loads(render(t, "json"))
+    assert {c["participant"]: c["words"] for c in data["copying"]}["Bob"] == bob.words
