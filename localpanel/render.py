@@ -69,6 +69,11 @@ def _drawn_note(turn) -> str:
     return f" (drawn; most probable: {view})" if turn.valid and view is not None and view != turn.vote else ""
 
 
+def _rankings_shown(t: Transcript) -> bool:
+    """Borda and Condorcet on the card from three options on (with two they repeat the count; the JSON has them)."""
+    return t.rankings is not None and len(t.options) > 2
+
+
 def _copies(t: Transcript) -> dict[tuple[str, int], object]:
     """The copied rationales, by (participant, round)."""
     return {(c.participant, c.round): c for c in t.copying if c.copied}
@@ -118,7 +123,7 @@ def card(t: Transcript, *, color: bool = False, width: int = 88) -> str:
             out.append(f"  {o:<{name_w}}  {_bar(share)}  {final.tally.counts[o]:>3}    {_pct(final.tally.weighted[o])}")
         if final.tally.abstentions:
             out.append(f"  ({final.tally.abstentions} abstained: their ballot failed)")
-    if t.rankings and final:
+    if _rankings_shown(t) and final:
         out += ["", "Rankings from the probabilities (each ballot ranks every option by its own probabilities)"]
         out += [wrap(line, "  ") for line in rankings_lines(t.rankings, final.tally)]
     if t.positions:
@@ -218,7 +223,7 @@ def markdown(t: Transcript) -> str:
             for o in t.options
         ]
         out.append("")
-    if t.rankings and final:
+    if _rankings_shown(t) and final:
         out += ["## Rankings from the probabilities", ""] + [f"- {_md(line)}" for line in rankings_lines(t.rankings, final.tally)] + [""]
     if t.positions:
         out += ["## Position effect", "", _md(position_line(t.positions)), "", _md(shift_line(t.positions, t.options)), ""]
@@ -315,7 +320,7 @@ def page(t: Transcript) -> str:
             )
         parts.append("</table>")
         parts.append("<p class=legend>" + "".join(f"<span><i style='background:{colors[o]}'></i>{e(o)}</span>" for o in t.options) + "</p>")
-    if t.rankings and final:
+    if _rankings_shown(t) and final:
         parts.append("<h2>Rankings from the probabilities</h2>" + "".join(f"<p>{e(x)}</p>" for x in rankings_lines(t.rankings, final.tally)))
     if t.positions:
         parts.append(f"<h2>Position effect</h2><p>{e(position_line(t.positions))}</p><p>{e(shift_line(t.positions, t.options))}</p>")

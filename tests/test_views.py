@@ -247,13 +247,19 @@ def test_borda_and_condorcet_on_constructed_ballots():
 
 
 def test_every_card_and_the_json_show_the_rankings(env):  # noqa: F811
+    three = {"A": 0.5, "B": 0.3, "C": 0.2}
     backend = script(ScriptedBackend(), [{
-        "Ann": ballot("Yes", confidence={"Yes": 0.6, "No": 0.4}), "Bob": ballot("Yes", confidence={"Yes": 0.55, "No": 0.45}),
-        "Cy": ballot("No", confidence={"Yes": 0.1, "No": 0.9}), "Di": ballot("No", confidence={"Yes": 0.2, "No": 0.8})}])
-    t = run(env, backend)
-    assert t.rankings.borda == {"Yes": 2.0, "No": 2.0} and t.rankings.condorcet_winner is None
+        "Ann": ballot("A", confidence=three), "Bob": ballot("A", confidence=three),
+        "Cy": ballot("C", confidence={"C": 0.6, "B": 0.3, "A": 0.1}), "Di": ballot("B", confidence={"B": 0.5, "C": 0.3, "A": 0.2})}])
+    t = run(env, backend, options=("A", "B", "C"))
+    # Borda: A 2+2+0+0, B 1+1+1+2, C 0+0+2+1; A and B tie head to head (2 to 2): no Condorcet winner
+    assert t.rankings.borda == {"A": 4.0, "B": 5.0, "C": 3.0} and t.rankings.condorcet_winner is None
     for fmt in ("text", "markdown", "html"):
         out = render(t, fmt, width=400)
-        assert "Rankings from the probabilities" in out and "Borda count" in out
+        assert "Rankings from the probabilities" in out and "They differ: plurality A, Borda B, Condorcet none." in out
     data = json.loads(render(t, "json"))
-    assert data["rankings"]["smith_set"] == ["No", "Yes"] and data["rankings"]["borda_leaders"] == ["No", "Yes"]
+    assert data["rankings"]["smith_set"] == ["A", "B", "C"] and data["rankings"]["borda_leaders"] == ["B"]
+    two = run(env, script(ScriptedBackend(), [{n: ballot("Yes") for n in ("Ann", "Bob", "Cy", "Di")}]))
+    assert "Borda" not in render(two, "text") and two.rankings.condorcet_winner == "Yes"  # two options: the JSON only
+
+
