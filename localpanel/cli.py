@@ -453,7 +453,8 @@ def _interrupted(run_dir: Path | None, debate: bool) -> None:
 # What a run is made of: a resume takes all of it from the run's manifest, so giving any of it is a conflict.
 RUNTIME_OPTIONS = ("threads", "batch_size", "ctx_size", "gpu_layers", "max_memory", "one_at_a_time")
 RUN_SHAPING = ("question", "options", "panel", "seat_models", "seed", "temperature", "max_tokens", "rounds", "anonymous",
-               "no_early_stop", "no_debias", "vote_draw", "ballot_order", "no_moderator", "run_dir", *RUNTIME_OPTIONS)
+               "no_early_stop", "copy_guard", "no_debias", "vote_draw", "ballot_order", "no_moderator", "run_dir",
+               *RUNTIME_OPTIONS)
 
 
 def _refuse_beside_resume(shaping: tuple[str, ...] = RUN_SHAPING) -> None:
@@ -509,11 +510,12 @@ def poll(ctx: CliState, question: str | None, resume_dir: Path | None, seed, tem
 @click.option("--rounds", type=click.IntRange(1, MAX_ROUNDS), default=3, show_default=True, help="Most rounds to run.")
 @click.option("--anonymous", is_flag=True, help="Show other participants as Panelist A, B, ... instead of by name.")
 @click.option("--no-early-stop", is_flag=True, help="Run every round even after consensus or a round with no change.")
+@click.option("--copy-guard", type=click.IntRange(2, 64), metavar="TOKENS", help="From round 2 on, forbid a rationale to copy a run of this many tokens from the earlier rationales (the peers' and its own) or the prompt's instructions; shorter quotes stay possible. Off unless given.")
 @run_options
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path), help="Finish an interrupted debate from its run directory.")
 @pass_ctx
 @errors_to_sentences
-def debate(ctx: CliState, question: str | None, rounds: int, anonymous: bool, no_early_stop: bool,
+def debate(ctx: CliState, question: str | None, rounds: int, anonymous: bool, no_early_stop: bool, copy_guard: int | None,
            resume_dir: Path | None, seed, temperature, max_tokens, **kw) -> None:
     """Rounds of persuasion: each round, participants read the others' ballots and may change their vote.
 
@@ -530,7 +532,7 @@ def debate(ctx: CliState, question: str | None, rounds: int, anonymous: bool, no
     if resume_dir:
         return _resume(ctx, resume_dir, opts)
     settings = opts.settings(rounds=rounds, seed=seed, temperature=temperature, max_tokens=max_tokens,
-                             anonymous=anonymous, early_stop=not no_early_stop)
+                             anonymous=anonymous, early_stop=not no_early_stop, copy_guard=copy_guard)
     _run(ctx, question or "", settings, opts)
 
 
@@ -775,6 +777,7 @@ def eval_group() -> None:
 @click.option("--max-tokens", type=click.IntRange(32, 4096), default=1024, show_default=True, help="Most tokens one ballot may take.")
 @click.option("--no-debias", is_flag=True, help="Score each vote in the order shown only (the report then has no with/without-debiasing comparison).")
 @click.option("--vote-draw", is_flag=True, help="Draw each vote at its seat's temperature instead of taking the seat's most probable option; the report then also scores the same ballots as views.")
+@click.option("--copy-guard", type=click.IntRange(2, 64), metavar="TOKENS", help="From round 2 on, forbid a rationale to copy a run of this many tokens from earlier rationales or the prompt's instructions (off unless given).")
 @click.option("--ballot", "ballot_order", type=click.Choice(["reason-first", "vote-first"]), default="reason-first", show_default=True, help="Whether the working comes before the vote (as in the debate papers) or after it.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="Where questions run: this process, or Ray actors.")
 @click.option("--address", help="Ray cluster to join (e.g. auto, or ray://HOST:10001); default: start a local Ray.")
@@ -787,7 +790,7 @@ def eval_group() -> None:
 @runtime_options
 @pass_ctx
 @errors_to_sentences
-def eval_run(ctx: CliState, source, panel, seat_models, rounds, seed, modes, temperature, max_tokens, no_debias, vote_draw, ballot_order, executor, address,
+def eval_run(ctx: CliState, source, panel, seat_models, rounds, seed, modes, temperature, max_tokens, no_debias, vote_draw, copy_guard, ballot_order, executor, address,
              workers, out_dir, resume_dir, fmt, as_json, quiet, threads, batch_size, ctx_size, gpu_layers, max_memory,
              one_at_a_time) -> None:
     """Run a question set through the panel; every question is a debate.
@@ -802,7 +805,7 @@ def eval_run(ctx: CliState, source, panel, seat_models, rounds, seed, modes, tem
 
     if resume_dir is not None:
         _refuse_beside_resume(("source", "panel", "seat_models", "rounds", "seed", "modes", "temperature", "max_tokens",
-                               "no_debias", "vote_draw", "ballot_order", "out_dir", *RUNTIME_OPTIONS))
+                               "no_debias", "vote_draw", "copy_guard", "ballot_order", "out_dir", *RUNTIME_OPTIONS))
         eval_dir = resume_dir
         runtime = load_manifest(eval_dir).runtime
     else:
@@ -819,7 +822,7 @@ def eval_run(ctx: CliState, source, panel, seat_models, rounds, seed, modes, tem
         chosen = registry.models_panel(list(seat_models)) if seat_models else registry.panel(panel)
         settings = EvalSettings(rounds=rounds, seed=seed, temperature=temperature, max_tokens=max_tokens,
                                 modes=list(dict.fromkeys([*DEFAULT_MODES, *extra])), debias=not no_debias,
-                                vote_draw=vote_draw, reason_first=ballot_order == "reason-first")
+                                vote_draw=vote_draw, copy_guard=copy_guard, reason_first=ballot_order == "reason-first")
         runtime = _runtime(threads, batch_size, ctx_size, gpu_layers, max_memory, one_at_a_time)
         eval_dir = eval_api.prepare(questions, registry=registry, store=ctx.store, panel=chosen, settings=settings,
                                     runtime=runtime, out_dir=out_dir)

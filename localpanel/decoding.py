@@ -144,6 +144,27 @@ class _State:
     skip_literal: bool = False
 
 
+class CopyGuard:
+    """No run of ``n`` tokens that occurs in the texts to avoid: once the free text ends in the first ``n - 1``
+    tokens of such a run, the token that would complete it is taken out of the draw. It only narrows what the
+    grammar allows, and never to nothing (then it lets the draw be), so a ballot stays valid and still ends at a
+    sentence end; a quote shorter than ``n`` tokens stays possible."""
+
+    def __init__(self, vocab: Vocab, texts: list[str], n: int):
+        self.n = n
+        self.next: dict[tuple[int, ...], set[int]] = {}
+        for text in texts:
+            for variant in (text, " " + text):  # as read after a space in the prompt, and at the start of a string
+                toks = vocab.tokenize(variant)
+                for i in range(len(toks) - n + 1):
+                    self.next.setdefault(tuple(toks[i:i + n - 1]), set()).add(toks[i + n - 1])
+
+    def banned(self, text_tokens: list[int]) -> list[int]:
+        if len(text_tokens) < self.n - 1:
+            return []
+        return sorted(self.next.get(tuple(text_tokens[len(text_tokens) - self.n + 1:]), ()))
+
+
 def decode_plan(
     ev: Evaluator,
     vocab: Vocab,
@@ -154,9 +175,10 @@ def decode_plan(
     forced: list[int] | None = None,
     on_token: Callable[[int], None] | None = None,
     rotations: Rotations | None = None,
+    guard: CopyGuard | None = None,
 ) -> Decoded:
     """Decode one ballot on ``ev`` alone (see ``decode_steps``)."""
-    return drive(decode_steps(ev, vocab, plan, sampling, seed, max_tokens, forced, on_token, rotations), ev)
+    return drive(decode_steps(ev, vocab, plan, sampling, seed, max_tokens, forced, on_token, rotations, guard), ev)
 
 
 def decode_steps(
@@ -169,6 +191,7 @@ def decode_steps(
     forced: list[int] | None = None,
     on_token: Callable[[int], None] | None = None,
     rotations: Rotations | None = None,
+    guard: CopyGuard | None = None,
 ):
     """Decode one ballot, yielding every evaluation it needs. With ``forced`` (recorded tokens) nothing is
     sampled, but every evaluation happens exactly as when those tokens were first generated, which restores
@@ -210,7 +233,8 @@ def decode_steps(
             elif isinstance(seg, Choice):
                 yield from _choose(ev, vocab, seg, plan.literal_after(i), st, values, choices, sampling, seed, forced, take_forced, rotations)
             else:
-                failure = yield from _free_text(ev, vocab, seg, plan.literal_after(i), st, values, sampler, max_tokens, forced, flush, on_token)
+                failure = yield from _free_text(ev, vocab, seg, plan.literal_after(i), st, values, sampler, max_tokens, forced,
+                                                flush, on_token, guard if isinstance(seg, Text) else None)
                 if failure:
                     return Decoded(st.tokens, choices, values, failure, len(st.unevaluated), st.sampled)
         if st.pending:
@@ -593,9 +617,11 @@ def max_closing_chars(vocab: Vocab, after: bytes) -> int:
     return vocab.derived(("max-closing-chars", after), build)
 
 
-def _free_text(ev, vocab, seg: Text | Integer, after: str, st: _State, values, sampler, max_tokens, forced, flush, on_token):
+def _free_text(ev, vocab, seg: Text | Integer, after: str, st: _State, values, sampler, max_tokens, forced, flush, on_token,
+               guard: CopyGuard | None = None):
     """Sample free text (until it ends at a sentence end) or an integer; returns a failure reason or None."""
     text = FreeText(vocab, seg, after) if isinstance(seg, Text) else IntegerText(vocab, seg, after)
+    own: list[int] = []  # this text's tokens, for the copy guard
     while True:
         # Evaluate first, then decide: every way a turn can fail here leaves the same evaluations behind, so
         # a failed turn's recorded tokens rebuild its state as exactly as a finished turn's do.
@@ -614,6 +640,11 @@ def _free_text(ev, vocab, seg: Text | Integer, after: str, st: _State, values, s
         else:
             if bias := text.ending_bias():
                 logits[sentence_enders(vocab)] += bias
+            if guard is not None and (banned := guard.banned(own)):
+                kept = logits[banned].copy()
+                logits[banned] = -np.inf
+                if not (np.isfinite(logits) & text.allowed()).any():  # nothing left the grammar allows: let it be
+                    logits[banned] = kept
             tok = sampler.sample(logits)
             verdict = text.accepts(tok)
             if verdict is None:
@@ -642,6 +673,7 @@ def _free_text(ev, vocab, seg: Text | Integer, after: str, st: _State, values, s
                     raise AssertionError(f"token {tok} passed the {seg.field} mask but not its check")
             sampler.accept(tok)
         st.sampled += 1
+        own.append(tok)
         st.tokens.append(tok)
         st.unevaluated.append(tok)
         if on_token:

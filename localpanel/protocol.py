@@ -142,6 +142,9 @@ class DebateSettings(BaseModel):
     # Draw each vote from the seat's probabilities at its temperature instead of taking its most probable
     # option. Runs saved before votes were views (manifest schema 1) drew, and are read with this on.
     vote_draw: bool = False
+    # The copy guard: from round 2 on, a rationale may not copy a run of this many tokens from the peers' or its
+    # own earlier rationales or from its prompt's instructions (None: off). Kept in the manifest for resume.
+    copy_guard: int | None = Field(default=None, ge=2, le=64)
 
     @classmethod
     def checked(cls, **fields) -> "DebateSettings":
@@ -415,7 +418,20 @@ class Debate:
             context_base=self.plan(seat, 1).messages,
             context_extra=self.context_growth(),
             replay=list(replay.tokens) if replay is not None else None,
+            avoid=self.avoid(plan) if self.settings.copy_guard and plan.round > 1 else None,
+            copy_guard=self.settings.copy_guard if plan.round > 1 else None,
         )
+
+    def avoid(self, plan: TurnPlan) -> list[str]:
+        """What a later-round rationale may not copy a long run from: every earlier rationale (the peers' and its
+        own) and the instructions of its prompts. Not the question or the options, which it may quote."""
+        texts = [t.rationale for r in range(1, plan.round) for t in self.rounds[r - 1].values() if t.valid and t.rationale]
+        n, rounds = len(self.seats), self.settings.rounds
+        texts.append(system_prompt(plan.seat, n, rounds, self.labels[plan.seat.name], self.question.integer,
+                                   self.settings.reason_first))
+        framing = later_round_prompt(self.question, [], plan.round, rounds, [])
+        texts += [line for line in framing.splitlines() if not line.startswith(("Question:", "Options", "- "))]
+        return texts
 
     def cast_round(self, round_no: int) -> None:
         """Ask every seat that has no ballot for this round yet, all at once: the backend may run seats that

@@ -87,6 +87,10 @@ class GenerationRequest(BaseModel):
     # A turn already recorded (in a journal): decode exactly these tokens, sampling nothing, so that a batch it
     # was part of is composed again as it was. Its generation is not reported.
     replay: list[int] | None = None
+    # The copy guard: texts this turn's free text may not copy a run of ``copy_guard`` tokens from (the peers'
+    # rationales, its own earlier ones, its prompt's instructions); shorter quotes stay possible.
+    avoid: list[str] | None = None
+    copy_guard: int | None = Field(default=None, ge=2)
 
 
 class ChoiceRecord(BaseModel):

@@ -9,7 +9,7 @@ same lockstep as the first time, with the recorded tokens forced.
 
 from __future__ import annotations
 
-from .decoding import ReplayMismatch, Rotations, common_prefix, decode_steps
+from .decoding import CopyGuard, ReplayMismatch, Rotations, common_prefix, decode_steps
 from .grammar import compile_schema
 from .llama_context import Context, ContextFull, Sequence
 from .llama_models import LoadedModel
@@ -46,9 +46,10 @@ def turn(
     seq.dirty = True
     try:
         yield (to_eval[: rotations.base - cached] if rotations else to_eval), False
+        guard = CopyGuard(lm.vocab, request.avoid, request.copy_guard) if request.avoid and request.copy_guard else None
         decoded = yield from decode_steps(
             seq, lm.vocab, plan, request.sampling, request.seed, request.max_tokens, forced=forced,
-            on_token=on_token, rotations=rotations,
+            on_token=on_token, rotations=rotations, guard=guard,
         )
     except ContextFull as exc:
         seq.reset()

@@ -53,6 +53,7 @@ class EvalSettings(BaseModel):
     # Votes drawn at each seat's temperature instead of its most probable option; the report then also scores
     # the same ballots as views.
     vote_draw: bool = False
+    copy_guard: int | None = Field(default=None, ge=2, le=64)  # see DebateSettings.copy_guard
 
 
 class EvalManifest(BaseModel):
@@ -136,7 +137,8 @@ def _run_job(job: Job, manifest: EvalManifest, store: Store, backend: Backend, r
     registry = registry.with_panel(panel)
     s = manifest.settings
     settings = DebateSettings(rounds=s.rounds, seed=job.seed, temperature=s.temperature, max_tokens=s.max_tokens,
-                              early_stop=False, reason_first=s.reason_first, debias=s.debias, vote_draw=s.vote_draw)
+                              early_stop=False, reason_first=s.reason_first, debias=s.debias, vote_draw=s.vote_draw,
+                              copy_guard=s.copy_guard)
     q = job.question
     return api.start_run(q.question, q.options, registry=registry, store=store, panel=panel.name, settings=settings,
                          runtime=manifest.runtime, run_dir=run_dir, backend=backend, with_moderator=False, integer=q.integer)
