@@ -55,3 +55,13 @@ def test_the_cards_and_the_json_flag_a_copied_rationale(env):  # noqa: F811
         assert "copied: " in render(t, fmt) and "Copying" in render(t, fmt)
     data = json.loads(render(t, "json"))
     assert {c["participant"]: c["words"] for c in data["copying"]}["Bob"] == bob.words
+
+
+def test_the_card_says_when_the_copy_guard_was_on(env):  # noqa: F811
+    backend = script(ScriptedBackend(), [{n: ballot("Yes", f"{n} has a reason.") for n in ("Ann", "Bob", "Cy", "Di")}] * 2)
+    t = run(env, backend, question=QUESTION, options=OPTIONS, rounds=2, early_stop=False, copy_guard=8)
+    assert "Copy guard on: no rationale after round 1 could copy 8 tokens in a row" in render(t, "text", width=400)
+    assert backend.requests[-1].copy_guard == 8 and PEER not in backend.requests[-1].avoid
+    assert any("has a reason." in a for a in backend.requests[-1].avoid)  # the earlier rationales are avoided
+    assert not any(QUESTION in a for a in backend.requests[-1].avoid)  # the question may be quoted
+    assert backend.requests[0].avoid is None  # nothing to copy in round 1
