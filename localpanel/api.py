@@ -103,21 +103,17 @@ def prepare_run(
     question: str,
     options: list[str],
     *,
-    registry: Registry,
     store: Store,
-    panel: str | None = None,
     settings: DebateSettings | None = None,
-    runtime: RuntimeSettings | None = None,
     run_dir: Path | None = None,
     backend: Backend | None = None,
-    with_moderator: bool = True,
-    integer: bool = False,
+    **how,
 ) -> PreparedRun:
-    """Check every input (``check_run``) and claim the run directory with its manifest; nothing runs. Under the
-    store's runs unless ``run_dir``."""
+    """Check every input (``check_run``, whose other keywords ``how`` takes through: registry, panel, runtime,
+    with_moderator, integer) and claim the run directory with its manifest; nothing runs. Under the store's runs
+    unless ``run_dir``."""
     settings = settings or DebateSettings()
-    checked = check_run(question, options, registry=registry, store=store, panel=panel, settings=settings,
-                        runtime=runtime, backend=backend, with_moderator=with_moderator, integer=integer)
+    checked = check_run(question, options, store=store, settings=settings, backend=backend, **how)
     q, seats, panel_obj, moderator_spec, runtime = (checked.question, checked.seats, checked.panel, checked.moderator,
                                                     checked.runtime)
     described = backend or _backend(runtime)

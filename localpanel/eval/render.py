@@ -52,20 +52,21 @@ def _lines(r: Report) -> dict[str, list[str]]:
     conf += [f"round {c.round}: {pct(c.eight)}% ± {se(c.eight)} of {c.rationales} rationales share 8 or more words in a "
              f"row with text their seat had read, {pct(c.twelve)}% ± {se(c.twelve)} 12 or more" for c in r.copying]
     views = []
+
+    def compare(title: str, other: dict, cast_as: str, other_as: str) -> None:
+        views.append(title)
+        for mode, o in other.items():
+            g, cast = r.views_gain.get(mode), r.as_cast.get(mode)
+            views.append(f"{mode}: {pct(cast)} ± {se(cast)} {cast_as}, {pct(o)} ± {se(o)} {other_as}, both over {o.n} "
+                         f"questions; difference {100 * g.value:+.1f} ± {se(g)} points (paired)" if g else "")
+
     if r.as_views:
-        views.append("Votes were drawn at each seat's temperature (--vote-draw). The same ballots with each vote read as its "
-                     "seat's most probable option:")
-        for mode, v in r.as_views.items():
-            g, cast = r.views_gain.get(mode), r.as_cast.get(mode)
-            views.append(f"{mode}: {pct(cast)} ± {se(cast)} drawn, {pct(v)} ± {se(v)} as views, both over {v.n} questions; "
-                         f"difference {100 * g.value:+.1f} ± {se(g)} points (paired)" if g else "")
+        compare("Votes were drawn at each seat's temperature (--vote-draw). The same ballots with each vote read as its "
+                "seat's most probable option:", r.as_views, "drawn", "as views")
     if r.as_drawn:
-        views.append("Votes are each seat's most probable option. The same round-1 ballots with each vote drawn at its "
-                     "seat's temperature (the same Gumbel noise; how votes were cast before they were views):")
-        for mode, d in r.as_drawn.items():
-            g, cast = r.views_gain.get(mode), r.as_cast.get(mode)
-            views.append(f"{mode}: {pct(cast)} ± {se(cast)} as views, {pct(d)} ± {se(d)} drawn, both over {d.n} questions; "
-                         f"difference {100 * g.value:+.1f} ± {se(g)} points (paired)" if g else "")
+        compare("Votes are each seat's most probable option. The same round-1 ballots with each vote drawn at its "
+                "seat's temperature (the same Gumbel noise; how votes were cast before they were views):",
+                r.as_drawn, "as views", "drawn")
     indep = []
     if r.effective_votes is not None:
         total = len(r.participants) * (len(r.participants) - 1) // 2
