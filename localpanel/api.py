@@ -10,7 +10,7 @@ from typing import Callable
 
 from . import __version__
 from .errors import InputError, LocalpanelError, RunError
-from .events import EventSink, RunEvents
+from .events import EventSink, RunEvents, Stop  # noqa: F401  (Stop re-exported: api.Stop keeps working)
 from .moderator import ModeratorReport, moderate
 from .prompting import run_date
 from .protocol import Debate, DebateSettings, Question, Seat, Turn
@@ -209,10 +209,6 @@ def continue_run(
 
 def _ignore(event) -> None:
     pass
-
-
-class Stop(Exception):
-    """Raised from an event sink to stop a run between two tokens; the run stays resumable."""
 
 
 def _continue(run: RunDir, manifest: Manifest, seats: list[Seat], backend: Backend, store: Store, events: RunEvents) -> Transcript:

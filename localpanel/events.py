@@ -160,3 +160,7 @@ class RunEvents:
 
     def failed(self, error: str) -> None:
         self._emit(RunFailed, error=error)
+
+
+class Stop(Exception):
+    """Raised from an event sink to stop a run between two tokens; the run stays resumable."""

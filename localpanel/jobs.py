@@ -20,7 +20,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel
 
-from .api import Stop
+from .events import Stop
 
 State = Literal["queued", "running", "finished", "interrupted", "failed"]
 DONE: tuple[State, ...] = ("finished", "interrupted", "failed")

@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import llama_cpp as L
 import numpy as np
@@ -22,8 +22,15 @@ from .decoding import wants_logits
 from .errors import ModelLoadError
 from .runtime import RuntimeSettings
 
-if TYPE_CHECKING:
-    from .llama_models import LoadedModel
+
+
+class ModelHandle(Protocol):
+    """What a context is made from (``llama_models.LoadedModel`` is one): declared here, so that this module,
+    which llama_models builds on, never imports it back."""
+
+    model: Any  # the llama_model pointer
+    spec: Any  # its ModelSpec (for messages)
+    vocab: Any  # its Vocab
 
 _LOG: collections.deque[str] = collections.deque(maxlen=50)
 _log_callback = None
@@ -93,7 +100,7 @@ class Context:
     """
 
     def __init__(
-        self, model: "LoadedModel", n_ctx: int, settings: RuntimeSettings, threads: int, n_seq: int = 1,
+        self, model: ModelHandle, n_ctx: int, settings: RuntimeSettings, threads: int, n_seq: int = 1,
         stats: "Stats | None" = None,
     ):
         params = L.llama_context_default_params()

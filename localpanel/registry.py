@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import RegistryError, UnknownModelError, UnknownPanelError
+from .paths import default_home
 
 MAX_SEATS = 64  # participants in one panel
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -278,8 +279,6 @@ def registry_path(explicit: str | os.PathLike | None = None) -> Path | None:
 
 def user_registry_path() -> Path:
     """The user's own models.yaml, where `add` pins what the user adds: $LOCALPANEL_HOME/models.yaml."""
-    from .store import default_home  # the store owns the home directory
-
     return default_home() / "models.yaml"
 
 

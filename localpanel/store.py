@@ -18,11 +18,11 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import platformdirs
 
 from .atomic import atomic_write_json, atomic_write_text
 from .errors import ChecksumMismatch, GGUFError, InputError, NotPulledError, StoreError
 from .gguf import read_gguf
+from .paths import default_home  # noqa: F401  (re-exported: `from localpanel.store import default_home` keeps working)
 from .discover import ollama_model
 from .registry import (
     NAME_RE,
@@ -38,12 +38,6 @@ from .registry import (
     user_registry_path,
 )
 from .sources import Fetched, Progress, SourceError, fetch, sha256_file
-
-
-def default_home() -> Path:
-    """$LOCALPANEL_HOME, else the platform's user data directory."""
-    env = os.environ.get("LOCALPANEL_HOME")
-    return Path(env).expanduser() if env else Path(platformdirs.user_data_dir("localpanel", appauthor=False))
 
 
 @dataclass
