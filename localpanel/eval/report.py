@@ -38,7 +38,8 @@ CONVENTIONS = [
     "failures score 0; a tie between k blocs scores 1/k when the right answer leads).",
     "weighted: the probabilities of the valid ballots, summed; a question whose ballots all failed scores 0; "
     "integer questions have no option probabilities and are left out of it (see its n).",
-    "a question that could not run (too long for a context, a model that did not load) has every ballot failed.",
+    "a question that could not run (too long for a context, options a model cannot tell apart) has every ballot "
+    "failed; a machine error (weights missing, a model that does not load) stops the eval instead.",
     "borda and condorcet: each valid ballot ranks every option by its own probabilities; failed ballots rank "
     "nothing. A Borda tie between k options, or a cycle of k options with no Condorcet winner, scores 1/k when "
     "the right answer is among them.",
