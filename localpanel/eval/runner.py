@@ -95,7 +95,7 @@ def reflect_panel(panel: Panel) -> Panel:
 
 
 class JobFailure(BaseModel):
-    """A question that could not run at all (too long for a context, a model that does not load): recorded in
+    """A question that could not run at all (too long for a context, options a model cannot tell apart): recorded in
     its job directory as ``failed.json`` and scored as a question every ballot of which failed."""
 
     reason: str
