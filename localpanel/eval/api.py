@@ -17,7 +17,7 @@ from ..transcript import now
 from . import benchmarks
 from .questions import QuestionSet, load_source
 from .report import QuestionResult, Report, build_report, failed_question, read_question
-from .runner import EvalManifest, EvalSettings, Executor, Job, JobFailure, create, eval_id, finished, jobs_for, load_manifest, run_eval
+from .runner import EvalManifest, EvalSettings, Executor, QuestionJob, JobFailure, create, eval_id, finished, jobs_for, load_manifest, run_eval
 
 Progress = Callable[[int, int, dict[str, float]], None]  # questions done, total, accuracy so far per mode
 
@@ -53,7 +53,7 @@ def run(eval_dir: Path, executor: Executor, on_progress: Progress | None = None)
     done: dict[tuple[str, int], object] = {}
     results: dict[int, QuestionResult] = {}
 
-    def on_done(job: Job, transcript) -> None:
+    def on_done(job: QuestionJob, transcript) -> None:
         done[(job.kind, job.index)] = transcript
         result = _result(manifest, job.index, done, wanted)
         if result is not None:

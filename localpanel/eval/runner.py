@@ -72,7 +72,7 @@ class EvalManifest(BaseModel):
     _legacy = model_validator(mode="before")(legacy_settings)
 
 
-class Job(BaseModel):
+class QuestionJob(BaseModel):
     """One question to run: a debate on the panel, or the reflect baseline on its first seat."""
 
     index: int
@@ -104,7 +104,7 @@ class JobFailure(BaseModel):
 FAILED = "failed.json"
 
 
-def run_job(job: Job, manifest: EvalManifest, store: Store, backend: Backend, run_dir: Path) -> Transcript | JobFailure:
+def run_job(job: QuestionJob, manifest: EvalManifest, store: Store, backend: Backend, run_dir: Path) -> Transcript | JobFailure:
     """Run one job into ``run_dir`` (finishing it if an earlier attempt was interrupted). A question that cannot
     run (``QuestionError``: too long for a context, options a model cannot tell apart) is recorded as failed,
     with its reason, so that the eval goes on and a resume does not hit it again. Anything else (weights not
@@ -127,7 +127,7 @@ def _has_journal(run_dir: Path) -> bool:
     return journal.is_file() and journal.stat().st_size > 0
 
 
-def _run_job(job: Job, manifest: EvalManifest, store: Store, backend: Backend, run_dir: Path) -> Transcript:
+def _run_job(job: QuestionJob, manifest: EvalManifest, store: Store, backend: Backend, run_dir: Path) -> Transcript:
     if (run_dir / "manifest.json").is_file():
         return api.resume(run_dir, store=store, backend=backend)
     if run_dir.exists() and not _has_journal(run_dir):
@@ -144,13 +144,13 @@ def _run_job(job: Job, manifest: EvalManifest, store: Store, backend: Backend, r
                          runtime=manifest.runtime, run_dir=run_dir, backend=backend, with_moderator=False, integer=q.integer)
 
 
-OnDone = Callable[[Job, "Transcript | JobFailure"], None]
+OnDone = Callable[[QuestionJob, "Transcript | JobFailure"], None]
 
 
 class Executor(Protocol):
     name: str
 
-    def run(self, jobs: list[Job], manifest: EvalManifest, eval_dir: Path, on_done: OnDone) -> None:
+    def run(self, jobs: list[QuestionJob], manifest: EvalManifest, eval_dir: Path, on_done: OnDone) -> None:
         """Run every job and call ``on_done`` as each finishes (in any order)."""
 
     def close(self) -> None: ...
@@ -165,7 +165,7 @@ class LocalExecutor:
         self.store = store
         self.backend = backend or api._backend(runtime)
 
-    def run(self, jobs: list[Job], manifest: EvalManifest, eval_dir: Path, on_done: OnDone) -> None:
+    def run(self, jobs: list[QuestionJob], manifest: EvalManifest, eval_dir: Path, on_done: OnDone) -> None:
         for job in jobs:
             on_done(job, run_job(job, manifest, self.store, self.backend, eval_dir / job.dir))
 
@@ -183,7 +183,7 @@ class _RayWorker:
         self.backend = LlamaBackend(RuntimeSettings.model_validate(runtime))
 
     def run(self, job: dict, manifest: dict) -> tuple[str, int, dict[str, str]]:
-        job_, manifest_ = Job.model_validate(job), EvalManifest.model_validate(manifest)
+        job_, manifest_ = QuestionJob.model_validate(job), EvalManifest.model_validate(manifest)
         registry = Registry.model_validate(manifest_.registry)
         for p in manifest_.panel.participants:  # by sha256 from the same sources, into this worker's store
             self.store.pull(registry.model(p.model))
@@ -234,7 +234,7 @@ class RayExecutor:
         home = str(home) if home else os.environ.get("LOCALPANEL_HOME")
         self.actors = [actor.remote(home, runtime.model_dump()) for _ in range(count)]
 
-    def run(self, jobs: list[Job], manifest: EvalManifest, eval_dir: Path, on_done: OnDone) -> None:
+    def run(self, jobs: list[QuestionJob], manifest: EvalManifest, eval_dir: Path, on_done: OnDone) -> None:
         from ray.util import ActorPool
 
         data = manifest.model_dump(mode="json")
@@ -303,16 +303,16 @@ def load_manifest(eval_dir: Path) -> EvalManifest:
         raise RunError(f"{eval_dir}/eval.json is damaged or from another localpanel version ({str(exc).splitlines()[0]}).") from None
 
 
-def jobs_for(manifest: EvalManifest) -> list[Job]:
+def jobs_for(manifest: EvalManifest) -> list[QuestionJob]:
     kinds = ["debate"] + (["reflect"] if "reflect" in manifest.settings.modes else [])
     return [
-        Job(index=i, kind=kind, question=q, seed=question_seed(manifest.settings.seed, q.id))
+        QuestionJob(index=i, kind=kind, question=q, seed=question_seed(manifest.settings.seed, q.id))
         for i, q in enumerate(manifest.questions.questions)
         for kind in kinds
     ]
 
 
-def finished(eval_dir: Path, job: Job) -> Transcript | JobFailure | None:
+def finished(eval_dir: Path, job: QuestionJob) -> Transcript | JobFailure | None:
     return finished_at(eval_dir / job.dir)
 
 
@@ -364,7 +364,7 @@ def _run_eval(eval_dir: Path, executor: Executor, on_done: OnDone | None) -> dic
             if (job.kind, job.index) in done:
                 on_done(job, done[(job.kind, job.index)])
 
-    def record(job: Job, t: Transcript | JobFailure) -> None:
+    def record(job: QuestionJob, t: Transcript | JobFailure) -> None:
         done[(job.kind, job.index)] = t
         if on_done:
             on_done(job, t)
