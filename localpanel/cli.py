@@ -778,6 +778,7 @@ def eval_group() -> None:
 @click.option("--no-debias", is_flag=True, help="Score each vote in the order shown only (the report then has no with/without-debiasing comparison).")
 @click.option("--vote-draw", is_flag=True, help="Draw each vote at its seat's temperature instead of taking the seat's most probable option; the report then also scores the same ballots as views.")
 @click.option("--copy-guard", type=click.IntRange(2, 64), metavar="TOKENS", help="From round 2 on, forbid a rationale to copy a run of this many tokens from earlier rationales or the prompt's instructions (off unless given).")
+@click.option("--weights", "weights_ref", metavar="FILE|PANEL", help="Seat weights from `localpanel calibrate` (a file, or a panel calibrated under this store): also score a calibrated weighted majority and probability vote. Refused if they were calibrated on any of these questions.")
 @click.option("--ballot", "ballot_order", type=click.Choice(["reason-first", "vote-first"]), default="reason-first", show_default=True, help="Whether the working comes before the vote (as in the debate papers) or after it.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="Where questions run: this process, or Ray actors.")
 @click.option("--address", help="Ray cluster to join (e.g. auto, or ray://HOST:10001); default: start a local Ray.")
@@ -790,7 +791,7 @@ def eval_group() -> None:
 @runtime_options
 @pass_ctx
 @errors_to_sentences
-def eval_run(ctx: CliState, source, panel, seat_models, rounds, seed, modes, temperature, max_tokens, no_debias, vote_draw, copy_guard, ballot_order, executor, address,
+def eval_run(ctx: CliState, source, panel, seat_models, rounds, seed, modes, temperature, max_tokens, no_debias, vote_draw, copy_guard, weights_ref, ballot_order, executor, address,
              workers, out_dir, resume_dir, fmt, as_json, quiet, threads, batch_size, ctx_size, gpu_layers, max_memory,
              one_at_a_time) -> None:
     """Run a question set through the panel; every question is a debate.
@@ -805,7 +806,7 @@ def eval_run(ctx: CliState, source, panel, seat_models, rounds, seed, modes, tem
 
     if resume_dir is not None:
         _refuse_beside_resume(("source", "panel", "seat_models", "rounds", "seed", "modes", "temperature", "max_tokens",
-                               "no_debias", "vote_draw", "copy_guard", "ballot_order", "out_dir", *RUNTIME_OPTIONS))
+                               "no_debias", "vote_draw", "copy_guard", "weights_ref", "ballot_order", "out_dir", *RUNTIME_OPTIONS))
         eval_dir = resume_dir
         runtime = load_manifest(eval_dir).runtime
     else:
@@ -820,7 +821,13 @@ def eval_run(ctx: CliState, source, panel, seat_models, rounds, seed, modes, tem
         if seat_models and panel:
             raise Failure("Give either --panel or --model, not both.", 2)
         chosen = registry.models_panel(list(seat_models)) if seat_models else registry.panel(panel)
-        settings = EvalSettings(rounds=rounds, seed=seed, temperature=temperature, max_tokens=max_tokens,
+        weights = None
+        if weights_ref:
+            from .eval.weights import load as load_weights
+
+            weights = load_weights(weights_ref, ctx.store.home)
+            weights.check_disjoint(questions.questions)  # never scored on the questions it was calibrated on
+        settings = EvalSettings(weights=weights, rounds=rounds, seed=seed, temperature=temperature, max_tokens=max_tokens,
                                 modes=list(dict.fromkeys([*DEFAULT_MODES, *extra])), debias=not no_debias,
                                 vote_draw=vote_draw, copy_guard=copy_guard, reason_first=ballot_order == "reason-first")
         runtime = _runtime(threads, batch_size, ctx_size, gpu_layers, max_memory, one_at_a_time)
@@ -847,6 +854,59 @@ def eval_run(ctx: CliState, source, panel, seat_models, rounds, seed, modes, tem
     finally:
         runner.close()
     _emit_report(report, "json" if as_json else fmt, None)
+
+
+@cli.command()
+@click.argument("source")
+@click.option("--panel", help="Panel from models.yaml (default: its default panel).")
+@click.option("-m", "--model", "seat_models", multiple=True, metavar="NAME", help="Seat these models instead of a panel (repeat).")
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Seed of every run (and of a generated set).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the weights here (default: the store's weights/PANEL.json, which --weights PANEL reads).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+@runtime_options
+@pass_ctx
+@errors_to_sentences
+def calibrate(ctx: CliState, source, panel, seat_models, seed, out, quiet, threads, batch_size, ctx_size, gpu_layers,
+              max_memory, one_at_a_time) -> None:
+    """Weigh each model of a panel by how often it is right on held-out questions.
+
+    \b
+    Runs the panel's seats once on SOURCE (as `eval`, one round) and writes, per model, its round-1 accuracy,
+    the ballots behind it and its weight: the log-odds of its accuracy against the options' chance
+    (Nitzan & Paroush), clipped; 0 at chance. `eval --weights PANEL` then scores a calibrated weighted
+    majority and probability vote, and refuses questions the weights were calibrated on. Example:
+      localpanel calibrate arc-challenge:100-200 && localpanel eval arc-challenge:200-400 --weights default
+    """
+    from .eval import api as eval_api
+    from .eval.runner import EvalSettings, LocalExecutor
+    from .eval.weights import from_results, save, weights_path
+
+    questions = eval_api.question_set(source, seed, ctx.store)
+    if all(q.integer for q in questions.questions):
+        raise Failure("Calibration needs questions with options (an integer answer has no chance level to weigh against).", 2)
+    registry = ctx.registry
+    if seat_models and panel:
+        raise Failure("Give either --panel or --model, not both.", 2)
+    chosen = registry.models_panel(list(seat_models)) if seat_models else registry.panel(panel)
+    runtime = _runtime(threads, batch_size, ctx_size, gpu_layers, max_memory, one_at_a_time)
+    eval_dir = eval_api.prepare(questions, registry=registry, store=ctx.store, panel=chosen, runtime=runtime,
+                                settings=EvalSettings(rounds=1, seed=seed, modes=["single", "vote"]), out_dir=None)
+    if not quiet:
+        click.echo(f"calibration eval: {eval_dir}", err=True)
+    runner = LocalExecutor(ctx.store, runtime)
+    try:
+        with _one_run_at_a_time(ctx.store, quiet):
+            eval_api.run(eval_dir, runner)
+    except KeyboardInterrupt:
+        click.echo(f"\nInterrupted. Finished questions are saved in {eval_dir}.", err=True)
+        sys.exit(130)
+    finally:
+        runner.close()
+    _, results = eval_api.finished_results(eval_dir)
+    weights = from_results(chosen, questions.source, questions.questions, results)
+    path = save(weights, out or weights_path(ctx.store.home, chosen.name))
+    click.echo(f"Weights of panel {chosen.name} from {questions.source}: {weights.line()}")
+    click.echo(f"Wrote {path}; score with: localpanel eval SOURCE --weights {out or chosen.name}")
 
 
 @eval_group.command("show")

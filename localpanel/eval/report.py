@@ -27,6 +27,8 @@ MODE_TITLES = {
     "weighted": "probability-weighted vote (round 1)",
     "borda": "Borda count of the ballots' rankings (round 1)",
     "condorcet": "Condorcet winner of the ballots' rankings (round 1)",
+    "calibrated vote": "majority, each vote weighted by its model's calibrated weight (round 1)",
+    "calibrated weighted": "probability vote, each ballot weighted by its model's calibrated weight (round 1)",
     "debate": "debate (final-round majority)",
     "reflect": "self-reflection (first seat alone)",
 }
@@ -315,6 +317,7 @@ class Report(BaseModel):
     views_gain: dict[str, Estimate] = {}
     view_changes: list[Conformity] = []
     vote_draw: bool = False
+    weights: str | None = None  # the calibrated weights scored with, as a line (None: none)
     debate_minus_vote: Estimate | None
     against_best: AgainstBest | None = None
     by_participant: dict[str, list[Estimate]]  # per round
@@ -338,6 +341,14 @@ def build_report(manifest, results: list[QuestionResult], seconds: float) -> Rep
     names = [p.name for p in manifest.panel.participants]
     per_q = [r.scores() for r in results]
     wanted = [*manifest.settings.modes, *(m for m in RANKING_MODES if m not in manifest.settings.modes)]
+    if (w := getattr(manifest.settings, "weights", None)) is not None:
+        from .weights import weighted_scores
+
+        seat_weights = [w.of(p.model) for p in manifest.panel.participants]
+        for s, r in zip(per_q, results):
+            if not r.integer:
+                s.update(weighted_scores(r.votes[0], r.confidence, seat_weights, r.answer))
+        wanted += ["calibrated vote", "calibrated weighted"]
     modes = {m: estimate([s[m] for s in per_q if m in s]) for m in wanted if any(m in s for s in per_q)}
     diff = estimate([s["debate"] - s["vote"] for s in per_q]) if per_q and "debate" in modes and "vote" in modes else None
     n_rounds = max((len(r.votes) for r in results), default=0)
@@ -371,6 +382,7 @@ def build_report(manifest, results: list[QuestionResult], seconds: float) -> Rep
         against_best=against_best(results, per_q, names, [p.model for p in manifest.panel.participants]),
         undebiased=undebiased, debias_gain=gain, debiased_same=debiased_same, positions=positions(results), as_cast=as_cast,
         as_views=as_views, as_drawn=as_drawn, views_gain=views_gain, vote_draw=manifest.settings.vote_draw,
+        weights=f"{w.source}: {w.line()}" if w is not None else None,
         view_changes=conformity([r.model_copy(update={"votes": r.views}) for r in results if r.views is not None]),
         weighted_by_model=weighted_by_model(results, [p.model for p in manifest.panel.participants]),
         failed_questions={r.id: r.failure for r in results if r.failure},

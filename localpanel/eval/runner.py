@@ -33,6 +33,7 @@ from ..runtime import Backend, RuntimeSettings
 from ..store import Store
 from ..transcript import RunDir, Transcript, legacy_settings
 from .questions import EvalQuestion, QuestionSet, to_jsonl
+from .weights import Weights
 
 Mode = Literal["single", "vote", "weighted", "debate", "reflect"]
 DEFAULT_MODES: list[Mode] = ["single", "vote", "weighted", "debate"]
@@ -54,6 +55,9 @@ class EvalSettings(BaseModel):
     # the same ballots as views.
     vote_draw: bool = False
     copy_guard: int | None = Field(default=None, ge=2, le=64)  # see DebateSettings.copy_guard
+    # Seat weights calibrated on other questions (`localpanel calibrate`): the report scores a calibrated
+    # weighted majority and probability vote with them. Kept here, so that the report reads the same later.
+    weights: Weights | None = None
 
 
 class EvalManifest(BaseModel):

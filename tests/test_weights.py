@@ -1,0 +1,84 @@
+"""Seat weights from held-out questions (issue 25.2): the log-odds weights, a strong seat that outweighs two weak
+ones, and calibrate -> eval --weights through the CLI on scripted seats of known accuracy, refusing overlap."""
+
+import json
+import math
+
+import pytest
+from click.testing import CliRunner
+
+from localpanel import api
+from localpanel.cli import cli
+from localpanel.errors import InputError
+from localpanel.eval.questions import load_source
+from localpanel.eval.weights import weight, weighted_scores
+from localpanel.scripted import ScriptedBackend
+
+from .test_protocol import env  # noqa: F401  (the four-seat scripted panel: Ann, Bob on alpha; Cy, Di on beta)
+
+
+def test_weights_are_the_log_odds_of_accuracy_against_chance():
+    # the issue's figures: Qwen2.5 base on ARC-C, four options
+    assert weight(0.547, 4) == pytest.approx(math.log(0.547 / 0.453) + math.log(3)) == pytest.approx(1.29, abs=0.01)
+    assert weight(0.356, 4) == pytest.approx(0.51, abs=0.01)
+    assert weight(0.25, 4) == pytest.approx(0.0, abs=1e-9) and weight(0.1, 4) == 0.0  # at or below chance: not heard
+    assert weight(1.0, 2) == pytest.approx(math.log(0.98 / 0.02))  # clipped: no seat is certain
+
+
+def test_one_strong_seat_outweighs_two_weak_ones():
+    votes, confs = ["A", "B", "B"], [{"A": 0.9, "B": 0.1}, {"A": 0.4, "B": 0.6}, {"A": 0.45, "B": 0.55}]
+    assert weighted_scores(votes, confs, [1.29, 0.51, 0.51], "A") == {"calibrated vote": 1.0, "calibrated weighted": 1.0}
+    assert weighted_scores(votes, confs, [1.0, 1.0, 1.0], "A")["calibrated vote"] == 0.0  # unweighted: B wins
+
+
+def rows(prefix, n):
+    return [{"id": f"{prefix}{k}", "question": f"{prefix} question {k}?", "options": ["Yes", "No"], "answer": "Yes"}
+            for k in range(n)]
+
+
+def test_calibrate_then_score_with_the_weights_and_refuse_overlap(env, tmp_path, monkeypatch):  # noqa: F811
+    """alpha's seats (Ann, Bob) are always right, beta's (Cy, Di) always wrong: alpha weighs log(0.98/0.02), beta 0;
+    scored on other questions, the calibrated vote follows alpha where the plain majority ties."""
+    registry, store = env
+
+    def answer(request):
+        right = request.model.name == "alpha"
+        b = {"vote": "Yes" if right else "No", "rationale": f"{request.key} says so, firmly."}
+        b["confidence"] = {"Yes": 0.7, "No": 0.3} if right else {"Yes": 0.3, "No": 0.7}
+        return b
+
+    monkeypatch.setattr(api, "_backend", lambda runtime: ScriptedBackend(default=answer))
+    monkeypatch.setenv("LOCALPANEL_MODELS", str(registry.path))
+    held, scored = tmp_path / "held.jsonl", tmp_path / "scored.jsonl"
+    held.write_text("".join(json.dumps(r) + "\n" for r in rows("held", 4)))
+    scored.write_text("".join(json.dumps(r) + "\n" for r in rows("scored", 3)))
+    done = CliRunner().invoke(cli, ["calibrate", str(held), "-q"])
+    assert done.exit_code == 0, done.output
+    saved = json.loads((store.home / "weights" / "default.json").read_text())
+    assert saved["models"]["alpha"] == {"accuracy": 1.0, "n": 8, "weight": pytest.approx(math.log(0.98 / 0.02), abs=1e-5)}
+    assert saved["models"]["beta"]["weight"] == 0.0 and len(saved["questions"]) == 4
+    result = CliRunner().invoke(cli, ["eval", str(scored), "--weights", "default", "--rounds", "1", "--json", "-q"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["modes"]["vote"]["value"] == 0.5  # two and two: a tie, half a point
+    assert report["modes"]["calibrated vote"]["value"] == 1.0 and report["modes"]["calibrated weighted"]["value"] == 1.0
+    assert report["weights"].startswith(str(held)) and "alpha 3.89 (100% of 8)" in report["weights"]
+    overlap = CliRunner().invoke(cli, ["eval", str(held), "--weights", "default", "-q"])
+    assert overlap.exit_code == 2 and "are among the 4 the weights were calibrated on" in overlap.output
+    missing = CliRunner().invoke(cli, ["eval", str(scored), "--weights", "nope", "-q"])
+    assert missing.exit_code == 2 and "calibrate the panel first" in missing.output
+
+
+def test_overlap_is_found_by_the_question_not_its_id(tmp_path):
+    from localpanel.eval.weights import Weights, question_key
+
+    qs = load_source(str(_write(tmp_path / "a.jsonl", rows("a", 2)))).questions
+    w = Weights(panel="p", source="a", questions=[question_key(qs[0])], models={})
+    renamed = [q.model_copy(update={"id": "other-id"}) for q in qs]
+    with pytest.raises(InputError, match="1 of these questions"):
+        w.check_disjoint(renamed)
+
+
+def _write(path, data):
+    path.write_text("".join(json.dumps(r) + "\n" for r in data))
+    return path
