@@ -338,6 +338,7 @@ def run_options(fn):
         click.option("--temperature", type=click.FloatRange(0, 2), help="Override every participant's temperature."),
         click.option("--max-tokens", type=click.IntRange(32, 4096), default=512, show_default=True, help="Most tokens one ballot may take; a ballot cut off is recorded as failed."),
         click.option("--no-debias", is_flag=True, help="Score each vote in the order its seat was shown only, instead of under rotations of the options averaged (faster; keeps the models' preference for a position)."),
+        click.option("--weights", "weights_ref", metavar="FILE|PANEL", help="Also count the votes with seat weights from `localpanel calibrate` (a file, or a panel calibrated under this store); the card shows both counts."),
         click.option("--vote-draw", is_flag=True, help="Draw each vote from its seat's probabilities at the seat's temperature, instead of taking the option the seat finds most probable (the default: a vote is the seat's view). The card then says so."),
         click.option("--ballot", "ballot_order", type=click.Choice(["vote-first", "reason-first"]), default=DEFAULT_BALLOT, show_default=True, help="vote-first: the vote, then the rationale; reason-first: the rationale (the model's working), then the vote it leads to. Cards show the vote first either way."),
         click.option("--no-moderator", is_flag=True, help="Skip the moderator's summary and strongest arguments."),
@@ -367,6 +368,7 @@ class RunOptions:
     reason_first: bool
     debias: bool
     vote_draw: bool
+    weights_ref: str | None
     with_moderator: bool
     run_dir: Path | None
     runtime: RuntimeSettings
@@ -380,6 +382,7 @@ class RunOptions:
         return cls(
             options=tuple(kw["options"]), panel=kw["panel"], seat_models=tuple(kw["seat_models"]),
             reason_first=kw["ballot_order"] == "reason-first", debias=not kw["no_debias"], vote_draw=kw["vote_draw"],
+            weights_ref=kw["weights_ref"],
             with_moderator=not kw["no_moderator"], run_dir=kw["run_dir"],
             runtime=_runtime(kw["threads"], kw["batch_size"], kw["ctx_size"], kw["gpu_layers"], kw["max_memory"],
                              kw["one_at_a_time"]),
@@ -418,6 +421,12 @@ def _one_run_at_a_time(store: Store, quiet: bool):
 
 def _run(ctx: CliState, question: str, settings: DebateSettings, opts: RunOptions) -> None:
     registry, panel = ctx.registry, opts.panel
+    if opts.weights_ref:
+        from .eval.weights import load as load_weights
+
+        w = load_weights(opts.weights_ref, ctx.store.home)
+        settings = settings.model_copy(update={"seat_weights": {m: x.weight for m, x in w.models.items()},
+                                               "weights_from": w.source})
     if opts.seat_models:
         if opts.panel:
             raise Failure("Give either --panel or --model, not both.", 2)
@@ -453,7 +462,7 @@ def _interrupted(run_dir: Path | None, debate: bool) -> None:
 # What a run is made of: a resume takes all of it from the run's manifest, so giving any of it is a conflict.
 RUNTIME_OPTIONS = ("threads", "batch_size", "ctx_size", "gpu_layers", "max_memory", "one_at_a_time")
 RUN_SHAPING = ("question", "options", "panel", "seat_models", "seed", "temperature", "max_tokens", "rounds", "anonymous",
-               "no_early_stop", "copy_guard", "no_debias", "vote_draw", "ballot_order", "no_moderator", "run_dir",
+               "no_early_stop", "copy_guard", "no_debias", "vote_draw", "weights_ref", "ballot_order", "no_moderator", "run_dir",
                *RUNTIME_OPTIONS)
 
 

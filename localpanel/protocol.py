@@ -145,6 +145,10 @@ class DebateSettings(BaseModel):
     # The copy guard: from round 2 on, a rationale may not copy a run of this many tokens from the peers' or its
     # own earlier rationales or from its prompt's instructions (None: off). Kept in the manifest for resume.
     copy_guard: int | None = Field(default=None, ge=2, le=64)
+    # Calibrated weight of each model (`localpanel calibrate`), and what they were calibrated on: the card adds a
+    # weighted count to the plain one. Decoding does not read them.
+    seat_weights: dict[str, float] | None = None
+    weights_from: str | None = None
 
     @classmethod
     def checked(cls, **fields) -> "DebateSettings":

@@ -8,7 +8,7 @@ import textwrap
 
 from .copying import COPIED_WORDS, copy_line
 from .charts import option_colors, paths_chart, persuasion_chart, probability_bar, votes_chart
-from .tally import margin_line, position_line, rankings_lines, shift_line, shift_sentence
+from .tally import margin_line, position_line, rankings_lines, shift_line, shift_sentence, weighted_line
 from .transcript import Round, Transcript
 
 FORMATS = ("text", "markdown", "html", "json")
@@ -53,6 +53,11 @@ def _model_of(t: Transcript) -> dict[str, str]:
 def _margin(t: Transcript) -> str | None:
     final = _final(t)
     return margin_line(final.tally) if final else None
+
+
+def _weighted(t: Transcript) -> str | None:
+    final = _final(t)
+    return weighted_line(t.weighted_count, final.tally) if t.weighted_count and final else None
 
 
 def _how_voted(t: Transcript) -> str:
@@ -115,6 +120,8 @@ def card(t: Transcript, *, color: bool = False, width: int = 88) -> str:
     out.append("Result: " + style(t.result.line, bold=True, fg="green" if t.result.consensus else "yellow"))
     if margin := _margin(t):
         out.append(wrap(margin, ""))
+    if weighted := _weighted(t):
+        out.append(wrap(weighted, ""))
     if how := _how_voted(t):
         out.append(style(wrap(how, ""), fg="yellow"))
     final = _final(t)
@@ -216,6 +223,8 @@ def markdown(t: Transcript) -> str:
     out = [f"# {_md(t.question)}", "", f"*{_md(_title(t))}*", "", f"**Result: {_md(t.result.line)}**", ""]
     if margin := _margin(t):
         out += [_md(margin), ""]
+    if weighted := _weighted(t):
+        out += [_md(weighted), ""]
     if how := _how_voted(t):
         out += [f"*{_md(how)}*", ""]
     final = _final(t)
@@ -309,6 +318,8 @@ def page(t: Transcript) -> str:
     ]
     if margin := _margin(t):
         parts.append(f"<p class=margin>{e(margin)}</p>")
+    if weighted := _weighted(t):
+        parts.append(f"<p class=margin>{e(weighted)}</p>")
     if how := _how_voted(t):
         parts.append(f"<p class=drawn>{e(how)}</p>")
     final = _final(t)

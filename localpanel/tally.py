@@ -438,3 +438,30 @@ def rankings_lines(r: Rankings, plurality: Tally) -> list[str]:
     else:
         lines.append("They differ: " + ", ".join(f"{k} {v}" for k, v in winners.items()) + ".")
     return lines
+
+
+class WeightedCount(BaseModel):
+    """The votes counted with each seat's calibrated weight (its model's), beside the plain count."""
+
+    source: str | None  # what the weights were calibrated on
+    weights: dict[str, float]  # per participant
+    counts: dict[str, float]
+    leaders: list[str]
+
+
+def weighted_count(options: list[str], turns: list[Turn], weights: dict[str, float], source: str | None) -> WeightedCount:
+    counts = {o: 0.0 for o in options}
+    for t in turns:
+        if t.valid and t.vote in counts:
+            counts[t.vote] += weights.get(t.participant, 1.0)
+    top = max(counts.values(), default=0.0)
+    leaders = sorted(o for o, c in counts.items() if c == top) if top > 0 else []
+    return WeightedCount(source=source, weights=weights, counts={o: round(c, 6) for o, c in counts.items()}, leaders=leaders)
+
+
+def weighted_line(w: WeightedCount, plain: Tally) -> str:
+    counts = " · ".join(f"{o} {c:.2f}" for o, c in sorted(w.counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    lead = "/".join(w.leaders) or "none"
+    agree = "agrees with" if w.leaders == plain.leaders else "differs from"
+    return (f"Weighted by calibration ({w.source or 'given weights'}; each vote counts its model's weight): {counts}; "
+            f"leader {lead}, which {agree} the plain count.")

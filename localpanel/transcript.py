@@ -29,9 +29,9 @@ from .protocol import DebateSettings, StopReason, Turn
 from .registry import ModelSpec, Panel
 from .runtime import RuntimeSettings
 from .tally import (
-    Influence, PositionEffect, ProbabilityPath, Rankings, Shift, Tally, TurningPoint, most_persuasive,
+    Influence, PositionEffect, ProbabilityPath, Rankings, Shift, Tally, TurningPoint, WeightedCount, most_persuasive,
     persuasion_graph, position_effect, probability_paths, rankings, result_line, shifts_without_flip, tally,
-    turning_points, vote_matrix,
+    turning_points, vote_matrix, weighted_count,
 )
 
 # 2: a vote is the seat's most probable option unless ``settings.vote_draw``; schema 1 drew every vote.
@@ -119,6 +119,8 @@ class Transcript(BaseModel):
     shifts: list[Shift] = Field(default_factory=list)
     # The final round's ballots ranked by their probabilities: Borda and Condorcet beside the plurality.
     rankings: Rankings | None = None
+    # With calibrated weights (--weights): the final round counted with them, beside the plain count.
+    weighted_count: WeightedCount | None = None
     # For every ballot after round 1: the longest run of words its rationale shares with what its seat had read.
     copying: list[Copied] = Field(default_factory=list)
     positions: PositionEffect | None = None
@@ -222,6 +224,9 @@ def build_transcript(
         probability_paths=probability_paths(names, round_turns),
         shifts=shifts_without_flip(names, round_turns),
         rankings=rankings(manifest.options, round_turns[-1]) if round_turns else None,
+        weighted_count=weighted_count(options, round_turns[-1], {
+            p.name: manifest.settings.seat_weights.get(p.model, 1.0) for p in manifest.participants
+        }, manifest.settings.weights_from) if manifest.settings.seat_weights and round_turns else None,
         copying=copying(manifest.question, manifest.options, manifest.panel.participants, round_turns,
                         manifest.settings.rounds, not manifest.options, manifest.settings.reason_first,
                         manifest.settings.anonymous),

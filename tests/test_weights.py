@@ -67,6 +67,15 @@ def test_calibrate_then_score_with_the_weights_and_refuse_overlap(env, tmp_path,
     assert overlap.exit_code == 2 and "are among the 4 the weights were calibrated on" in overlap.output
     missing = CliRunner().invoke(cli, ["eval", str(scored), "--weights", "nope", "-q"])
     assert missing.exit_code == 2 and "calibrate the panel first" in missing.output
+    # a poll with the weights: the plain count ties, the weighted one follows the calibrated model
+    poll = CliRunner().invoke(cli, ["poll", "Is it?", "--weights", "default", "--no-moderator", "-q"])
+    assert poll.exit_code == 0, poll.output
+    assert "Result: Tie — No/Yes (2/2)" in poll.output
+    line = (f"Weighted by calibration ({held}; each vote counts its model's weight): Yes 7.78 · No 0.00; leader Yes, "
+            "which differs from the plain count.")
+    assert "".join(line.split()) in "".join(poll.output.split())  # (wrapped on the card)
+    shown = json.loads(CliRunner().invoke(cli, ["show", "last", "--json"]).output)
+    assert shown["weighted_count"]["leaders"] == ["Yes"] and shown["settings"]["weights_from"] == str(held)
 
 
 def test_overlap_is_found_by_the_question_not_its_id(tmp_path):
