@@ -11,6 +11,7 @@ Text takes its colour from the page (``currentColor``); the option colours are m
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from html import escape
 
 from .tally import TurningPoint
@@ -32,28 +33,67 @@ def svg(width: int, height: int, cls: str, label: str, body: list[str]) -> str:
     )
 
 
+@dataclass
+class RoundsFrame:
+    """A chart over the rounds: the plot area, the value grid with its labels, the round axis, and series labels
+    at the right end nudged apart so that equal values do not overlap. ``top_value`` is the value at the top."""
+
+    rounds: list[int]
+    top_value: float
+    ticks: list[tuple[float, str]]  # grid lines: (value, label)
+    width: int = 560
+    height: int = 220
+    left: int = 40
+    right: int = 150
+    top: int = 16
+    bottom: int = 34
+    labels: list[tuple[float, str, str]] = field(default_factory=list)
+
+    @property
+    def plot_w(self) -> float:
+        return self.width - self.left - self.right
+
+    def x(self, i: int) -> float:
+        if len(self.rounds) < 2:
+            return self.left + self.plot_w / 2
+        return self.left + i * self.plot_w / (len(self.rounds) - 1)
+
+    def y(self, v: float) -> float:
+        return self.top + (self.height - self.top - self.bottom) * (1 - v / self.top_value)
+
+    def axes(self) -> list[str]:
+        body = []
+        for v, label in self.ticks:
+            body.append(f'<line x1="{self.left}" x2="{self.left + self.plot_w}" y1="{self.y(v):.1f}" y2="{self.y(v):.1f}" '
+                        'stroke="currentColor" stroke-opacity="0.15"/>')
+            body.append(f'<text x="{self.left - 7}" y="{self.y(v) + 4:.1f}" text-anchor="end" fill-opacity="0.7">{label}</text>')
+        for i, number in enumerate(self.rounds):
+            body.append(f'<text x="{self.x(i):.1f}" y="{self.height - 12}" text-anchor="middle" fill-opacity="0.7">'
+                        f"Round {number}</text>")
+        return body
+
+    def label(self, at_y: float, text: str, color: str, most: int) -> None:
+        self.labels.append((at_y, text if len(text) <= most else text[: most - 1] + "…", color))
+
+    def render(self, cls: str, title: str, body: list[str]) -> str:
+        placed: list[float] = []
+        for ly, text, color in sorted(self.labels):
+            while any(abs(ly - p) < 14 for p in placed):
+                ly += 14
+            placed.append(ly)
+            body.append(f'<text x="{self.left + self.plot_w + 11}" y="{ly + 4:.1f}" fill="{color}" font-weight="600">'
+                        f"{escape(text)}</text>")
+        return svg(self.width, self.height, cls, title, self.axes() + body)
+
+
 def votes_chart(t: Transcript) -> str:
     """Votes for each option in each round: a line per option, its count at every point."""
     colors = option_colors(t.options)
     rounds = [r.number for r in t.rounds]
     n = max(1, len(t.participants))
-    width, height, left, right, top, bottom = 560, 220, 40, 150, 16, 34
-    plot_w, plot_h = width - left - right, height - top - bottom
-    step = plot_w / max(1, len(rounds) - 1)
-
-    def x(i: int) -> float:
-        return left + (i * step if len(rounds) > 1 else plot_w / 2)
-
-    def y(v: int) -> float:
-        return top + plot_h * (1 - v / n)
-
+    frame = RoundsFrame(rounds, n, [(v, str(v)) for v in range(n + 1)])
+    x, y = frame.x, frame.y
     body = []
-    for v in range(n + 1):  # grid and axis labels
-        body.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="currentColor" stroke-opacity="0.15"/>')
-        body.append(f'<text x="{left - 8}" y="{y(v) + 4:.1f}" text-anchor="end" fill-opacity="0.7">{v}</text>')
-    for i, number in enumerate(rounds):
-        body.append(f'<text x="{x(i):.1f}" y="{height - 12}" text-anchor="middle" fill-opacity="0.7">Round {number}</text>')
-    labels: list[tuple[float, str, str]] = []
     for option in t.options:
         counts = [r.tally.counts[option] for r in t.rounds]
         if not any(counts):
@@ -66,16 +106,8 @@ def votes_chart(t: Transcript) -> str:
                 f'<circle cx="{x(i):.1f}" cy="{y(c):.1f}" r="4.5" fill="{color}">'
                 f"<title>{escape(option)}: {c} vote{'s' if c != 1 else ''} in round {rounds[i]}</title></circle>"
             )
-        labels.append((y(counts[-1]), option, color))
-    # Series labels at the right end, nudged apart so that equal counts do not overlap.
-    placed: list[float] = []
-    for ly, option, color in sorted(labels):
-        while any(abs(ly - p) < 14 for p in placed):
-            ly += 14
-        placed.append(ly)
-        text = option if len(option) <= 20 else option[:19] + "…"
-        body.append(f'<text x="{left + plot_w + 12}" y="{ly + 4:.1f}" fill="{color}" font-weight="600">{escape(text)}</text>')
-    return svg(width, height, "votes", "Votes for each option, round by round", body)
+        frame.label(y(counts[-1]), option, color, 20)
+    return frame.render("votes", "Votes for each option, round by round", body)
 
 
 def persuasion_chart(t: Transcript) -> str:
@@ -136,27 +168,12 @@ def paths_chart(t: Transcript) -> str:
     """Each seat's probability for the option it ended on, one line per seat over the rounds: a mind that moved
     without flipping shows as a slope, a flip as a line that crosses 0.5 (for two options)."""
     rounds = [r.number for r in t.rounds]
-    width, height, left, right, top, bottom = 560, 220, 44, 190, 14, 34
-    plot_w, plot_h = width - left - right, height - top - bottom
-    step = plot_w / max(1, len(rounds) - 1)
-
-    def x(i: int) -> float:
-        return left + (i * step if len(rounds) > 1 else plot_w / 2)
-
-    def y(v: float) -> float:
-        return top + plot_h * (1 - v)
-
+    frame = RoundsFrame(rounds, 1.0, [(v, f"{v:.2f}") for v in (0, 0.25, 0.5, 0.75, 1.0)], left=44, right=190, top=14)
     body = []
-    for v in (0, 0.25, 0.5, 0.75, 1.0):
-        body.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="currentColor" stroke-opacity="0.15"/>')
-        body.append(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end" fill-opacity="0.7">{v:.2f}</text>')
-    for i, number in enumerate(rounds):
-        body.append(f'<text x="{x(i):.1f}" y="{height - 12}" text-anchor="middle" fill-opacity="0.7">Round {number}</text>')
-    labels: list[tuple[float, str, str]] = []
     names = [p.name for p in t.participants]
     for name, path in t.probability_paths.items():
         color = PALETTE[names.index(name) % len(PALETTE)] if name in names else "#888888"
-        pts = [(x(i), y(p), p, rounds[i]) for i, p in enumerate(path.probabilities) if p is not None and i < len(rounds)]
+        pts = [(frame.x(i), frame.y(p), p, rounds[i]) for i, p in enumerate(path.probabilities) if p is not None and i < len(rounds)]
         if not pts:
             continue
         body.append(f'<polyline class="path" points="{" ".join(f"{a:.1f},{b:.1f}" for a, b, _, _ in pts)}" fill="none" '
@@ -164,15 +181,8 @@ def paths_chart(t: Transcript) -> str:
         for a, b, p, number in pts:
             body.append(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="4" fill="{color}"><title>{escape(name)}: '
                         f"{escape(path.option)} {p:.2f} in round {number}</title></circle>")
-        text = f"{name} · {path.option}"
-        labels.append((pts[-1][1], text if len(text) <= 28 else text[:27] + "…", color))
-    placed: list[float] = []
-    for ly, text, color in sorted(labels):
-        while any(abs(ly - p) < 14 for p in placed):
-            ly += 14
-        placed.append(ly)
-        body.append(f'<text x="{left + plot_w + 10}" y="{ly + 4:.1f}" fill="{color}" font-weight="600">{escape(text)}</text>')
-    return svg(width, height, "paths", "Each seat's probability for the option it ended on, round by round", body)
+        frame.label(pts[-1][1], f"{name} · {path.option}", color, 28)
+    return frame.render("paths", "Each seat's probability for the option it ended on, round by round", body)
 
 
 def probability_bar(confidence: dict[str, float], options: list[str], width: int = 220) -> str:
