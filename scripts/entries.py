@@ -22,7 +22,7 @@ import anyio
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
-from localpanel.store import Store
+from localpanel.weights.store import Store
 
 LOCALPANEL = str(Path(sys.executable).with_name("localpanel"))
 QUESTION = "Is a local model worth it for private notes?"

@@ -22,7 +22,7 @@ from selenium.webdriver.chrome.service import Service as ChromeService
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
-from localpanel.store import Store
+from localpanel.weights.store import Store
 
 LOCALPANEL = str(Path(sys.executable).with_name("localpanel"))
 

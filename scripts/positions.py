@@ -27,13 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from localpanel import api
-from localpanel.coherence import judge
-from localpanel.draw import rotate
-from localpanel.llama import LlamaBackend
-from localpanel.protocol import DebateSettings, Question
-from localpanel.registry import load_registry
-from localpanel.runtime import RuntimeSettings, busy_warning, physical_cores
-from localpanel.store import Store
+from localpanel.engine.draw import rotate
+from localpanel.engine.llama import LlamaBackend
+from localpanel.engine.runtime import RuntimeSettings, busy_warning, physical_cores
+from localpanel.panel.coherence import judge
+from localpanel.panel.protocol import DebateSettings, Question
+from localpanel.weights.registry import load_registry
+from localpanel.weights.store import Store
 
 QUESTIONS: list[tuple[str, list[str]]] = [
     ("Which database for a 10 GB analytics job?", ["DuckDB", "PostgreSQL", "SQLite"]),
@@ -69,7 +69,7 @@ def ballots(t) -> list[tuple]:
 
 
 def positions(turns, temperature) -> dict[str, float]:
-    from localpanel.tally import undebiased_vote
+    from localpanel.panel.tally import undebiased_vote
 
     valid = [x for x in turns if x.valid]
     plain = [undebiased_vote(x, temperature[x.participant]) for x in valid]

@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 
 from localpanel import api
-from localpanel.decoding import ABBREVIATIONS, degenerate, may_continue_as_number
-from localpanel.llama import LlamaBackend
-from localpanel.protocol import DebateSettings
-from localpanel.registry import load_registry
-from localpanel.runtime import RuntimeSettings, busy_warning, physical_cores
-from localpanel.store import Store
+from localpanel.engine.decoding import ABBREVIATIONS, degenerate, may_continue_as_number
+from localpanel.engine.llama import LlamaBackend
+from localpanel.engine.runtime import RuntimeSettings, busy_warning, physical_cores
+from localpanel.panel.protocol import DebateSettings
+from localpanel.weights.registry import load_registry
+from localpanel.weights.store import Store
 
 QUESTIONS: list[tuple[str, str, list[str]]] = [
     ("contested", "Is it hypocrisy that AI labs complain about distillation while training their own models on unlicensed content?",

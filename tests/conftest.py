@@ -12,8 +12,8 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from localpanel.registry import load_registry, shipped_registry_path  # noqa: E402
-from localpanel.store import Store, default_home  # noqa: E402
+from localpanel.weights.registry import load_registry, shipped_registry_path  # noqa: E402
+from localpanel.weights.store import Store, default_home  # noqa: E402
 
 REAL_HOME = default_home()  # where `scripts/test` pulled the default panel, before any test moves it
 REPO = Path(__file__).resolve().parent.parent

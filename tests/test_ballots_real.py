@@ -6,11 +6,11 @@ import math
 import numpy as np
 import pytest
 
-from localpanel.ballot import ballot_model
-from localpanel.decoding import ends_sentence
-from localpanel.llama import LlamaBackend
-from localpanel.protocol import first_round_prompt, shuffled
-from localpanel.runtime import GenerationRequest, Message, RuntimeSettings, Sampling
+from localpanel.engine.decoding import ends_sentence
+from localpanel.engine.llama import LlamaBackend
+from localpanel.engine.runtime import GenerationRequest, Message, RuntimeSettings, Sampling
+from localpanel.panel.ballot import ballot_model
+from localpanel.panel.protocol import first_round_prompt, shuffled
 
 pytestmark = pytest.mark.real
 
@@ -42,7 +42,7 @@ def request(spec, path, question, options, seed, temperature=0.8, key="probe"):
 
 
 def first_round_prompt_for(question, options, seed):
-    from localpanel.protocol import Question
+    from localpanel.panel.protocol import Question
     return first_round_prompt(Question(text=question, options=options), shuffled(options, seed))
 
 
@@ -92,8 +92,8 @@ def test_a_debiased_probability_is_the_mean_of_the_rotations_asked_one_by_one(re
     in one evaluation against a shared prefix and a tail), which moves these probabilities by up to 0.013; the
     batch size alone moves smollm2's by 0.033. The tolerance is 0.02, and the averaged row lies 0.06 from the
     order shown, so a vote scored in the order shown alone, or rows mixed up between options, fail."""
-    from localpanel.draw import rotate
-    from localpanel.protocol import Question
+    from localpanel.engine.draw import rotate
+    from localpanel.panel.protocol import Question
 
     spec = registry.model("qwen2.5-coder-0.5b")
     path = real_size_store.path_for(spec)
@@ -141,7 +141,7 @@ def test_the_poll_whose_rationale_used_to_stop_at_eleven_characters(store_with_w
     """Issue 8's reproduction: the SmolLM2 Optimist's rationale stopped at 11 characters, one short of the minimum,
     because the mask admitted a closing quote that the token check then refused."""
     from localpanel import api
-    from localpanel.protocol import DebateSettings
+    from localpanel.panel.protocol import DebateSettings
 
     t = api.start_run("Should the panel choose option A or B?", ["A", "B", "A and B", "Neither A nor B"], registry=registry,
                       store=store_with_weights, panel="tiny", settings=DebateSettings(seed=8), with_moderator=False)

@@ -8,12 +8,12 @@ from click.testing import CliRunner
 
 from localpanel import api
 from localpanel.cli import cli
-from localpanel.llama import LlamaBackend
-from localpanel.protocol import DebateSettings
-from localpanel.registry import load_registry
-from localpanel.scripted import ScriptedBackend
-from localpanel.store import Store
-from localpanel.transcript import Transcript
+from localpanel.engine.llama import LlamaBackend
+from localpanel.engine.scripted import ScriptedBackend
+from localpanel.panel.protocol import DebateSettings
+from localpanel.runs.transcript import Transcript
+from localpanel.weights.registry import load_registry
+from localpanel.weights.store import Store
 
 from .ggufdata import sha, tiny_gguf
 from .hubserver import COMMIT, HubServer

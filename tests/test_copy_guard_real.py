@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 from localpanel import api
-from localpanel.ballot import ballot_model
-from localpanel.copying import measure, words
-from localpanel.decoding import CopyGuard, decode_plan, ends_sentence
-from localpanel.grammar import compile_schema
-from localpanel.llama import LlamaBackend
-from localpanel.protocol import DebateSettings
-from localpanel.registry import load_registry, shipped_registry_path
-from localpanel.runtime import Sampling
+from localpanel.engine.decoding import CopyGuard, decode_plan, ends_sentence
+from localpanel.engine.grammar import compile_schema
+from localpanel.engine.llama import LlamaBackend
+from localpanel.engine.runtime import Sampling
+from localpanel.panel.ballot import ballot_model
+from localpanel.panel.copying import measure, words
+from localpanel.panel.protocol import DebateSettings
+from localpanel.weights.registry import load_registry, shipped_registry_path
 
 pytestmark = pytest.mark.real
 

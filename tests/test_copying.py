@@ -3,9 +3,9 @@ options is not copying, the seat's own earlier rationale counts, and the cards a
 
 import json
 
-from localpanel.copying import measure, words
-from localpanel.render import render
-from localpanel.scripted import ScriptedBackend
+from localpanel.engine.scripted import ScriptedBackend
+from localpanel.panel.copying import measure, words
+from localpanel.show.render import render
 
 from .test_protocol import ballot, env, run, script  # noqa: F401  (the four-seat scripted panel)
 

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from localpanel import api
-from localpanel.protocol import DebateSettings
-from localpanel.transcript import RunDir
+from localpanel.panel.protocol import DebateSettings
+from localpanel.runs.transcript import RunDir
 
 pytestmark = pytest.mark.real
 
@@ -117,8 +117,8 @@ def test_kill_9_mid_debate_then_resume_changes_no_journaled_turn(store_with_weig
 def test_max_memory_unloads_models_and_changes_no_ballot(store_with_weights, registry):
     store = store_with_weights
     settings = DebateSettings(rounds=2, seed=3, early_stop=False)
-    from localpanel.llama import LlamaBackend
-    from localpanel.runtime import RuntimeSettings
+    from localpanel.engine.llama import LlamaBackend
+    from localpanel.engine.runtime import RuntimeSettings
 
     results = {}
     for label, limit in (("free", None), ("bounded", 300_000_000)):  # both models are 351 MB: one at a time
@@ -136,8 +136,8 @@ def test_interrupted_inside_a_batch_resumes_to_the_uninterrupted_run(store_with_
     """Ctrl-C right after one seat of a pair that decodes together is journaled, while its partner is still
     decoding: the resumed run decodes the journaled turn again, forced, beside the partner, so that the
     partner's batch is composed as it was, and every ballot equals the uninterrupted run's."""
-    from localpanel.llama import LlamaBackend
-    from localpanel.runtime import RuntimeSettings
+    from localpanel.engine.llama import LlamaBackend
+    from localpanel.engine.runtime import RuntimeSettings
 
     store = store_with_weights
     settings = DebateSettings(rounds=2, seed=4, early_stop=False)
@@ -173,8 +173,8 @@ def test_interrupted_inside_a_batch_resumes_to_the_uninterrupted_run(store_with_
 
 
 def test_one_at_a_time_is_kept_as_a_setting_and_replays(store_with_weights, registry):
-    from localpanel.llama import LlamaBackend
-    from localpanel.runtime import RuntimeSettings
+    from localpanel.engine.llama import LlamaBackend
+    from localpanel.engine.runtime import RuntimeSettings
 
     store = store_with_weights
     runtime = RuntimeSettings(batch_sequences=False)

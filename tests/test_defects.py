@@ -12,14 +12,14 @@ from click.testing import CliRunner
 
 from localpanel import api
 from localpanel.cli import cli
-from localpanel.decoding import ends_sentence, may_continue_as_number
+from localpanel.engine.decoding import ends_sentence, may_continue_as_number
+from localpanel.engine.prompting import ChatTemplate, run_date
+from localpanel.engine.runtime import Message, cgroup_cpu_quota, physical_cores, threads_warning, usable_cpus
+from localpanel.engine.scripted import Failed, ScriptedBackend
 from localpanel.errors import InputError, RunError
 from localpanel.eval.report import QuestionResult, majority_score
-from localpanel.prompting import ChatTemplate, run_date
-from localpanel.protocol import DebateSettings
-from localpanel.runtime import Message, cgroup_cpu_quota, physical_cores, threads_warning, usable_cpus
-from localpanel.scripted import Failed, ScriptedBackend
-from localpanel.transcript import RunDir
+from localpanel.panel.protocol import DebateSettings
+from localpanel.runs.transcript import RunDir
 
 from .test_protocol import NAMES, ballot, env, script  # noqa: F401
 
@@ -73,7 +73,7 @@ def test_a_run_being_written_is_locked_against_a_second_resume_and_replay(env): 
     t.start()
     holding.wait(10)
     try:
-        code = ("import sys; from localpanel.transcript import RunDir\n"
+        code = ("import sys; from localpanel.runs.transcript import RunDir\n"
                 f"with RunDir({str(run_dir)!r}).lock(): pass")
         other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         assert "is being written by another localpanel process" in other.stderr
@@ -105,7 +105,7 @@ def test_a_run_made_by_another_version_is_refused_in_one_sentence(env):  # noqa:
 def test_templates_render_the_runs_date_not_todays(monkeypatch):
     template = ChatTemplate("{{ strftime_now('%d %b %Y') }}|{% for m in messages %}{{ m.content }}{% endfor %}", "", "")
     messages = [Message(role="user", content="hi")]
-    monkeypatch.setattr("localpanel.prompting._today", lambda: datetime(2031, 5, 6))
+    monkeypatch.setattr("localpanel.engine.prompting._today", lambda: datetime(2031, 5, 6))
     assert template.render(messages).startswith("06 May 2031|")
     with run_date("2026-11-25T04:13:39Z"):
         assert template.render(messages).startswith("25 Nov 2026|")
@@ -116,7 +116,7 @@ def test_a_run_keeps_its_date_for_resume_and_replay(env, monkeypatch):  # noqa: 
     """A run started on one day, resumed on another and replayed on a third: every prompt has the run's date."""
     seen = []
     today = {"now": datetime(2031, 5, 6)}
-    monkeypatch.setattr("localpanel.prompting._today", lambda: today["now"])
+    monkeypatch.setattr("localpanel.engine.prompting._today", lambda: today["now"])
 
     class Dated(ScriptedBackend):
         def __init__(self, stop_after=None):
@@ -124,7 +124,7 @@ def test_a_run_keeps_its_date_for_resume_and_replay(env, monkeypatch):  # noqa: 
             self.stop_after = stop_after
 
         def generate(self, request, on_token=None):
-            from localpanel.prompting import strftime_now
+            from localpanel.engine.prompting import strftime_now
 
             if self.stop_after is not None and len(self.requests) >= self.stop_after:
                 raise KeyboardInterrupt
@@ -207,12 +207,12 @@ def test_threads_follow_the_affinity_and_the_container_quota(tmp_path, monkeypat
     assert cgroup_cpu_quota(str(tmp_path)) == 2
     (tmp_path / "cpu.max").write_text("max 100000\n")
     assert cgroup_cpu_quota(str(tmp_path)) is None
-    monkeypatch.setattr("localpanel.runtime.cgroup_cpu_quota", lambda root="": 1)
+    monkeypatch.setattr("localpanel.engine.runtime.cgroup_cpu_quota", lambda root="": 1)
     assert usable_cpus() == 1 and physical_cores() == 1
     assert "more than the 1 CPU this process may use" in threads_warning(4)
     arm = tmp_path / "cpuinfo"
     arm.write_text("processor\t: 0\nBogoMIPS\t: 50.00\n\nprocessor\t: 1\nBogoMIPS\t: 50.00\n\n")
-    monkeypatch.setattr("localpanel.runtime.cgroup_cpu_quota", lambda root="": None)
+    monkeypatch.setattr("localpanel.engine.runtime.cgroup_cpu_quota", lambda root="": None)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
     assert physical_cores(str(arm)) == 2  # ARM names no cores: no halving
 
@@ -231,7 +231,7 @@ def test_ctrl_c_in_pull_exits_130_without_a_traceback(monkeypatch):
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("localpanel.store.Store.pull", interrupted)
+    monkeypatch.setattr("localpanel.weights.store.Store.pull", interrupted)
     result = invoke("pull", "smollm2-135m")
     assert result.exit_code == 130 and "Traceback" not in result.output and "Aborted" not in result.output
 
@@ -276,7 +276,7 @@ def test_prune_lists_first_and_keeps_what_a_registry_or_a_run_names(env, tmp_pat
 def test_a_stale_verified_mark_is_rehashed_with_a_word_first(env):  # noqa: F811
     registry, _ = env
     told = []
-    from localpanel.store import Store
+    from localpanel.weights.store import Store
 
     store = Store(on_rehash=lambda name, size: told.append((name, size)))
     spec = registry.model("alpha")
@@ -300,7 +300,7 @@ def test_a_stale_verified_mark_is_rehashed_with_a_word_first(env):  # noqa: F811
     (b"A plain sentence that argues for its vote.", False),
 ])
 def test_degenerate_text_is_caught(text, loops):
-    from localpanel.decoding import degenerate
+    from localpanel.engine.decoding import degenerate
 
     assert degenerate(text) == loops
 
@@ -308,7 +308,7 @@ def test_degenerate_text_is_caught(text, loops):
 def test_a_looping_model_is_steered_off_the_whole_class_it_loops_on():
     import numpy as np
 
-    from localpanel.decoding import looping_class
+    from localpanel.engine.decoding import looping_class
 
     class FakeVocab:
         pieces = [b"1", b"23", b"a", b" 4", b"", b"9x"]
@@ -329,10 +329,10 @@ def test_a_looping_model_is_steered_off_the_whole_class_it_loops_on():
 
 
 def test_a_question_that_cannot_run_is_recorded_failed_scored_and_not_run_again(env, tmp_path):  # noqa: F811
+    from localpanel.engine.runtime import RuntimeSettings
     from localpanel.eval import api as eval_api
     from localpanel.eval.questions import load_source
     from localpanel.eval.runner import FAILED, EvalSettings, LocalExecutor
-    from localpanel.runtime import RuntimeSettings
 
     registry, store = env
     rows = [{"id": "ok", "question": "Is it?", "options": ["Yes", "No"], "answer": "Yes"},
@@ -357,7 +357,7 @@ def test_a_question_that_cannot_run_is_recorded_failed_scored_and_not_run_again(
 def test_a_replay_that_cannot_follow_its_journal_is_one_sentence_exit_1(env, monkeypatch):  # noqa: F811
     """Through the real replay: the backend cannot decode a recorded turn again (as llama.cpp's decoder says when
     the weights or the build differ), and the CLI says so in one sentence, exit 1."""
-    from localpanel.decoding import ReplayMismatch
+    from localpanel.engine.decoding import ReplayMismatch
 
     run_dir = finished_run(env)
 
@@ -394,8 +394,8 @@ def test_options_a_model_cannot_tell_apart_are_one_sentence_not_a_value_error(en
 
 def test_ray_that_does_not_start_is_a_run_error(monkeypatch):
     ray = pytest.importorskip("ray")
+    from localpanel.engine.runtime import RuntimeSettings
     from localpanel.eval.runner import RayExecutor
-    from localpanel.runtime import RuntimeSettings
 
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
 
@@ -413,7 +413,7 @@ def test_a_cli_run_waits_while_another_run_holds_the_machine(env, monkeypatch): 
     import threading
     import time
 
-    from localpanel.jobs import MachineLock
+    from localpanel.runs.jobs import MachineLock
 
     run_dir = finished_run(env, rounds=1)
     started = []
@@ -432,7 +432,7 @@ def test_a_cli_run_waits_while_another_run_holds_the_machine(env, monkeypatch): 
 
 def _other_model(tmp_path, store, name):
     """A model pulled into the store from a registry of its own, which the registry `prune` reads does not list."""
-    from localpanel.registry import load_registry
+    from localpanel.weights.registry import load_registry
 
     from .ggufdata import sha, tiny_gguf
 
@@ -450,10 +450,10 @@ def _other_model(tmp_path, store, name):
 def test_prune_keeps_what_runs_inside_evals_and_runs_made_elsewhere_name(env, tmp_path, monkeypatch):  # noqa: F811
     """Issue 23.2: prune read runs/*/manifest.json only, so it deleted the weights of runs inside eval directories,
     of --run-dir runs and of evals made with --out-dir."""
+    from localpanel.engine.runtime import RuntimeSettings
     from localpanel.eval import api as eval_api
     from localpanel.eval.questions import load_source
     from localpanel.eval.runner import EvalSettings
-    from localpanel.runtime import RuntimeSettings
 
     registry, store = env
     yes = lambda req: ballot("Yes", who=False)  # noqa: E731
@@ -479,10 +479,10 @@ def test_prune_keeps_what_runs_inside_evals_and_runs_made_elsewhere_name(env, tm
 
 def test_runs_rm_refuses_an_eval_being_written_or_one_whose_run_is(env, tmp_path):  # noqa: F811
     """Issue 23.3: runs rm deleted an eval directory without checking any lock."""
+    from localpanel.engine.runtime import RuntimeSettings
     from localpanel.eval import api as eval_api
     from localpanel.eval.questions import load_source
     from localpanel.eval.runner import EvalSettings, eval_lock
-    from localpanel.runtime import RuntimeSettings
 
     registry, store = env
     (tmp_path / "q.jsonl").write_text('{"id": "q1", "question": "Is it?", "options": ["Yes", "No"], "answer": "Yes"}\n')
@@ -504,7 +504,7 @@ def test_runs_rm_refuses_an_eval_being_written_or_one_whose_run_is(env, tmp_path
 def test_two_resume_requests_at_once_make_one_job(env):  # noqa: F811
     """Issue 23.3: two requests that both found the run not yet queued each queued a job on one run. The check
     and the queueing are one step now; forced here by letting both requests pass the check."""
-    from localpanel.service import Service
+    from localpanel.serve.service import Service
 
     registry, store = env
     gate = threading.Event()
@@ -523,7 +523,7 @@ def test_two_resume_requests_at_once_make_one_job(env):  # noqa: F811
 def test_a_typo_is_said_at_once_while_another_run_holds_the_machine(env, tmp_path):  # noqa: F811
     """Issue 23.16: the CLI took the machine's run lock before checking its input, so a poll with one option
     waited behind a running eval before saying so."""
-    from localpanel.jobs import MachineLock
+    from localpanel.runs.jobs import MachineLock
 
     registry, store = env
     held = MachineLock.of_store(store.home)

@@ -10,9 +10,9 @@ import yaml
 from click.testing import CliRunner
 
 from localpanel.cli import cli
-from localpanel.discover import scan_hf_cache, scan_lmstudio, scan_ollama
-from localpanel.registry import load_registry
-from localpanel.store import Store
+from localpanel.weights.discover import scan_hf_cache, scan_lmstudio, scan_ollama
+from localpanel.weights.registry import load_registry
+from localpanel.weights.store import Store
 
 from .ggufdata import sha, tiny_gguf
 

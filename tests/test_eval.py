@@ -8,13 +8,13 @@ import pytest
 from click.testing import CliRunner
 
 from localpanel.cli import cli
+from localpanel.engine.scripted import ScriptedBackend
 from localpanel.errors import InputError
 from localpanel.eval import api as eval_api
 from localpanel.eval.questions import arithmetic, load_jsonl
 from localpanel.eval.render import render_report
 from localpanel.eval.report import QuestionResult, build_report, majority_score
 from localpanel.eval.runner import EvalSettings, LocalExecutor
-from localpanel.scripted import ScriptedBackend
 
 from .test_protocol import NAMES, env  # noqa: F401  (the four-seat scripted panel)
 
@@ -71,7 +71,7 @@ def start(env, question_file, out_dir, modes=None):  # noqa: F811
 
 
 def _runtime():
-    from localpanel.runtime import RuntimeSettings
+    from localpanel.engine.runtime import RuntimeSettings
 
     return RuntimeSettings()
 
@@ -274,8 +274,8 @@ LEANING_SET = [{"id": f"q{k}", "question": f"Is claim {k} true?", "options": ["Y
 
 def leaning_eval(env, tmp_path, name, **settings):  # noqa: F811
     """Every seat leans to the right answer by 0.6 to 0.4; at temperature 2 a draw takes the wrong one 45% of the time."""
+    from localpanel.engine.scripted import PositionBiased
     from localpanel.eval.questions import load_source
-    from localpanel.scripted import PositionBiased
 
     registry, store = env
     source = write_jsonl(tmp_path / f"{name}.jsonl", LEANING_SET)
@@ -407,7 +407,7 @@ def test_a_reflect_answer_is_kept_when_the_questions_debate_could_not_run(env, q
 def test_the_debiasing_comparison_is_over_one_set_of_questions(env, question_file, tmp_path):  # noqa: F811
     """Issue 23.7: 'debiased' counted every question and 'in the order shown' only those with raw probabilities
     (not q3, answered with an integer), so the printed difference was not the difference of the two figures."""
-    from localpanel.scripted import PositionBiased
+    from localpanel.engine.scripted import PositionBiased
 
     inner = scripted().default
     first_shown = PositionBiased(lambda order: {o: (0.8 if i == 0 else 0.2) for i, o in enumerate(order)})

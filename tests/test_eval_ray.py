@@ -6,13 +6,13 @@ Ray costs about a minute on 2 cores."""
 
 import pytest
 
+from localpanel.engine.runtime import RuntimeSettings
 from localpanel.eval import api as eval_api
 from localpanel.eval.questions import arithmetic
 from localpanel.eval.runner import EvalSettings, LocalExecutor, RayExecutor, jobs_for, load_manifest
-from localpanel.registry import load_registry
-from localpanel.runtime import RuntimeSettings
-from localpanel.store import Store
-from localpanel.transcript import RunDir
+from localpanel.runs.transcript import RunDir
+from localpanel.weights.registry import load_registry
+from localpanel.weights.store import Store
 
 pytestmark = [pytest.mark.real, pytest.mark.ray]
 ray = pytest.importorskip("ray")

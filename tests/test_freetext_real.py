@@ -10,12 +10,12 @@ import re
 import numpy as np
 import pytest
 
-from localpanel.ballot import RATIONALE_MAX, RATIONALE_MIN
-from localpanel.decoding import FreeText, IntegerText, ends_sentence, integer_candidates
-from localpanel.grammar import Integer, Text
-from localpanel.llama import LlamaBackend
-from localpanel.registry import load_registry, shipped_registry_path
-from localpanel.vocab import utf8_advance
+from localpanel.engine.decoding import FreeText, IntegerText, ends_sentence, integer_candidates
+from localpanel.engine.grammar import Integer, Text
+from localpanel.engine.llama import LlamaBackend
+from localpanel.engine.vocab import utf8_advance
+from localpanel.panel.ballot import RATIONALE_MAX, RATIONALE_MIN
+from localpanel.weights.registry import load_registry, shipped_registry_path
 
 pytestmark = pytest.mark.real
 

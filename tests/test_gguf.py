@@ -3,7 +3,7 @@ import struct
 import pytest
 
 from localpanel.errors import GGUFError
-from localpanel.gguf import read_gguf
+from localpanel.weights.gguf import read_gguf
 
 from .ggufdata import tiny_gguf
 

@@ -71,3 +71,51 @@ def test_no_import_circles():
 def test_the_walk_finds_a_circle_when_there_is_one():
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert circles({"a": {"b"}, "b": set()}) == []
+
+
+# The stages in the order data flows; a module may import only from its own stage or an earlier one.
+STAGES = ["ground", "weights", "engine", "panel", "runs", "api", "show", "serve", "eval", "cli"]
+GROUND = {"localpanel", "localpanel._moved", "localpanel.errors", "localpanel.atomic"}
+
+
+def stage(name: str) -> str:
+    if name in GROUND:
+        return "ground"
+    if name == "localpanel.__main__":
+        return "cli"
+    return name.split(".")[1]
+
+
+def against_the_flow(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    rank = {s: i for i, s in enumerate(STAGES)}
+    return sorted((a, b) for a, targets in graph.items() for b in targets if rank[stage(b)] > rank[stage(a)])
+
+
+def test_every_module_is_in_a_stage_and_imports_only_leftwards():
+    known = modules()
+    assert {stage(n) for n in known} == set(STAGES)  # every stage has a home, and nothing lies outside them
+    graph = {name: imports(name, path, known) for name, path in known.items()}
+    assert against_the_flow(graph) == []
+
+
+def test_the_flow_check_finds_an_import_against_it():
+    graph = {"localpanel.weights.store": {"localpanel.panel.tally"}, "localpanel.panel.tally": {"localpanel.errors"}}
+    assert against_the_flow(graph) == [("localpanel.weights.store", "localpanel.panel.tally")]
+
+
+def test_flat_modules_in_the_package_root_are_only_the_ground_and_the_front_doors():
+    flat = {p.stem for p in PACKAGE.glob("*.py")}
+    assert flat <= {"__init__", "__main__", "_moved", "errors", "atomic", "api"}
+    assert all((PACKAGE / s / "__init__.py").read_text().startswith('"""') for s in STAGES if (PACKAGE / s).is_dir())
+
+
+def test_an_old_import_path_is_the_module_at_its_new_path():
+    import importlib
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        old = importlib.import_module("localpanel.store")
+    from localpanel.weights import store
+
+    assert old is store and "localpanel.weights.store" in str(caught[0].message)

@@ -3,11 +3,11 @@ the model cache and the context pool (on the real tiny models)."""
 
 import pytest
 
-from localpanel.llama_context import ContextFull, Stats
-from localpanel.llama_models import ContextPool, ModelCache, context_size
-from localpanel.lockstep import lockstep
-from localpanel.registry import load_registry, shipped_registry_path
-from localpanel.runtime import Generation, RuntimeSettings
+from localpanel.engine.llama_context import ContextFull, Stats
+from localpanel.engine.llama_models import ContextPool, ModelCache, context_size
+from localpanel.engine.lockstep import lockstep
+from localpanel.engine.runtime import Generation, RuntimeSettings
+from localpanel.weights.registry import load_registry, shipped_registry_path
 
 
 def test_a_context_is_sized_by_its_largest_request_within_the_window():

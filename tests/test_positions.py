@@ -8,10 +8,10 @@ from itertools import permutations
 import numpy as np
 import pytest
 
-from localpanel.draw import gumbel, pick, rotate, shifts
-from localpanel.protocol import canonical_order, display_order
-from localpanel.render import render
-from localpanel.scripted import PositionBiased, ScriptedBackend
+from localpanel.engine.draw import gumbel, pick, rotate, shifts
+from localpanel.engine.scripted import PositionBiased, ScriptedBackend
+from localpanel.panel.protocol import canonical_order, display_order
+from localpanel.show.render import render
 
 from .test_protocol import env, run  # noqa: F401  (the four-seat scripted panel)
 
@@ -129,7 +129,7 @@ def test_every_format_shows_the_position_effect(env):  # noqa: F811
 
 
 def test_a_shift_is_told_in_whole_points_and_never_as_minus_zero():
-    from localpanel.tally import PositionEffect, shift_line
+    from localpanel.panel.tally import PositionEffect, shift_line
 
     p = PositionEffect(ballots=4, first=1, last=1, chance=1 / 3, shift={"A": 0.123, "B": -0.004, "C": -0.119}, debiased=4)
     assert shift_line(p, ["A", "B", "C"]).endswith("A +12 pts · B 0 pts · C -12 pts.")

@@ -7,14 +7,14 @@ import sys
 import pytest
 
 from localpanel import api
+from localpanel.engine.grammar import NULL_WHEN
+from localpanel.engine.scripted import Failed, ScriptedBackend
 from localpanel.errors import InputError, NotPulledError, UnknownPanelError
-from localpanel.grammar import NULL_WHEN
-from localpanel.protocol import DebateSettings, Question
-from localpanel.registry import load_registry
-from localpanel.render import render
-from localpanel.scripted import Failed, ScriptedBackend
-from localpanel.store import Store
-from localpanel.transcript import RunDir
+from localpanel.panel.protocol import DebateSettings, Question
+from localpanel.runs.transcript import RunDir
+from localpanel.show.render import render
+from localpanel.weights.registry import load_registry
+from localpanel.weights.store import Store
 
 from .ggufdata import sha, tiny_gguf
 
@@ -315,7 +315,7 @@ def test_bad_input_saves_nothing(env):
 def test_turns_are_grouped_by_model_and_alternate_between_rounds(env):
     registry, store = env
     seats, _ = api.seats_for(registry, store, None)
-    from localpanel.protocol import Debate
+    from localpanel.panel.protocol import Debate
 
     debate = Debate(Question(text="Q?", options=["Yes", "No"]), seats, DebateSettings(rounds=3), ScriptedBackend())
     assert [s.name for s in debate.order(1)] == ["Ann", "Bob", "Cy", "Di"]
@@ -356,8 +356,8 @@ def test_html_card_draws_votes_persuasion_and_probabilities(env):
 
 def test_a_panel_of_one_debates_with_itself(env):
     """The eval's reflect baseline: one seat over two rounds, nobody else to credit (attributed_to is null)."""
-    from localpanel.grammar import Choice, compile_schema
-    from localpanel.ballot import ballot_model
+    from localpanel.engine.grammar import Choice, compile_schema
+    from localpanel.panel.ballot import ballot_model
 
     plan = compile_schema(ballot_model(["Yes", "No"], [], "Yes").model_json_schema())
     assert [s.values for s in plan.segments if isinstance(s, Choice)][-1] == (None,)

@@ -3,7 +3,7 @@ import textwrap
 import pytest
 
 from localpanel.errors import RegistryError, UnknownModelError, UnknownPanelError
-from localpanel.registry import (
+from localpanel.weights.registry import (
     FileSource,
     HFSource,
     PartsSource,

@@ -6,12 +6,12 @@ import time
 import pytest
 
 from localpanel import api
+from localpanel.engine.scripted import ScriptedBackend
 from localpanel.errors import InputError
-from localpanel.events import EVENT
-from localpanel.jobs import MachineLock
-from localpanel.protocol import DebateSettings
-from localpanel.scripted import ScriptedBackend
-from localpanel.service import Service
+from localpanel.panel.protocol import DebateSettings
+from localpanel.runs.events import EVENT
+from localpanel.runs.jobs import MachineLock
+from localpanel.serve.service import Service
 
 from .test_protocol import NAMES, ballot, env, script  # noqa: F401 - env is a fixture
 
@@ -158,7 +158,7 @@ def test_a_run_is_read_by_id_only_never_by_path(service, tmp_path):
 
 def capped(env):
     """The scripted registry with a panel that carries a memory limit (as the shipped hub-small does)."""
-    from localpanel.registry import load_registry
+    from localpanel.weights.registry import load_registry
 
     registry, store = env
     path = registry.path
@@ -195,7 +195,7 @@ def test_a_panels_memory_limit_is_the_backends_and_the_manifests(env, monkeypatc
 def test_the_service_resumes_and_replays_a_run_under_its_own_runtime(env):
     """Issue 23.5: the page and MCP resumed and replayed with the server's runtime while the manifest claimed the
     run's (one at a time, another batch size)."""
-    from localpanel.runtime import RuntimeSettings
+    from localpanel.engine.runtime import RuntimeSettings
 
     registry, store = env
     built = []

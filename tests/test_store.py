@@ -6,8 +6,8 @@ import os
 import pytest
 
 from localpanel.errors import ChecksumMismatch, InputError, NotPulledError, StoreError
-from localpanel.registry import load_registry
-from localpanel.store import Store, add_model
+from localpanel.weights.registry import load_registry
+from localpanel.weights.store import Store, add_model
 
 from .ggufdata import sha, tiny_gguf
 from .hubserver import COMMIT, HubServer

@@ -1,7 +1,7 @@
 import pytest
 
-from localpanel.protocol import Turn
-from localpanel.tally import most_persuasive, persuasion_graph, result_line, tally, turning_points, vote_matrix
+from localpanel.panel.protocol import Turn
+from localpanel.panel.tally import most_persuasive, persuasion_graph, result_line, tally, turning_points, vote_matrix
 
 OPTIONS = ["Yes", "No", "Maybe"]
 

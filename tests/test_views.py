@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from localpanel.draw import choose, pick
-from localpanel.protocol import Turn
-from localpanel.render import render
-from localpanel.scripted import PositionBiased, ScriptedBackend
-from localpanel.tally import margin_line, result_line, shifts_without_flip, tally, turning_points
-from localpanel.transcript import Manifest, Transcript
+from localpanel.engine.draw import choose, pick
+from localpanel.engine.scripted import PositionBiased, ScriptedBackend
+from localpanel.panel.protocol import Turn
+from localpanel.panel.tally import margin_line, result_line, shifts_without_flip, tally, turning_points
+from localpanel.runs.transcript import Manifest, Transcript
+from localpanel.show.render import render
 
 from .test_protocol import ballot, env, run, script  # noqa: F401  (the four-seat scripted panel: Ann, Bob, Cy, Di)
 
@@ -158,7 +158,7 @@ def test_the_text_card_shows_the_votes_of_an_integer_question(env):  # noqa: F81
                                           for n in ("Ann", "Bob", "Cy", "Di")}])
     registry, store = env
     from localpanel import api
-    from localpanel.protocol import DebateSettings
+    from localpanel.panel.protocol import DebateSettings
 
     t = api.start_run("How many?", [], registry=registry, store=store, backend=backend, settings=DebateSettings(),
                       with_moderator=False, integer=True)
@@ -226,7 +226,7 @@ def ranked(order: str, k: int) -> Turn:
 
 
 def test_borda_and_condorcet_on_constructed_ballots():
-    from localpanel.tally import rankings, rankings_lines
+    from localpanel.panel.tally import rankings, rankings_lines
 
     # Two rank A > B > C, two C > B > A, one B > A > C: the plurality ties A and C, B wins every head-to-head
     # (3 to 2) and the Borda count.

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from localpanel import api
-from localpanel.protocol import DebateSettings
+from localpanel.panel.protocol import DebateSettings
 
 pytestmark = pytest.mark.real
 

@@ -9,10 +9,10 @@ from click.testing import CliRunner
 
 from localpanel import api
 from localpanel.cli import cli
+from localpanel.engine.scripted import ScriptedBackend
 from localpanel.errors import InputError
 from localpanel.eval.questions import load_source
 from localpanel.eval.weights import weight, weighted_scores
-from localpanel.scripted import ScriptedBackend
 
 from .test_protocol import env  # noqa: F401  (the four-seat scripted panel: Ann, Bob on alpha; Cy, Di on beta)
 

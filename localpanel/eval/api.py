@@ -7,17 +7,29 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from ..api import panel_runtime
-from ..atomic import atomic_write_json, atomic_write_text
-from ..errors import InputError
-from ..registry import Panel, Registry
-from ..runtime import RuntimeSettings
-from ..store import Store
-from ..transcript import now
-from . import benchmarks
-from .questions import QuestionSet, load_source
-from .report import QuestionResult, Report, build_report, failed_question, read_question
-from .runner import EvalManifest, EvalSettings, Executor, QuestionJob, JobFailure, create, eval_id, finished, jobs_for, load_manifest, run_eval
+from localpanel.api import panel_runtime
+from localpanel.atomic import atomic_write_json, atomic_write_text
+from localpanel.engine.runtime import RuntimeSettings
+from localpanel.errors import InputError
+from localpanel.eval import benchmarks
+from localpanel.eval.questions import QuestionSet, load_source
+from localpanel.eval.report import QuestionResult, Report, build_report, failed_question, read_question
+from localpanel.eval.runner import (
+    EvalManifest,
+    EvalSettings,
+    Executor,
+    JobFailure,
+    QuestionJob,
+    create,
+    eval_id,
+    finished,
+    jobs_for,
+    load_manifest,
+    run_eval,
+)
+from localpanel.runs.transcript import now
+from localpanel.weights.registry import Panel, Registry
+from localpanel.weights.store import Store
 
 Progress = Callable[[int, int, dict[str, float]], None]  # questions done, total, accuracy so far per mode
 
@@ -110,7 +122,7 @@ def partial_report(eval_dir: Path) -> Report:
 
 def compare_evals(a: Path, b: Path):
     """Two evals of the same questions side by side, paired over the questions both have finished (reads only)."""
-    from .compare import compare
+    from localpanel.eval.compare import compare
 
     return compare((str(a), *finished_results(a)), (str(b), *finished_results(b)))
 

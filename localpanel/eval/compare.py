@@ -12,10 +12,10 @@ import math
 
 from pydantic import BaseModel
 
-from ..errors import InputError
-from .render import pct, se
-from .report import Estimate, QuestionResult, estimate
-from .runner import EvalManifest
+from localpanel.errors import InputError
+from localpanel.eval.render import pct, se
+from localpanel.eval.report import Estimate, QuestionResult, estimate
+from localpanel.eval.runner import EvalManifest
 
 
 class Side(BaseModel):

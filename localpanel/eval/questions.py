@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from ..errors import InputError
-from ..protocol import Question
+from localpanel.errors import InputError
+from localpanel.panel.protocol import Question
 
 # Du et al. 2023, Table 1 (ChatGPT, 3 agents, 2 rounds), accuracy in percent; printed beside arithmetic runs.
 DU_ET_AL = {

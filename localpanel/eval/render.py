@@ -5,8 +5,8 @@ from __future__ import annotations
 import html
 import math
 
-from ..charts import PALETTE, svg
-from .report import MODE_TITLES, Estimate, Report
+from localpanel.eval.report import MODE_TITLES, Estimate, Report
+from localpanel.show.charts import PALETTE, svg
 
 FORMATS = ("text", "markdown", "html", "json")
 

@@ -16,10 +16,10 @@ from collections import Counter
 import numpy as np
 from pydantic import BaseModel
 
-from ..draw import pick
-from ..tally import undebiased_vote
-from ..transcript import Transcript
-from .questions import DU_ET_AL, EvalQuestion
+from localpanel.engine.draw import pick
+from localpanel.eval.questions import DU_ET_AL, EvalQuestion
+from localpanel.panel.tally import undebiased_vote
+from localpanel.runs.transcript import Transcript
 
 MODE_TITLES = {
     "single": "single model (each seat, round 1)",
@@ -179,8 +179,8 @@ class QuestionResult(BaseModel):
 
 def ranking_scores(confidences: list[dict[str, float]], answer: str) -> dict[str, float]:
     """The Borda and Condorcet scores of one question's round-1 ballots (see CONVENTIONS); {} without any."""
-    from ..protocol import Turn
-    from ..tally import rankings
+    from localpanel.panel.protocol import Turn
+    from localpanel.panel.tally import rankings
 
     ranked = [c for c in confidences if c]
     if not ranked:
@@ -342,7 +342,7 @@ def build_report(manifest, results: list[QuestionResult], seconds: float) -> Rep
     per_q = [r.scores() for r in results]
     wanted = [*manifest.settings.modes, *(m for m in RANKING_MODES if m not in manifest.settings.modes)]
     if (w := getattr(manifest.settings, "weights", None)) is not None:
-        from .weights import weighted_scores
+        from localpanel.eval.weights import weighted_scores
 
         seat_weights = [w.of(p.model) for p in manifest.panel.participants]
         for s, r in zip(per_q, results):

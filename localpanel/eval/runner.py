@@ -24,16 +24,16 @@ from typing import Callable, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .. import __version__, api
-from ..atomic import atomic_write_json, atomic_write_text, fsync_dir
-from ..errors import InputError, QuestionError, RunError
-from ..protocol import MAX_ROUNDS, DebateSettings
-from ..registry import Panel, Registry
-from ..runtime import Backend, RuntimeSettings
-from ..store import Store
-from ..transcript import RunDir, Transcript, legacy_settings
-from .questions import EvalQuestion, QuestionSet, to_jsonl
-from .weights import Weights
+from localpanel import __version__, api
+from localpanel.atomic import atomic_write_json, atomic_write_text, fsync_dir
+from localpanel.engine.runtime import Backend, RuntimeSettings
+from localpanel.errors import InputError, QuestionError, RunError
+from localpanel.eval.questions import EvalQuestion, QuestionSet, to_jsonl
+from localpanel.eval.weights import Weights
+from localpanel.panel.protocol import MAX_ROUNDS, DebateSettings
+from localpanel.runs.transcript import RunDir, Transcript, legacy_settings
+from localpanel.weights.registry import Panel, Registry
+from localpanel.weights.store import Store
 
 Mode = Literal["single", "vote", "weighted", "debate", "reflect"]
 DEFAULT_MODES: list[Mode] = ["single", "vote", "weighted", "debate"]
@@ -181,7 +181,7 @@ class _RayWorker:
     """A Ray actor: its own backend (models stay loaded across the questions it takes) and store."""
 
     def __init__(self, home: str | None, runtime: dict):
-        from ..llama import LlamaBackend
+        from localpanel.engine.llama import LlamaBackend
 
         self.store = Store(Path(home) if home else None)
         self.backend = LlamaBackend(RuntimeSettings.model_validate(runtime))
@@ -211,7 +211,7 @@ class RayExecutor:
             import ray
         except ImportError:
             raise InputError("--executor ray needs Ray: pip install 'localpanel[ray]'.") from None
-        from ..runtime import physical_cores
+        from localpanel.engine.runtime import physical_cores
 
         self.ray = ray
         self.started = not ray.is_initialized()

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from ..atomic import atomic_write_json
-from ..errors import InputError
-from .questions import EvalQuestion
+from localpanel.atomic import atomic_write_json
+from localpanel.errors import InputError
+from localpanel.eval.questions import EvalQuestion
 
 P_CLIP = (0.02, 0.98)
 

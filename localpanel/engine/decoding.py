@@ -1,0 +1,692 @@
+"""Constrained decoding on llama.cpp: a ballot plan (see grammar.py) turned into tokens.
+
+How it stays fast and exact:
+- Fixed text is tokenized and evaluated in one batch, never sampled.
+- A choice (the vote, who persuaded whom) is decided by scoring every complete alternative: the model's own
+  log-probability of each alternative's tokens, so options that share a prefix are told apart. The vote is
+  the most probable alternative (the model's view; or, with ``Sampling.draw_choices``, drawn from those
+  probabilities at the participant's temperature), and they are kept as its confidence.
+- Free text samples first and checks the one sampled token; only when it is rejected is the whole vocabulary
+  masked and the token sampled again (llama.cpp's own sampler does the same for grammars).
+
+The decoder is a coroutine (``decode_steps``): it yields each evaluation it needs, ``(tokens, all_logits)``,
+and reads the logits once it is resumed. ``decode_plan`` runs it alone on one context; the llama.cpp
+backend runs several in lockstep, one sequence each, so that participants sharing a model share each
+``llama_decode``. The decoder cannot tell the two apart.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import llama_cpp as L
+import numpy as np
+
+from localpanel.engine.draw import average, choose
+from localpanel.engine.grammar import Choice, Integer, Literal, Plan, Text
+from localpanel.engine.runtime import ChoiceRecord, Sampling
+from localpanel.engine.vocab import Vocab, char_count, utf8_advance
+from localpanel.errors import RunError, UndecodableError
+
+
+class ReplayMismatch(RunError):
+    """Recorded tokens do not fit the plan: the run was made with another model, build or localpanel."""
+
+    def __init__(self, detail: str):
+        super().__init__(
+            f"The recorded turns cannot be decoded again here ({detail}): the run was made with other weights, "
+            "another llama.cpp build or another localpanel; replay it where it was made."
+        )
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    x = logits.astype(np.float64)
+    m = x.max()
+    return x - m - math.log(np.exp(x - m).sum())
+
+
+class Sampler:
+    """A llama.cpp sampler chain (penalties, top-k, top-p, min-p, temperature, seeded draw) over a logits row."""
+
+    def __init__(self, n_vocab: int, sampling: Sampling, seed: int):
+        self.chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+        if sampling.repeat_penalty > 1.0:
+            L.llama_sampler_chain_add(self.chain, L.llama_sampler_init_penalties(n_vocab, 64, sampling.repeat_penalty, 0.0, 0.0))
+        if sampling.temperature <= 0.0:
+            L.llama_sampler_chain_add(self.chain, L.llama_sampler_init_greedy())
+        else:
+            if sampling.top_k > 0:
+                L.llama_sampler_chain_add(self.chain, L.llama_sampler_init_top_k(sampling.top_k))
+            L.llama_sampler_chain_add(self.chain, L.llama_sampler_init_top_p(sampling.top_p, 1))
+            if sampling.min_p > 0:
+                L.llama_sampler_chain_add(self.chain, L.llama_sampler_init_min_p(sampling.min_p, 1))
+            L.llama_sampler_chain_add(self.chain, L.llama_sampler_init_temp(sampling.temperature))
+            L.llama_sampler_chain_add(self.chain, L.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+        self.ids = np.arange(n_vocab, dtype=np.int32)
+        self.data = np.zeros(n_vocab, dtype=np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)]))
+        self.array = L.llama_token_data_array(
+            data=self.data.ctypes.data_as(L.llama_token_data_p), size=n_vocab, selected=-1, sorted=False
+        )
+
+    def sample(self, logits: np.ndarray) -> int:
+        self.data["id"] = self.ids
+        self.data["logit"] = logits
+        self.array.size, self.array.selected, self.array.sorted = len(self.ids), -1, False
+        L.llama_sampler_apply(self.chain, ctypes.byref(self.array))
+        return int(self.data["id"][self.array.selected])
+
+    def accept(self, token: int) -> None:
+        L.llama_sampler_accept(self.chain, token)
+
+    def close(self) -> None:
+        if self.chain is not None:
+            L.llama_sampler_free(self.chain)
+            self.chain = None
+
+
+class Evaluator(Protocol):
+    """What the decoder needs from a sequence: evaluate tokens, read the logits of the last evaluation, roll back.
+
+    The coroutine asks for evaluations by yielding them; ``eval`` is used only by ``drive``."""
+
+    n_past: int
+
+    def eval(self, tokens: list[int], all_logits: bool = False) -> None: ...
+    def logits(self, i: int = -1) -> np.ndarray: ...
+    def rollback(self, n_past: int) -> None: ...
+
+
+# What a decoding coroutine yields: tokens to evaluate, and which rows' logits it wants: True every token's,
+# False the last one's, an int i those of the tokens from index i on.
+Step = tuple[list[int], "bool | int"]
+
+
+def wants_logits(which: "bool | int", i: int, n: int) -> bool:
+    """Whether the ``i``-th of ``n`` evaluated tokens must output logits (see ``Step``)."""
+    if which is True:
+        return True
+    if which is False:
+        return i == n - 1
+    return i >= which
+
+
+def drive(steps, ev: Evaluator):
+    """Run a decoding coroutine alone: each evaluation it yields is done on ``ev`` at once. Returns its result."""
+    try:
+        step = next(steps)
+        while True:
+            ev.eval(*step)
+            step = steps.send(None)
+    except StopIteration as done:
+        return done.value
+
+
+@dataclass
+class Decoded:
+    tokens: list[int]
+    choices: dict[str, ChoiceRecord]
+    values: dict[str, object]
+    failure: str | None = None
+    unevaluated: int = 0
+    sampled: int = 0  # tokens drawn by the sampler (the rest were fixed text or chosen alternatives)
+
+
+@dataclass
+class _State:
+    tokens: list[int] = field(default_factory=list)  # the ballot so far
+    sampled: int = 0
+    unevaluated: list[int] = field(default_factory=list)  # its tail, not yet in the KV cache
+    pending: str = ""  # fixed text not yet tokenized
+    skip_literal: bool = False
+
+
+class CopyGuard:
+    """No run of ``n`` tokens that occurs in the texts to avoid: once the free text ends in the first ``n - 1``
+    tokens of such a run, the token that would complete it is taken out of the draw. It only narrows what the
+    grammar allows, and never to nothing (then it lets the draw be), so a ballot stays valid and still ends at a
+    sentence end; a quote shorter than ``n`` tokens stays possible."""
+
+    def __init__(self, vocab: Vocab, texts: list[str], n: int):
+        self.n = n
+        self.next: dict[tuple[int, ...], set[int]] = {}
+        for text in texts:
+            for variant in (text, " " + text):  # as read after a space in the prompt, and at the start of a string
+                toks = vocab.tokenize(variant)
+                for i in range(len(toks) - n + 1):
+                    self.next.setdefault(tuple(toks[i:i + n - 1]), set()).add(toks[i + n - 1])
+
+    def banned(self, text_tokens: list[int]) -> list[int]:
+        if len(text_tokens) < self.n - 1:
+            return []
+        return sorted(self.next.get(tuple(text_tokens[len(text_tokens) - self.n + 1:]), ()))
+
+
+def decode_plan(
+    ev: Evaluator,
+    vocab: Vocab,
+    plan: Plan,
+    sampling: Sampling,
+    seed: int,
+    max_tokens: int,
+    forced: list[int] | None = None,
+    on_token: Callable[[int], None] | None = None,
+    rotations: Rotations | None = None,
+    guard: CopyGuard | None = None,
+) -> Decoded:
+    """Decode one ballot on ``ev`` alone (see ``decode_steps``)."""
+    return drive(decode_steps(ev, vocab, plan, sampling, seed, max_tokens, forced, on_token, rotations, guard), ev)
+
+
+def decode_steps(
+    ev: Evaluator,
+    vocab: Vocab,
+    plan: Plan,
+    sampling: Sampling,
+    seed: int,
+    max_tokens: int,
+    forced: list[int] | None = None,
+    on_token: Callable[[int], None] | None = None,
+    rotations: Rotations | None = None,
+    guard: CopyGuard | None = None,
+):
+    """Decode one ballot, yielding every evaluation it needs. With ``forced`` (recorded tokens) nothing is
+    sampled, but every evaluation happens exactly as when those tokens were first generated, which restores
+    the same KV state bit for bit. Recorded tokens that stop inside free text are a turn that failed there.
+
+    With ``rotations`` the prompt's tail is not yet evaluated: it is evaluated with the ballot's first tokens,
+    or, at the vote, after the tails of the other rotations (see ``Rotations``)."""
+    st = _State(unevaluated=list(rotations.tail) if rotations else [])
+    values: dict[str, object] = {}
+    choices: dict[str, ChoiceRecord] = {}
+    sampler = Sampler(vocab.n, sampling, seed) if forced is None else None
+
+    def take_forced(seq: list[int]) -> None:
+        pos = len(st.tokens)
+        if forced is not None and forced[pos : pos + len(seq)] != seq:
+            raise ReplayMismatch(f"recorded tokens differ from the plan at ballot token {pos}")
+        st.tokens.extend(seq)
+        st.unevaluated.extend(seq)
+        if on_token:
+            on_token(len(st.tokens))
+
+    def flush():
+        """Evaluate what is pending and return the logits for the next token."""
+        if st.pending:
+            take_forced(vocab.tokenize(st.pending))
+            st.pending = ""
+        if st.unevaluated:
+            yield st.unevaluated, False
+            st.unevaluated = []
+        return ev.logits()
+
+    try:
+        for i, seg in enumerate(plan.segments):
+            if isinstance(seg, Literal):
+                if st.skip_literal:
+                    st.skip_literal = False
+                else:
+                    st.pending += seg.text
+            elif isinstance(seg, Choice):
+                yield from _choose(ev, vocab, seg, plan.literal_after(i), st, values, choices, sampling, seed, forced, take_forced, rotations)
+            else:
+                failure = yield from _free_text(ev, vocab, seg, plan.literal_after(i), st, values, sampler, max_tokens, forced,
+                                                flush, on_token, guard if isinstance(seg, Text) else None)
+                if failure:
+                    return Decoded(st.tokens, choices, values, failure, len(st.unevaluated), st.sampled)
+        if st.pending:
+            take_forced(vocab.tokenize(st.pending))
+        return Decoded(st.tokens, choices, values, None, len(st.unevaluated), st.sampled)
+    finally:
+        if sampler:
+            sampler.close()
+
+
+@dataclass
+class Rotations:
+    """The prompt's tail (from ``base``, where the rotations of the options first differ) as shown, and as it
+    reads with the options in each other rotation: the vote is scored after each and the probabilities averaged.
+    The shown tail is left unevaluated by the turn, so that it is evaluated once, after the others."""
+
+    base: int
+    tail: list[int]
+    variants: list[list[int]]
+    field: str = "vote"
+
+
+def _score(ev, spans: list[list[int]], common: int):
+    """The log-probability of each alternative's tokens after what is evaluated now (rolled back after)."""
+    base = ev.n_past
+    first = log_softmax(ev.logits())
+    logp = np.empty(len(spans))
+    for k, span in enumerate(spans):
+        tail = span[common:]
+        lp = first[tail[0]]
+        if len(tail) > 1:
+            yield tail[:-1], True
+            for j in range(1, len(tail)):
+                lp += log_softmax(ev.logits(j - 1))[tail[j]]
+            ev.rollback(base)
+        logp[k] = lp
+    return logp
+
+
+def _evaluate_and_score(ev, prefix: list[int], spans: list[list[int]], common: int):
+    """Evaluate ``prefix``, then score each alternative after it, in as few evaluations as it takes: the
+    longest alternative rides along with the prefix (logits from the prefix's last token on), each other one
+    of several tokens takes one more. The state ends right after the prefix."""
+    if not prefix:
+        return (yield from _score(ev, spans, common))
+    tails = [span[common:] for span in spans]
+    ride = max(range(len(tails)), key=lambda k: (len(tails[k]), -k))  # the first of the longest
+    extra = tails[ride][:-1]
+    yield prefix + extra, len(prefix) - 1
+    base = ev.n_past - len(extra)
+    first = log_softmax(ev.logits(0))
+    logp = np.array([first[tail[0]] for tail in tails])
+    for j in range(1, len(tails[ride])):
+        logp[ride] += log_softmax(ev.logits(j))[tails[ride][j]]
+    for k, tail in enumerate(tails):
+        if k != ride and len(tail) > 1:
+            ev.rollback(base)
+            yield tail[:-1], True
+            for j in range(1, len(tail)):
+                logp[k] += log_softmax(ev.logits(j - 1))[tail[j]]
+    ev.rollback(base)
+    return logp
+
+
+def _probabilities(logp: np.ndarray) -> np.ndarray:
+    probs = np.exp(logp - logp.max())
+    return probs / probs.sum()
+
+
+def _choose(ev, vocab, seg: Choice, after: str, st: _State, values, choices, sampling, seed, forced, take_forced, rotations):
+    alternatives = list(range(len(seg.values)))
+    if seg.null_when and values.get(seg.null_when[0]) == seg.null_when[1]:
+        alternatives = [seg.values.index(None)]
+    texts = [seg.texts[a] for a in alternatives]
+    prefix = st.pending
+    seqs = [vocab.tokenize(prefix + text + after) for text in texts]
+    st.pending, st.skip_literal = "", True
+    if len(alternatives) == 1:
+        take_forced(seqs[0])
+        values[seg.field] = seg.values[alternatives[0]]
+        choices[seg.field] = ChoiceRecord(values=[seg.values[alternatives[0]]], probabilities=[1.0], chosen=0)
+        return
+    # Score each alternative through the token that holds the first byte after it, so that no alternative's
+    # tokens are a prefix of another's ("3" against "31").
+    spans = [_span(vocab.pieces, seq, len((prefix + text).encode()) + 1) for seq, text in zip(seqs, texts)]
+    common = common_prefix(spans)
+    if any(len(span) == common for span in spans):
+        raise UndecodableError(
+            f"two values of {seg.field} ({', '.join(texts)}) read as the same tokens to this model; make the options differ more."
+        )
+    take_forced(spans[0][:common])
+    raw = None
+    if rotations is not None and rotations.field == seg.field:
+        # Every other rotation first, from where they part; the order shown last, so that its state stays.
+        ballot = list(st.tokens)
+        rows = []
+        for variant in rotations.variants:
+            ev.rollback(rotations.base)
+            rows.append(_probabilities((yield from _evaluate_and_score(ev, variant + ballot, spans, common))))
+        ev.rollback(rotations.base)
+        st.unevaluated = []
+        shown = _probabilities((yield from _evaluate_and_score(ev, rotations.tail + ballot, spans, common)))
+        raw = [float(p) for p in shown]
+        probs = np.asarray(average([shown, *rows]))
+    else:
+        pending, st.unevaluated = st.unevaluated, []
+        probs = _probabilities((yield from _evaluate_and_score(ev, pending, spans, common)))
+    if forced is not None:
+        pos = len(st.tokens)
+        matches = [k for k, seq in enumerate(seqs) if forced[pos : pos + len(seq) - common] == seq[common:]]
+        if not matches:
+            raise ReplayMismatch(f"recorded tokens match none of the alternatives of {seg.field}")
+        chosen = matches[0]
+    else:
+        chosen = choose([seg.values[a] for a in alternatives], probs, sampling.temperature, seed, seg.field,
+                        draw=sampling.draw_choices)
+    take_forced(seqs[chosen][common:])
+    values[seg.field] = seg.values[alternatives[chosen]]
+    choices[seg.field] = ChoiceRecord(
+        values=[seg.values[a] for a in alternatives], probabilities=[float(p) for p in probs], chosen=chosen, raw=raw
+    )
+
+
+def _span(pieces: list[bytes], seq: list[int], cut: int) -> list[int]:
+    """The shortest head of ``seq`` whose bytes reach ``cut``."""
+    n = 0
+    for k, tok in enumerate(seq):
+        n += len(pieces[tok])
+        if n >= cut:
+            return seq[: k + 1]
+    return seq
+
+
+def common_prefix(seqs: list[list[int]]) -> int:
+    n = 0
+    for column in zip(*seqs):
+        if any(t != column[0] for t in column):
+            break
+        n += 1
+    return n
+
+
+class _Rule:
+    """What a free-form segment's rule shares: its text so far, and a mask that is its own check applied."""
+
+    vocab: Vocab
+    body: bytearray
+    need = 0  # UTF-8 continuation bytes owed
+    chars = 0
+
+    def accepts(self, tok: int):
+        raise NotImplementedError
+
+    def admit(self, mask: np.ndarray, candidates) -> np.ndarray:
+        """Add to ``mask`` every candidate token ``accepts`` admits: the mask can never disagree with the check."""
+        for tok in candidates:
+            if self.accepts(int(tok)) is not None:
+                mask[tok] = True
+        return mask
+
+    def take(self, tok: int, verdict) -> None:
+        kind, info, c = verdict
+        piece = self.vocab.pieces[tok]
+        self.body += piece[:info] if kind == "close" else piece
+        if kind == "body":
+            self.need = info
+        self.chars += c
+
+
+class FreeText(_Rule):
+    """The rule for free text inside a JSON string, in one place: which token may come next, and when it ends.
+
+    The text is built from body tokens (no quote, backslash or control character; valid UTF-8; within the
+    length) and ends only at a sentence end: either the model writes the closing quote right after one, or,
+    once the text is past ``soft_chars``, the decoder closes it at the first sentence end itself. ``accepts``
+    judges one token and ``allowed`` masks the vocabulary with the same rule, so a token drawn under the
+    mask is always accepted; the mask is empty only when the text reached its limit before a sentence ended.
+    """
+
+    def __init__(self, vocab: Vocab, seg: Text, after: str):
+        self.vocab, self.seg = vocab, seg
+        self.after = after.encode()
+        self.soft_chars = max(seg.min_chars, seg.max_chars // 2)
+        self.body = bytearray()
+
+    def accepts(self, tok: int):
+        """("body", owed, chars) or ("close", index of the quote, chars before it), or None if not allowed."""
+        piece = self.vocab.pieces[tok]
+        if self.vocab.body_ok_at(tok, self.need):
+            c = int(self.vocab.char_lengths[tok])
+            if self.chars + c <= self.seg.max_chars:
+                return "body", utf8_advance(self.need, piece), c
+            return None
+        if self.need == 0 and self.vocab.closing_mask(self.after)[tok]:
+            j = piece.find(b'"')
+            c = char_count(piece[:j])
+            if self.seg.min_chars <= self.chars + c <= self.seg.max_chars and ends_sentence(bytes(self.body) + piece[:j]):
+                return "close", j, c
+        return None
+
+    def allowed(self) -> np.ndarray:
+        """Every token ``accepts`` admits now, as a mask over the vocabulary."""
+        mask = self.vocab.body_mask(self.need) & (self.vocab.char_lengths <= self.seg.max_chars - self.chars)
+        if self.need == 0 and self.chars + 1 >= self.seg.min_chars - max_closing_chars(self.vocab, self.after):
+            self.admit(mask, np.flatnonzero(self.vocab.closing_mask(self.after)))
+        return mask
+
+    @property
+    def complete(self) -> bool:
+        """Long enough and at a sentence end: the decoder closes the text here."""
+        body = bytes(self.body)
+        return (
+            self.need == 0
+            and self.chars >= self.soft_chars
+            and self.chars >= self.seg.min_chars
+            and ends_sentence(body)
+            and not may_continue_as_number(body)
+        )
+
+    def ending_bias(self) -> float:
+        """A logit bonus for tokens that end a sentence, growing from 0 at ``soft_chars`` to ``ENDING_BIAS`` at
+        the limit, so that a long sentence comes to an end (as transformers' exponential_decay_length_penalty
+        does for end-of-sequence). Nothing is cut: past the limit the text still fails."""
+        over = (self.chars - self.soft_chars) / max(1, self.seg.max_chars - self.soft_chars)
+        return ENDING_BIAS * over * over if over > 0 else 0.0
+
+    def failure(self) -> str:
+        if self.chars >= self.seg.max_chars - 1:
+            return f"the {self.seg.field} reached {self.seg.max_chars} characters before a sentence ended"
+        return f"no token the grammar allows could continue the {self.seg.field}"
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+    value = text
+
+
+class IntegerText(_Rule):
+    """The rule for an integer: an optional minus, then digits with no leading zero, at most ``max_digits``.
+
+    The model ends it by writing the start of what follows (e.g. ``,``); at ``max_digits`` the decoder ends it.
+    As with FreeText, ``allowed`` is built from ``accepts``, so the two cannot disagree.
+    """
+
+    def __init__(self, vocab: Vocab, seg: Integer, after: str):
+        self.vocab, self.seg = vocab, seg
+        self.after = after.encode()
+        self.body = bytearray()
+
+    def _valid_prefix(self, text: bytes) -> bool:
+        return _INT_PREFIX.fullmatch(text) is not None and len(text.lstrip(b"-")) <= self.seg.max_digits
+
+    def accepts(self, tok: int):
+        piece = self.vocab.pieces[tok]
+        k = len(piece) - len(piece.lstrip(b"0123456789-"))
+        head, tail = piece[:k], piece[k:]
+        if not tail:
+            return ("body", 0, 0) if piece and self._valid_prefix(bytes(self.body) + head) else None
+        whole = bytes(self.body) + head
+        if self.after.startswith(tail) and _INT_WHOLE.fullmatch(whole) and self._valid_prefix(whole):
+            return "close", k, 0
+        return None
+
+    def allowed(self) -> np.ndarray:
+        return self.admit(np.zeros(self.vocab.n, dtype=bool), integer_candidates(self.vocab, self.after))
+
+    @property
+    def complete(self) -> bool:
+        return len(self.body.lstrip(b"-")) >= self.seg.max_digits
+
+    def ending_bias(self) -> float:
+        return 0.0
+
+    def failure(self) -> str:
+        return f"no token the grammar allows could continue the {self.seg.field}"
+
+    @property
+    def text(self) -> str:
+        return self.body.decode()
+
+    @property
+    def value(self) -> int | None:
+        return int(self.body) if _INT_WHOLE.fullmatch(bytes(self.body)) else None
+
+
+_INT_PREFIX = re.compile(rb"(-?[1-9][0-9]*|0|-)?")
+_INT_WHOLE = re.compile(rb"-?[1-9][0-9]*|0")
+
+
+def integer_candidates(vocab: Vocab, after: bytes) -> np.ndarray:
+    """Tokens that can appear in an integer: digits and minus signs, optionally followed by the start of ``after``."""
+
+    def build() -> np.ndarray:
+        out = []
+        for t, piece in enumerate(vocab.pieces):
+            tail = piece.lstrip(b"0123456789-")
+            if piece and (not tail or after.startswith(tail)):
+                out.append(t)
+        return np.array(out, dtype=np.int64)
+
+    return vocab.derived(("integer-candidates", after), build)
+
+
+# Free text may not loop: a run of one character past MAX_RUN, of digits past MAX_DIGITS, or the same chunk of
+# p characters three times over (more times for short chunks, so that "0.0." or "haha" are not caught), takes
+# that token, and every token that starts like it, out of the draw.
+MAX_RUN = 6
+MAX_DIGITS = 15
+LOOP_WINDOW = 180
+MAX_REDRAWS = 8
+_RUN = re.compile(rb"(.)\1{%d}\Z" % MAX_RUN, re.S)
+_DIGITS = re.compile(rb"[0-9]{%d}\Z" % (MAX_DIGITS + 1))
+
+
+def looping_class(vocab: Vocab, tok: int) -> np.ndarray:
+    """The tokens that start as ``tok`` does: with the same first byte, or with any digit when it starts with one."""
+    first = vocab.derived("first-bytes", lambda: np.array([p[0] if p else -1 for p in vocab.pieces], dtype=np.int16))
+    b = int(first[tok])
+    if 0x30 <= b <= 0x39:
+        return (first >= 0x30) & (first <= 0x39)
+    return first == b
+
+
+def degenerate(text: bytes) -> bool:
+    """Whether ``text`` now ends in a loop: a long run of one character or of digits, or a repeated chunk."""
+    if _RUN.search(text) or _DIGITS.search(text):
+        return True
+    for p in range(2, min(60, len(text) // 3) + 1):
+        reps = max(3, -(-16 // p))
+        if p * reps > len(text):
+            continue
+        chunk = text[-p:]
+        if text.endswith(chunk * reps) and chunk.strip():
+            return True
+    return False
+
+
+ENDING_BIAS = 10.0
+# A sentence ends with . ! or ? (not an ellipsis), then possibly a closing bracket or quote.
+_SENTENCE_END = re.compile(rb"(?:^|[^.])[.!?](?:\)|\]|'|\xe2\x80\x99|\xe2\x80\x9d|\xc2\xbb)*\Z")
+
+
+# Words whose point is not a sentence end (compared lowercased, with the points).
+ABBREVIATIONS = frozenset(
+    b"e.g. i.e. vs. cf. mr. mrs. ms. dr. prof. st. approx. fig. jr. sr. dept. vol. al. pp. a.k.a. viz.".split()
+)
+_LAST_WORD = re.compile(rb"[^\s(\[\"'\xe2\x80\x9c]*\Z")
+# A point right after a digit may be a decimal point ("0." of "0.5", "3." of "3.11", "$2." of "$2.50").
+_AFTER_DIGIT = re.compile(rb"[0-9][.]\Z")
+
+
+def ends_sentence(text: bytes) -> bool:
+    """Whether ``text`` ends a sentence: . ! or ? (not an ellipsis, not the point of an abbreviation such as
+    "e.g."), then possibly a closing bracket or quote."""
+    if _SENTENCE_END.search(text) is None:
+        return False
+    word = _LAST_WORD.search(text.rstrip(b")]'\"\xe2\x80\x99\xe2\x80\x9d\xc2\xbb"))
+    return not (word and word.group(0).lower() in ABBREVIATIONS)
+
+
+def may_continue_as_number(text: bytes) -> bool:
+    """A text ending in "<digit>." may be a number going on ("0." of "0.5"): only the model may end it there."""
+    return _AFTER_DIGIT.search(text) is not None
+
+
+def sentence_enders(vocab: Vocab) -> np.ndarray:
+    """Text tokens that end a sentence when they follow a word."""
+    return vocab.derived("sentence-enders", lambda: np.array(
+        [bool(ok) and ends_sentence(b"a" + piece) for ok, piece in zip(vocab.tables[1], vocab.pieces)], dtype=bool
+    ))
+
+
+def max_closing_chars(vocab: Vocab, after: bytes) -> int:
+    """The most text characters a single closing token carries before its quote."""
+    def build() -> int:
+        toks = np.flatnonzero(vocab.closing_mask(after))
+        return max((char_count(vocab.pieces[t][: vocab.pieces[t].find(b'"')]) for t in toks), default=0)
+
+    return vocab.derived(("max-closing-chars", after), build)
+
+
+def _free_text(ev, vocab, seg: Text | Integer, after: str, st: _State, values, sampler, max_tokens, forced, flush, on_token,
+               guard: CopyGuard | None = None):
+    """Sample free text (until it ends at a sentence end) or an integer; returns a failure reason or None."""
+    text = FreeText(vocab, seg, after) if isinstance(seg, Text) else IntegerText(vocab, seg, after)
+    own: list[int] = []  # this text's tokens, for the copy guard
+    while True:
+        # Evaluate first, then decide: every way a turn can fail here leaves the same evaluations behind, so
+        # a failed turn's recorded tokens rebuild its state as exactly as a finished turn's do.
+        logits = yield from flush()
+        if len(st.tokens) >= max_tokens:
+            values[seg.field] = text.value
+            return f"cut off at {max_tokens} tokens (--max-tokens) before the {seg.field} ended"
+        if forced is not None:
+            if len(st.tokens) >= len(forced):
+                values[seg.field] = text.value
+                return f"the recorded turn stopped inside the {seg.field}"
+            tok = forced[len(st.tokens)]
+            verdict = text.accepts(tok)
+            if verdict is None:
+                raise ReplayMismatch(f"recorded token {tok} is not allowed at this point of the {seg.field}")
+        else:
+            if bias := text.ending_bias():
+                logits[sentence_enders(vocab)] += bias
+            if guard is not None and (banned := guard.banned(own)):
+                kept = logits[banned].copy()
+                logits[banned] = -np.inf
+                if not (np.isfinite(logits) & text.allowed()).any():  # nothing left the grammar allows: let it be
+                    logits[banned] = kept
+            tok = sampler.sample(logits)
+            verdict = text.accepts(tok)
+            if verdict is None:
+                allowed = text.allowed()
+                if not allowed.any():
+                    values[seg.field] = text.value
+                    return text.failure()
+                logits[~allowed] = -np.inf
+                tok = sampler.sample(logits)
+                verdict = text.accepts(tok)
+                if verdict is None:  # allowed() admits only tokens accepts() admits: a bug if reached
+                    raise AssertionError(f"token {tok} passed the {seg.field} mask but not its check")
+            tries = 0
+            while isinstance(text, FreeText) and degenerate(bytes(text.body[-LOOP_WINDOW:]) + vocab.pieces[tok]):
+                # A loop or a run: every token that starts like that one (any digit, for a digit) is taken out and
+                # the draw made again, so that a model set on a run of digits must write something else.
+                tries += 1
+                logits[looping_class(vocab, tok)] = -np.inf
+                logits[~text.allowed()] = -np.inf
+                if tries > MAX_REDRAWS or not np.isfinite(logits).any():
+                    values[seg.field] = text.value
+                    return f"the {seg.field} kept repeating itself (degenerate text)"
+                tok = sampler.sample(logits)
+                verdict = text.accepts(tok)
+                if verdict is None:  # allowed() admits only tokens accepts() admits: a bug if reached
+                    raise AssertionError(f"token {tok} passed the {seg.field} mask but not its check")
+            sampler.accept(tok)
+        st.sampled += 1
+        own.append(tok)
+        st.tokens.append(tok)
+        st.unevaluated.append(tok)
+        if on_token:
+            on_token(len(st.tokens))
+        text.take(tok, verdict)
+        if verdict[0] == "close":
+            piece = vocab.pieces[tok]
+            st.pending = text.after[len(piece) - verdict[1] :].decode("utf-8")
+            st.skip_literal = True
+            values[seg.field] = text.value
+            return None
+        if text.complete:
+            st.pending = after
+            st.skip_literal = True
+            values[seg.field] = text.value
+            return None

@@ -1,0 +1,434 @@
+"""The transcript stage: what a run leaves on disk, and the typed record of everything it measured.
+
+A run directory holds::
+
+    manifest.json    everything needed to run it again (question, options, panel with sha256, seeds, settings,
+                     versions), written before the first turn
+    turns.jsonl      a journal: each finished turn appended and fsynced before the next starts
+    transcript.json  the complete result, written atomically at the end
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from localpanel.atomic import atomic_write_json, fsync_dir
+from localpanel.engine.runtime import RuntimeSettings
+from localpanel.errors import InputError, RunError
+from localpanel.panel.copying import Copied, copying
+from localpanel.panel.moderator import Argument, ModeratorReport
+from localpanel.panel.protocol import DebateSettings, StopReason, Turn
+from localpanel.panel.tally import (
+    Influence,
+    PositionEffect,
+    ProbabilityPath,
+    Rankings,
+    Shift,
+    Tally,
+    TurningPoint,
+    WeightedCount,
+    most_persuasive,
+    persuasion_graph,
+    position_effect,
+    probability_paths,
+    rankings,
+    result_line,
+    shifts_without_flip,
+    tally,
+    turning_points,
+    vote_matrix,
+    weighted_count,
+)
+from localpanel.weights.registry import ModelSpec, Panel
+
+# 2: a vote is the seat's most probable option unless ``settings.vote_draw``; schema 1 drew every vote.
+SCHEMA_VERSION = 2
+
+
+def legacy_settings(data):
+    """A record saved before votes were views (schema 1) drew its votes: read its settings that way."""
+    if isinstance(data, dict) and data.get("schema_version", 1) < 2 and isinstance(data.get("settings"), dict):
+        data = {**data, "settings": {"vote_draw": True, **data["settings"]}}
+    return data
+
+
+class ParticipantRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    model: str
+    sha256: str
+    persona: str | None = None
+    seed: int
+    temperature: float
+    top_k: int
+    top_p: float
+    min_p: float
+    repeat_penalty: float
+
+
+class Manifest(BaseModel):
+    """What a rerun needs. Written before the first turn; resume and replay read it back."""
+
+    model_config = ConfigDict(extra="forbid")
+    schema_version: int = SCHEMA_VERSION
+    kind: Literal["poll", "debate"]
+    id: str
+    created_at: str
+    question: str
+    options: list[str]
+    panel: Panel
+    participants: list[ParticipantRecord]
+    models: dict[str, ModelSpec]
+    sha256: dict[str, str]
+    moderator: str | None
+    settings: DebateSettings
+    runtime: RuntimeSettings
+    environment: dict
+
+    _legacy = model_validator(mode="before")(legacy_settings)
+
+
+class Round(BaseModel):
+    number: int
+    turns: list[Turn]
+    tally: Tally
+
+
+class Result(BaseModel):
+    label: str
+    winner: str | None
+    counts: dict[str, int]
+    line: str
+    consensus: bool
+    weighted: dict[str, float]
+    abstentions: int
+
+
+class Transcript(BaseModel):
+    schema_version: int = SCHEMA_VERSION
+    kind: Literal["poll", "debate"]
+    id: str
+    created_at: str
+    finished_at: str
+    question: str
+    options: list[str]
+    panel: str
+    participants: list[ParticipantRecord]
+    rounds: list[Round]
+    result: Result
+    stopped_because: StopReason
+    vote_matrix: dict[str, list[str | None]]
+    turning_points: list[TurningPoint]
+    persuasion: list[Influence]
+    most_persuasive: str | None
+    # Each seat's probability for the option it ended on, round by round; and the big moves that did not flip it.
+    probability_paths: dict[str, ProbabilityPath] = Field(default_factory=dict)
+    shifts: list[Shift] = Field(default_factory=list)
+    # The final round's ballots ranked by their probabilities: Borda and Condorcet beside the plurality.
+    rankings: Rankings | None = None
+    # With calibrated weights (--weights): the final round counted with them, beside the plain count.
+    weighted_count: WeightedCount | None = None
+    # For every ballot after round 1: the longest run of words its rationale shares with what its seat had read.
+    copying: list[Copied] = Field(default_factory=list)
+    positions: PositionEffect | None = None
+    summary: str | None = None
+    strongest_arguments: dict[str, Argument] = Field(default_factory=dict)
+    moderator: ModeratorReport | None = None
+    settings: DebateSettings
+    runtime: RuntimeSettings
+    environment: dict
+    seconds: float
+
+    _legacy = model_validator(mode="before")(legacy_settings)
+
+    @model_validator(mode="after")
+    def _changes_of_mind(self) -> "Transcript":
+        """A transcript saved before votes were views counted every redraw as a change of mind: its turning points,
+        persuasion graph and probability paths are read again from its ballots (nothing is written)."""
+        if self.schema_version < 2:
+            names = [p.name for p in self.participants]
+            turns = [r.turns for r in self.rounds]
+            self.turning_points = turning_points(names, turns)
+            self.persuasion = persuasion_graph(self.turning_points)
+            self.most_persuasive = most_persuasive(self.persuasion)
+            self.probability_paths = probability_paths(names, turns)
+            self.shifts = shifts_without_flip(names, turns)
+        if self.rankings is None and self.rounds and len(self.options) > 1:  # saved before rankings were kept
+            self.rankings = rankings(self.options, self.rounds[-1].turns)
+        if not self.copying and len(self.rounds) > 1:  # saved before copying was measured
+            self.copying = copying_of(self)
+        return self
+
+
+def copying_of(t: "Transcript") -> list[Copied]:
+    """The copying measure of a saved run, from its ballots (for a transcript saved before it was kept)."""
+    s = t.settings
+    integer = not any(len(r.turns[0].option_order) for r in t.rounds if r.turns)
+    return copying(t.question, [] if integer else t.options, [_seat_participant(p) for p in t.participants],
+                   [r.turns for r in t.rounds], s.rounds, integer, s.reason_first, s.anonymous)
+
+
+def _seat_participant(p: ParticipantRecord):
+    from localpanel.weights.registry import Participant
+
+    return Participant(name=p.name, model=p.model, persona=p.persona, seed=p.seed, temperature=p.temperature,
+                       top_k=p.top_k, top_p=p.top_p, min_p=p.min_p, repeat_penalty=p.repeat_penalty)
+
+
+def headline(kind: str, rounds: list[Round], stopped_because: str) -> str:
+    final = rounds[-1].tally if rounds else None
+    line = result_line(final) if final else "No ballots"
+    if kind == "poll":
+        return line
+    n = len(rounds)
+    if final and final.label == "unanimous":
+        return f"Consensus after {n} round{'s' if n != 1 else ''} · {line}"
+    return f"No agreement after {n} round{'s' if n != 1 else ''} · {line}"
+
+
+def build_transcript(
+    manifest: Manifest, turns: list[Turn], stopped_because: StopReason, report: ModeratorReport | None, seconds: float
+) -> Transcript:
+    """Derive every figure from the ballots and assemble the transcript."""
+    names = [p.name for p in manifest.participants]
+    # An integer question has no options: the answers given are its options, in the order first given.
+    options = manifest.options or list(dict.fromkeys(t.vote for t in turns if t.valid))
+    by_round: dict[int, list[Turn]] = {}
+    for t in turns:
+        by_round.setdefault(t.round, []).append(t)
+    rounds = []
+    for number in sorted(by_round):
+        ordered = sorted(by_round[number], key=lambda t: names.index(t.participant))
+        rounds.append(Round(number=number, turns=ordered, tally=tally(options, ordered)))
+    final = rounds[-1].tally if rounds else tally(options, [])
+    round_turns = [r.turns for r in rounds]
+    points = turning_points(names, round_turns)
+    graph = persuasion_graph(points)
+    return Transcript(
+        kind=manifest.kind,
+        id=manifest.id,
+        created_at=manifest.created_at,
+        finished_at=now(),
+        question=manifest.question,
+        options=options,
+        panel=manifest.panel.name,
+        participants=manifest.participants,
+        rounds=rounds,
+        result=Result(
+            label=final.label,
+            winner=final.winner,
+            counts=final.counts,
+            line=headline(manifest.kind, rounds, stopped_because),
+            consensus=final.label == "unanimous",
+            weighted=final.weighted,
+            abstentions=final.abstentions,
+        ),
+        stopped_because=stopped_because,
+        vote_matrix=vote_matrix(names, round_turns),
+        turning_points=points,
+        persuasion=graph,
+        most_persuasive=most_persuasive(graph),
+        probability_paths=probability_paths(names, round_turns),
+        shifts=shifts_without_flip(names, round_turns),
+        rankings=rankings(manifest.options, round_turns[-1]) if round_turns else None,
+        weighted_count=weighted_count(options, round_turns[-1], {
+            p.name: manifest.settings.seat_weights.get(p.model, 1.0) for p in manifest.participants
+        }, manifest.settings.weights_from) if manifest.settings.seat_weights and round_turns else None,
+        copying=copying(manifest.question, manifest.options, manifest.panel.participants, round_turns,
+                        manifest.settings.rounds, not manifest.options, manifest.settings.reason_first,
+                        manifest.settings.anonymous),
+        positions=position_effect(manifest.options, turns, {
+            p.name: manifest.settings.vote_temperature(p.temperature) for p in manifest.participants
+        }),
+        summary=report.summary if report else None,
+        strongest_arguments=report.strongest if report else {},
+        moderator=report,
+        settings=manifest.settings,
+        runtime=manifest.runtime,
+        environment=manifest.environment,
+        seconds=round(seconds, 3),
+    )
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def run_id(question: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", question.lower()).strip("-")[:40].strip("-") or "run"
+    return time.strftime("%Y%m%d-%H%M%S", time.localtime()) + "-" + slug
+
+
+class RunDir:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.manifest_path = self.path / "manifest.json"
+        self.journal_path = self.path / "turns.jsonl"
+        self.transcript_path = self.path / "transcript.json"
+
+    @classmethod
+    def create(cls, path: Path, manifest: Manifest) -> "RunDir":
+        """Start a run in ``path`` (new, or an empty directory). Claimed atomically: of two runs given the same
+        directory at once, one gets it and the other is told it is taken."""
+        path = Path(path)
+        taken = f"{path} already exists and is not empty; resume a run there with --resume {path} or choose another --run-dir."
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise InputError(taken)
+        path.mkdir(parents=True, exist_ok=True)
+        run = cls(path)
+        try:
+            run.journal_path.open("x").close()
+        except FileExistsError:
+            raise InputError(taken) from None
+        run._start(manifest)
+        return run
+
+    @classmethod
+    def create_unique(cls, parent: Path, name: str, manifest: Manifest) -> "RunDir":
+        """Start a run in a new directory under ``parent`` named ``name``, or ``name-2``, ``name-3``... when
+        another run (perhaps started in the same second) already took it. ``mkdir`` is the atomic claim."""
+        parent.mkdir(parents=True, exist_ok=True)
+        n = 1
+        while True:
+            path = parent / (name if n == 1 else f"{name}-{n}")
+            try:
+                path.mkdir()
+                break
+            except FileExistsError:
+                n += 1
+        run = cls(path)
+        run.journal_path.touch()
+        run._start(manifest)
+        return run
+
+    def _start(self, manifest: Manifest) -> None:
+        manifest.id = self.path.name
+        atomic_write_json(self.manifest_path, manifest.model_dump(mode="json"))
+        fsync_dir(self.path)
+
+    @property
+    def finished(self) -> bool:
+        return self.transcript_path.is_file()
+
+    def manifest(self) -> Manifest:
+        return _load(Manifest, self.manifest_path, f"{self.path} is not a run directory (no manifest.json).")
+
+    def append(self, kind: str, record: BaseModel) -> None:
+        """Add one finished record to the journal, durably, before anything else happens."""
+        line = json.dumps({"kind": kind, **record.model_dump(mode="json")}, ensure_ascii=False) + "\n"
+        with open(self.journal_path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def journal(self, repair: bool = False) -> tuple[list[Turn], ModeratorReport | None]:
+        """The journaled turns (and moderator report).
+
+        A torn last line (no newline: a crash mid-write) is left out, and cut off only with ``repair`` (by the
+        process that resumes, holding the lock). Any other line that does not read is refused, naming the file
+        and the line, and nothing is changed: the turns after it are somebody's saved work."""
+        try:
+            data = self.journal_path.read_bytes()
+        except FileNotFoundError:
+            return [], None
+        turns: list[Turn] = []
+        report = None
+        good = 0
+        for number, raw in enumerate(data.splitlines(keepends=True), 1):
+            if not raw.endswith(b"\n"):
+                break
+            try:
+                record = json.loads(raw)
+                kind = record.pop("kind")
+                if kind == "turn":
+                    turns.append(Turn.model_validate(record))
+                elif kind == "moderator":
+                    report = ModeratorReport.model_validate(record)
+                else:
+                    raise ValueError(f"unknown record kind {kind!r}")
+            except (ValueError, KeyError, AttributeError, ValidationError) as exc:
+                raise RunError(
+                    f"{self.journal_path} line {number} does not read as a turn ({_first(exc)}): it is damaged or was "
+                    "written by another localpanel version; nothing was changed."
+                ) from None
+            good += len(raw)
+        if good < len(data) and repair:
+            with open(self.journal_path, "r+b") as f:
+                f.truncate(good)
+                os.fsync(f.fileno())
+        return turns, report
+
+    @contextlib.contextmanager
+    def lock(self, shared: bool = False):
+        """Hold the run: exclusively to write it (a run, a resume), shared to read it whole (a replay). A second
+        process is told at once that the run is in use, rather than writing beside it."""
+        try:
+            f = open(self.journal_path, "rb")
+        except FileNotFoundError:
+            raise RunError(f"{self.path} is not a run directory (no turns.jsonl).") from None
+        with f:
+            try:
+                fcntl.flock(f.fileno(), (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RunError(
+                    f"{self.path} is being written by another localpanel process; wait for it to finish (or stop it) and try again."
+                ) from None
+            try:
+                yield self
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def write_transcript(self, transcript: Transcript) -> None:
+        atomic_write_json(self.transcript_path, transcript.model_dump(mode="json"))
+
+    def transcript(self) -> Transcript:
+        missing = f"{self.path} has no transcript yet: the run did not finish; resume it with --resume."
+        return _load(Transcript, self.transcript_path, missing)
+
+
+def _load(kind: type[BaseModel], path: Path, missing: str):
+    try:
+        return kind.model_validate_json(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunError(missing) from None
+    except (OSError, ValidationError) as exc:
+        raise RunError(f"{path} is damaged or from another localpanel version ({_first(exc)}).") from None
+
+
+def _first(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        return f"{'.'.join(map(str, err['loc']))}: {err['msg']}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def find_run(ref: str | Path, runs_dir: Path, ids_only: bool = False) -> RunDir:
+    """A run given as a directory, a transcript.json, or an id (or unique id prefix) under the store's runs
+    (``ids_only``: only the last, for callers that may read nothing but the store's runs)."""
+    path = Path(ref)
+    if not ids_only and path.is_file() and path.name == "transcript.json":
+        return RunDir(path.parent)
+    if not ids_only and path.is_dir():
+        return RunDir(path)
+    if runs_dir.is_dir():
+        if ref == "last":
+            runs = sorted(p for p in runs_dir.iterdir() if (p / "manifest.json").is_file())
+            if runs:
+                return RunDir(runs[-1])
+        matches = sorted(p for p in runs_dir.iterdir() if p.name.startswith(str(ref)) and (p / "manifest.json").is_file())
+        exact = [p for p in matches if p.name == str(ref)]
+        matches = exact or matches
+        if len(matches) == 1:
+            return RunDir(matches[0])
+        if len(matches) > 1:
+            raise RunError(f"{ref!r} matches {len(matches)} runs in {runs_dir}; give more of the id.")
+    raise RunError(f"No run {str(ref)!r}: give a run directory, a transcript.json, or an id from `localpanel runs`.")
