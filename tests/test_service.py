@@ -187,7 +187,7 @@ def test_a_panels_memory_limit_is_the_backends_and_the_manifests(env, monkeypatc
     try:
         job = svc.start("Is it?", panel="capped", moderator=False)
         wait_for(lambda: job.state == "finished")
-        assert svc.backend_runtime == api.load_run(job.id, store).runtime and svc.backend_runtime.max_memory == 2**30
+        assert svc.runner.backend_runtime == api.load_run(job.id, store).runtime and svc.runner.backend_runtime.max_memory == 2**30
     finally:
         svc.close()
 

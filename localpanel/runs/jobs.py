@@ -53,12 +53,31 @@ class EventLog:
             self.changed.notify_all()
 
 
+@dataclass(frozen=True)
+class JobKey:
+    """Which job: the run it works on, and what it does to it (a run started or resumed, or a replay of it).
+    A run and its replay are two jobs on one run, never two run ids."""
+
+    run: str
+    action: Literal["run", "replay"] = "run"
+
+    @property
+    def handle(self) -> str:
+        """How a client names the job: the run id, or RUN/replay for its replay (the web page's URL shape)."""
+        return self.run if self.action == "run" else f"{self.run}/{self.action}"
+
+    @classmethod
+    def parse(cls, handle: str) -> "JobKey":
+        run, sep, action = str(handle).partition("/")
+        return cls(run, "replay") if sep and action == "replay" else cls(str(handle))
+
+
 @dataclass
 class Job:
-    """A piece of work and what became of it. ``id`` is the run's id (a replay's is RUN/replay)."""
+    """A piece of work on one run and what became of it."""
 
-    id: str
-    kind: str
+    key: JobKey
+    kind: str  # the run's kind (poll, debate) or "replay"
     work: Callable[[Callable[[BaseModel], None]], Any]
     state: State = "queued"
     waiting_for: str | None = None
@@ -66,6 +85,10 @@ class Job:
     result: Any = None
     log: EventLog = field(default_factory=EventLog)
     queued_at: float = field(default_factory=time.time)
+
+    @property
+    def id(self) -> str:
+        return self.key.handle
 
     def set(self, state: State, **fields) -> None:
         self.state = state
@@ -137,7 +160,7 @@ class RunQueue:
 
     def __init__(self, lock: MachineLock, describe_error: Callable[[BaseException], str] = str):
         self.lock, self.describe_error = lock, describe_error
-        self.jobs: dict[str, Job] = {}
+        self.jobs: dict[JobKey, Job] = {}
         self.waiting: collections.deque[Job] = collections.deque()
         self.current: Job | None = None
         self.wake = threading.Condition()
@@ -146,20 +169,20 @@ class RunQueue:
         self.worker.start()
 
     def submit(self, job: Job, once: bool = False) -> Job:
-        """Queue ``job``. With ``once``, a job of the same id still queued or running is returned instead, decided
+        """Queue ``job``. With ``once``, a job of the same key still queued or running is returned instead, decided
         under the queue's lock: two requests to resume one run at the same moment make one job, never two."""
         with self.wake:
             if self.stopping:
                 raise RuntimeError("the server is stopping")
-            if once and (same := self.jobs.get(job.id)) is not None and not same.done:
+            if once and (same := self.jobs.get(job.key)) is not None and not same.done:
                 return same
-            self.jobs[job.id] = job
+            self.jobs[job.key] = job
             self.waiting.append(job)
             self.wake.notify_all()
         return job
 
-    def get(self, job_id: str) -> Job | None:
-        return self.jobs.get(job_id)
+    def get(self, key: JobKey) -> Job | None:
+        return self.jobs.get(key)
 
     def position(self, job: Job) -> int:
         """0: running; n: n jobs go first (the running one included)."""
@@ -172,9 +195,9 @@ class RunQueue:
                     return ahead + i
             return 0
 
-    def busy_with(self, job_id: str) -> bool:
+    def busy_with(self, key: JobKey) -> bool:
         """Whether this job is queued or running (a second start of the same run must wait for it)."""
-        job = self.jobs.get(job_id)
+        job = self.jobs.get(key)
         return job is not None and not job.done
 
     def stop(self, timeout: float = 30.0) -> None:

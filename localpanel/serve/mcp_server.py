@@ -71,7 +71,7 @@ def build(service: Service) -> MCPServer:
         until the state is finished. Sends progress notifications (ballots done of all) while waiting."""
         seconds = max(0.0, min(float(seconds), MAX_WAIT))
         snap = await _call(service.snapshot, run_id)
-        job = service.queue.get(snap["run_id"]) or service.queue.get(run_id)
+        job = service.job(snap["run_id"]) or service.job(run_id)
         total = len(snap.get("participants", [])) * snap.get("rounds", 1) or None
         reported = -1
         deadline = anyio.current_time() + seconds

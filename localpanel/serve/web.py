@@ -25,6 +25,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from localpanel.errors import InputError, LocalpanelError
+from localpanel.runs.jobs import JobKey
 from localpanel.serve.service import Service, sentence
 
 MAX_BODY = 64 * 1024
@@ -129,7 +130,7 @@ def build(service: Service, hosts: list[str]) -> Starlette:
 
     @guarded
     async def replay_state(request: Request) -> Response:
-        return _json(await call(service.snapshot, f"{request.path_params['run_id']}/replay"))
+        return _json(await call(service.snapshot, JobKey(request.path_params["run_id"], "replay").handle))
 
     @guarded
     async def charts(request: Request) -> Response:
@@ -154,7 +155,7 @@ def build(service: Service, hosts: list[str]) -> Starlette:
 
     open_streams = [0]
 
-    def event_stream(request: Request, key: str) -> Response:
+    def event_stream(request: Request, key: JobKey) -> Response:
         """A job's events as server-sent events: those so far, then each as it comes, until the job ends. A stream
         waits on the event loop (it holds no worker thread, which requests need), and at most MAX_STREAMS are open
         at once."""
@@ -198,12 +199,12 @@ def build(service: Service, hosts: list[str]) -> Starlette:
     @guarded
     async def events(request: Request) -> Response:
         run = await call(service.find, request.path_params["run_id"])
-        return event_stream(request, run.path.name)
+        return event_stream(request, JobKey(run.path.name))
 
     @guarded
     async def replay_events(request: Request) -> Response:
         run = await call(service.find, request.path_params["run_id"])
-        return event_stream(request, f"{run.path.name}/replay")
+        return event_stream(request, JobKey(run.path.name, "replay"))
 
     routes = [
         Route("/", asset("index.html", "text/html; charset=utf-8", PAGE_CSP)),
