@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from localpanel import api
-from localpanel.engine.decoding import ABBREVIATIONS, degenerate, may_continue_as_number
+from localpanel.engine.freetext import ABBREVIATIONS, degenerate, may_continue_as_number
 from localpanel.engine.llama import LlamaBackend
 from localpanel.engine.runtime import RuntimeSettings, busy_warning, physical_cores
 from localpanel.panel.protocol import DebateSettings

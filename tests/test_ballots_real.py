@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from localpanel.engine.decoding import ends_sentence
+from localpanel.engine.freetext import ends_sentence
 from localpanel.engine.llama import LlamaBackend
 from localpanel.engine.runtime import GenerationRequest, Message, RuntimeSettings, Sampling
 from localpanel.panel.ballot import ballot_model

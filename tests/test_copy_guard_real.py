@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from localpanel import api
-from localpanel.engine.decoding import CopyGuard, decode_plan, ends_sentence
+from localpanel.engine.decoding import CopyGuard, decode_plan
+from localpanel.engine.freetext import ends_sentence
 from localpanel.engine.grammar import compile_schema
 from localpanel.engine.llama import LlamaBackend
 from localpanel.engine.runtime import Sampling

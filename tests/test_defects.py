@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from localpanel import api
 from localpanel.cli import cli
-from localpanel.engine.decoding import ends_sentence, may_continue_as_number
+from localpanel.engine.freetext import ends_sentence, may_continue_as_number
 from localpanel.engine.prompting import ChatTemplate, run_date
 from localpanel.engine.runtime import Message, cgroup_cpu_quota, physical_cores, threads_warning, usable_cpus
 from localpanel.engine.scripted import Failed, ScriptedBackend
@@ -300,7 +300,7 @@ def test_a_stale_verified_mark_is_rehashed_with_a_word_first(env):  # noqa: F811
     (b"A plain sentence that argues for its vote.", False),
 ])
 def test_degenerate_text_is_caught(text, loops):
-    from localpanel.engine.decoding import degenerate
+    from localpanel.engine.freetext import degenerate
 
     assert degenerate(text) == loops
 
@@ -308,7 +308,7 @@ def test_degenerate_text_is_caught(text, loops):
 def test_a_looping_model_is_steered_off_the_whole_class_it_loops_on():
     import numpy as np
 
-    from localpanel.engine.decoding import looping_class
+    from localpanel.engine.freetext import looping_class
 
     class FakeVocab:
         pieces = [b"1", b"23", b"a", b" 4", b"", b"9x"]

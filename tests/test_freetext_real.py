@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 
-from localpanel.engine.decoding import FreeText, IntegerText, ends_sentence, integer_candidates
+from localpanel.engine.freetext import FreeText, IntegerText, ends_sentence, integer_candidates
 from localpanel.engine.grammar import Integer, Text
 from localpanel.engine.llama import LlamaBackend
 from localpanel.engine.vocab import utf8_advance

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from localpanel.cli import cli
-from localpanel.engine.decoding import ends_sentence
+from localpanel.engine.freetext import ends_sentence
 
 pytestmark = [pytest.mark.real, pytest.mark.realsize]
 
