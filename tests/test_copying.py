@@ -65,3 +65,15 @@ def test_the_card_says_when_the_copy_guard_was_on(env):  # noqa: F811
     assert any("has a reason." in a for a in backend.requests[-1].avoid)  # the earlier rationales are avoided
     assert not any(QUESTION in a for a in backend.requests[-1].avoid)  # the question may be quoted
     assert backend.requests[0].avoid is None  # nothing to copy in round 1
+
+
+def test_with_the_guard_on_the_later_prompts_ask_for_the_seats_own_words(env):  # noqa: F811
+    from localpanel.panel.protocol import OWN_WORDS
+
+    seen = {}
+    for guard in (None, 8):
+        backend = script(ScriptedBackend(), [{n: ballot("Yes", f"{n} has a reason.") for n in ("Ann", "Bob", "Cy", "Di")}] * 2)
+        run(env, backend, question=QUESTION, options=OPTIONS, rounds=2, early_stop=False, copy_guard=guard)
+        seen[guard] = [r.messages[-1].content for r in backend.requests]
+    assert not any(OWN_WORDS in m for m in seen[None])  # without the guard the prompts are as they were
+    assert [OWN_WORDS in m for m in seen[8]] == [False] * 4 + [True] * 4  # round 2 only

@@ -81,9 +81,11 @@ def copy_line(c: Copied) -> str:
 
 
 def copying(question: str, options: list[str], participants, rounds: list[list], rounds_total: int,
-            integer: bool = False, reason_first: bool = False, anonymous: bool = False) -> list[Copied]:
+            integer: bool = False, reason_first: bool = False, anonymous: bool = False,
+            own_words: bool = False) -> list[Copied]:
     """The measure for every valid ballot after round 1. ``participants``: the panel's (with personas, as the
-    prompts were built); ``rounds``: each round's turns."""
+    prompts were built); ``rounds``: each round's turns; ``own_words``: the prompts asked for the seat's own
+    words (the copy guard was on), so that instruction is prompt wording too."""
     from localpanel.panel.protocol import Question, Seat, later_round_prompt, system_prompt
 
     names = [p.name for p in participants]
@@ -96,7 +98,7 @@ def copying(question: str, options: list[str], participants, rounds: list[list],
                 continue
             seat = Seat(participants[names.index(t.participant)], None, None)
             prompt = (system_prompt(seat, len(names), rounds_total, labels[t.participant], integer, reason_first) + "\n"
-                      + later_round_prompt(q, t.option_order, k, rounds_total, []))
+                      + later_round_prompt(q, t.option_order, k, rounds_total, [], own_words))
             sources = [(x.participant if x.participant != t.participant else "own", r, x.rationale)
                        for r, earlier in enumerate(rounds[:k - 1], start=1) for x in earlier if x.valid and x.rationale]
             sources.append(("prompt", None, prompt))

@@ -234,8 +234,15 @@ def first_round_prompt(question: Question, option_order: list[str]) -> str:
     return f"Question: {question.text}\nCast your ballot.\n{_options_block(option_order)}"
 
 
+# With the copy guard on, the prompt also asks for what the guard enforces (without it, prompts are as they were, so
+# that runs saved before replay identically).
+OWN_WORDS = ("In your rationale, answer the strongest argument against your vote in your own words; "
+             "do not repeat an earlier rationale.")
+
+
 def later_round_prompt(
-    question: Question, option_order: list[str], round_no: int, rounds: int, peers: list[tuple[str, Turn]]
+    question: Question, option_order: list[str], round_no: int, rounds: int, peers: list[tuple[str, Turn]],
+    own_words: bool = False,
 ) -> str:
     lines = [f"Round {round_no} of {rounds}. The other panelists' ballots from round {round_no - 1}:"]
     for label, turn in peers:
@@ -245,7 +252,8 @@ def later_round_prompt(
             lines.append(f"- {label} abstained (no valid ballot).")
     lines += [
         f"Question: {question.text}",
-        "Weigh these arguments, then cast your ballot for this round: keep your vote or change it.",
+        "Weigh these arguments, then cast your ballot for this round: keep your vote or change it."
+        + (f" {OWN_WORDS}" if own_words else ""),
         _options_block(option_order),
     ]
     return "\n".join(lines)
@@ -321,7 +329,7 @@ class Debate:
                 peers = [(self.labels[p], t) for p in peer_order if (t := self.turn(p, r - 1)) is not None]
 
                 def content(order: list[str], peers=peers, r=r) -> str:
-                    return later_round_prompt(self.question, order, r, rounds, peers)
+                    return later_round_prompt(self.question, order, r, rounds, peers, bool(self.settings.copy_guard))
             variants = [content(rotate(option_order, k)) for k in self.rotations[1:]] or None
             messages.append(Message(role="user", content=content(option_order), variants=variants))
             ballot = self.ballot(seat, r)
@@ -433,7 +441,7 @@ class Debate:
         n, rounds = len(self.seats), self.settings.rounds
         texts.append(system_prompt(plan.seat, n, rounds, self.labels[plan.seat.name], self.question.integer,
                                    self.settings.reason_first))
-        framing = later_round_prompt(self.question, [], plan.round, rounds, [])
+        framing = later_round_prompt(self.question, [], plan.round, rounds, [], True)
         texts += [line for line in framing.splitlines() if not line.startswith(("Question:", "Options", "- "))]
         return texts
 

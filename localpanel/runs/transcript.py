@@ -174,7 +174,7 @@ def copying_of(t: "Transcript") -> list[Copied]:
     s = t.settings
     integer = not any(len(r.turns[0].option_order) for r in t.rounds if r.turns)
     return copying(t.question, [] if integer else t.options, [_seat_participant(p) for p in t.participants],
-                   [r.turns for r in t.rounds], s.rounds, integer, s.reason_first, s.anonymous)
+                   [r.turns for r in t.rounds], s.rounds, integer, s.reason_first, s.anonymous, bool(s.copy_guard))
 
 
 def _seat_participant(p: ParticipantRecord):
@@ -245,7 +245,7 @@ def build_transcript(
         }, manifest.settings.weights_from) if manifest.settings.seat_weights and round_turns else None,
         copying=copying(manifest.question, manifest.options, manifest.panel.participants, round_turns,
                         manifest.settings.rounds, not manifest.options, manifest.settings.reason_first,
-                        manifest.settings.anonymous),
+                        manifest.settings.anonymous, bool(manifest.settings.copy_guard)),
         positions=position_effect(manifest.options, turns, {
             p.name: manifest.settings.vote_temperature(p.temperature) for p in manifest.participants
         }),
