@@ -14,8 +14,8 @@ import click
 from localpanel import __version__
 from localpanel.cli.common import CliState
 from localpanel.cli.evaluate import calibrate, eval_group
-from localpanel.cli.models import add, models, prune, pull
-from localpanel.cli.runs import debate, poll, replay, runs, show
+from localpanel.cli.models import add, models_command, prune, pull
+from localpanel.cli.runs import debate, poll, replay, runs_group, show
 from localpanel.cli.servers import mcp_command, serve
 
 
@@ -41,7 +41,9 @@ def cli(ctx: click.Context, models_file: str | None) -> None:
     ctx.obj = CliState(models_file)
 
 
-for command in (models, pull, add, prune, poll, debate, show, replay, runs, mcp_command, serve, eval_group, calibrate):
+# Commands are named *_command or *_group where a plain name would hide the module of the same name.
+for command in (models_command, pull, add, prune, poll, debate, show, replay, runs_group, mcp_command, serve, eval_group,
+                calibrate):
     cli.add_command(command)
 
 

@@ -14,12 +14,12 @@ from localpanel.weights.registry import shipped_registry_path, user_registry_pat
 from localpanel.weights.store import add_model
 
 
-@click.command()
+@click.command("models")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
 @click.option("--scan", is_flag=True, help="List GGUFs on this machine (Ollama, LM Studio, the HF cache) that models.yaml does not list yet, with the command that adds each.")
 @pass_ctx
 @errors_to_sentences
-def models(ctx: CliState, as_json: bool, scan: bool) -> None:
+def models_command(ctx: CliState, as_json: bool, scan: bool) -> None:
     """List the models in models.yaml and whether their weights are here and verified.
 
     \b

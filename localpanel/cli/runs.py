@@ -261,12 +261,12 @@ def replay(ctx: CliState, run: str, as_json: bool, quiet: bool) -> None:
         sys.exit(1)
 
 
-@click.group(invoke_without_command=True)
+@click.group("runs", invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 @click.option("--limit", type=click.IntRange(1), help="Only the newest N runs.")
 @click.pass_context
 @errors_to_sentences
-def runs(click_ctx: click.Context, as_json: bool, limit: int | None) -> None:
+def runs_group(click_ctx: click.Context, as_json: bool, limit: int | None) -> None:
     """List saved runs, newest last (`runs rm RUN...` deletes runs)."""
     if click_ctx.invoked_subcommand is not None:
         return
@@ -283,7 +283,7 @@ def runs(click_ctx: click.Context, as_json: bool, limit: int | None) -> None:
         click.echo(f"{r['id']}  {r['kind']:<6}  {r['result']}\n    {r['question'][:100]}")
 
 
-@runs.command("rm")
+@runs_group.command("rm")
 @click.argument("refs", metavar="RUN...", nargs=-1, required=True)
 @click.option("--dry-run", is_flag=True, help="Say what would be deleted, delete nothing.")
 @pass_ctx
