@@ -7,7 +7,8 @@ EVAL_A is run without the guard, EVAL_B with it (`localpanel eval ... --copy-gua
   the options), ± stderr over questions, and the longest run;
 - **valid ballots**, in every round;
 - **debate accuracy** (final-round majority) in both, and B - A with the paired stderr;
-- **seconds per debate** (the turns' own time);
+- **seconds per debate** (the turns' own time; comparable only when both evals ran alone on the machine) and
+  the tokens after round 1 (prompt tokens evaluated plus ballot tokens), which do not depend on the machine;
 - with --judge, **coherence**: the moderator's model reads each round-2 rationale without its vote and picks,
   grammar-forced and debiased, the option it argues for (as `scripts/positions` does); coherence is the share
   that matches the vote. This loads the judge model and takes a few seconds a rationale.
@@ -45,6 +46,7 @@ def side(eval_dir: Path, ids: list[str]) -> dict:
         "debate": estimate([r.scores()["debate"] for r in rs]).model_dump(),
         "debate_scores": [r.scores()["debate"] for r in rs],
         "seconds_per_debate": sum(sum(r.seconds) for r in rs) / max(1, len(rs)),
+        "round_2_tokens_per_debate": sum(sum(r.tokens[1:]) for r in rs) / max(1, len(rs)),
     }
 
 
@@ -116,7 +118,9 @@ def main() -> int:
         ("longest shared run (words)", str(A["longest_run"]), str(B["longest_run"])),
         ("valid ballots", f"{A['valid_ballots']} / {A['ballots']}", f"{B['valid_ballots']} / {B['ballots']}"),
         ("debate accuracy", pct(A["debate"]), pct(B["debate"])),
-        ("seconds per debate", f"{A['seconds_per_debate']:.1f}", f"{B['seconds_per_debate']:.1f}"),
+        ("seconds per debate (as each eval measured it)", f"{A['seconds_per_debate']:.1f}", f"{B['seconds_per_debate']:.1f}"),
+        ("tokens per debate after round 1 (evaluated + decoded)", f"{A['round_2_tokens_per_debate']:.0f}",
+         f"{B['round_2_tokens_per_debate']:.0f}"),
     ]
     if a.judge:
         rows.append(("coherence of round-2 rationales", pct(A["coherence_round_2"]), pct(B["coherence_round_2"])))
