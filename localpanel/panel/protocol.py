@@ -236,8 +236,9 @@ def first_round_prompt(question: Question, option_order: list[str]) -> str:
 
 # With the copy guard on, the prompt also asks for what the guard enforces (without it, prompts are as they were, so
 # that runs saved before replay identically).
-OWN_WORDS = ("In your rationale, answer the strongest argument against your vote in your own words; "
-             "do not repeat an earlier rationale.")
+# Measured on ARC (README): asking a seat to "answer the strongest argument against your vote" moved 16 of 44
+# round-2 votes (7 right to wrong, none wrong to right); this asks for the words alone.
+OWN_WORDS = "Write your rationale in your own words; do not repeat an earlier rationale."
 
 
 def later_round_prompt(
