@@ -77,3 +77,34 @@ def test_with_the_guard_on_the_later_prompts_ask_for_the_seats_own_words(env):  
         seen[guard] = [r.messages[-1].content for r in backend.requests]
     assert not any(OWN_WORDS in m for m in seen[None])  # without the guard the prompts are as they were
     assert [OWN_WORDS in m for m in seen[8]] == [False] * 4 + [True] * 4  # round 2 only
+
+
+def test_the_guard_is_on_by_default_and_runs_saved_before_read_as_off(env, tmp_path):  # noqa: F811
+    from localpanel.panel.protocol import COPY_GUARD, DebateSettings
+    from localpanel.runs.transcript import Manifest, RunDir
+
+    assert DebateSettings().copy_guard == COPY_GUARD == 8
+    backend = script(ScriptedBackend(), [{n: ballot("Yes", f"{n} has a reason.") for n in ("Ann", "Bob", "Cy", "Di")}] * 2)
+    t = run(env, backend, question=QUESTION, options=OPTIONS, rounds=2, early_stop=False)
+    assert t.settings.copy_guard == 8 and backend.requests[-1].copy_guard == 8
+    # a manifest written before the guard existed has no copy_guard: it ran without, and resumes without
+    run_dir = next(p for p in env[1].runs_dir.iterdir() if (p / "manifest.json").is_file())
+    data = json.loads((run_dir / "manifest.json").read_text())
+    del data["settings"]["copy_guard"]
+    assert Manifest.model_validate(data).settings.copy_guard is None
+    assert RunDir(run_dir).manifest().settings.copy_guard == 8  # the saved file itself says 8
+
+
+def test_copy_guard_0_turns_it_off_and_1_is_one_sentence(monkeypatch):
+    from click.testing import CliRunner
+
+    from localpanel.cli import cli
+
+    seen = []
+    monkeypatch.setattr("localpanel.cli.runs._run", lambda ctx, question, settings, opts: seen.append(settings))
+    for args, guard in (([], 8), (["--copy-guard", "0"], None), (["--copy-guard", "12"], 12)):
+        assert CliRunner().invoke(cli, ["debate", "Is it?", *args]).exit_code == 0
+        assert seen[-1].copy_guard == guard
+    out = CliRunner().invoke(cli, ["debate", "Is it?", "--copy-guard", "1"])
+    assert out.exit_code == 2 and "--copy-guard takes 0 (off) or a run length of 2 to 64 tokens." in out.output
+    assert "Traceback" not in out.output

@@ -17,7 +17,7 @@ from click.core import ParameterSource
 from localpanel import api
 from localpanel.engine.runtime import RuntimeSettings, busy_warning, physical_cores, threads_warning
 from localpanel.errors import LocalpanelError
-from localpanel.panel.protocol import DebateSettings
+from localpanel.panel.protocol import COPY_GUARD, DebateSettings
 from localpanel.runs.jobs import MachineLock
 from localpanel.weights.registry import Panel, Registry, load_registry
 from localpanel.weights.store import Store
@@ -273,3 +273,17 @@ def vote_options(*, seed: int, max_tokens: int, ballot: str, seed_help: str, deb
         ])
 
     return decorate
+
+
+def copy_guard_option(fn):
+    """--copy-guard TOKENS (0: off), given to the command as ``copy_guard: int | None``."""
+    def make(copy_guard: int) -> int | None:
+        if copy_guard == 1:
+            raise Failure("--copy-guard takes 0 (off) or a run length of 2 to 64 tokens.", 2)
+        return copy_guard or None
+
+    return click.option(
+        "--copy-guard", type=click.IntRange(0, 64), default=COPY_GUARD, show_default=True, metavar="TOKENS",
+        help="From round 2 on, a rationale may not copy a run of this many tokens from the earlier rationales (the "
+             "peers' and its own) or the prompt's instructions, and the prompt asks for the seat's own words; "
+             "shorter quotes stay possible. 0 turns it off.")(collapse(fn, ("copy_guard",), "copy_guard", make))

@@ -16,6 +16,7 @@ from localpanel.cli.common import (
     Failure,
     Seating,
     VoteOptions,
+    copy_guard_option,
     errors_to_sentences,
     one_run_at_a_time,
     pass_ctx,
@@ -69,7 +70,7 @@ def eval_group() -> None:
     weights_help="Seat weights from `localpanel calibrate` (a file, or a panel calibrated under this store): also score a calibrated weighted majority and probability vote. Refused if they were calibrated on any of these questions.",
     ballot_help="Whether the working comes before the vote (as in the debate papers) or after it.")
 @click.option("--modes", default="", metavar="LIST", help="Extra modes, comma-separated: 'reflect' adds the first seat revising its own answer with no peers.")
-@click.option("--copy-guard", type=click.IntRange(2, 64), metavar="TOKENS", help="From round 2 on, forbid a rationale to copy a run of this many tokens from earlier rationales or the prompt's instructions (off unless given).")
+@copy_guard_option
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="Where questions run: this process, or Ray actors.")
 @click.option("--address", help="Ray cluster to join (e.g. auto, or ray://HOST:10001); default: start a local Ray.")
 @click.option("--workers", type=click.IntRange(1), help="Ray actors (default: the cluster's CPUs / threads per actor).")

@@ -22,6 +22,7 @@ from localpanel.cli.common import (
     TurnProgress,
     VoteOptions,
     collapse,
+    copy_guard_option,
     errors_to_sentences,
     one_run_at_a_time,
     pass_ctx,
@@ -183,7 +184,7 @@ def poll(ctx: CliState, question: str | None, resume_dir: Path | None, opts: Run
 @click.option("--rounds", type=click.IntRange(1, MAX_ROUNDS), default=3, show_default=True, help="Most rounds to run.")
 @click.option("--anonymous", is_flag=True, help="Show other participants as Panelist A, B, ... instead of by name.")
 @click.option("--no-early-stop", is_flag=True, help="Run every round even after consensus or a round with no change.")
-@click.option("--copy-guard", type=click.IntRange(2, 64), metavar="TOKENS", help="From round 2 on, forbid a rationale to copy a run of this many tokens from the earlier rationales (the peers' and its own) or the prompt's instructions; shorter quotes stay possible. Off unless given.")
+@copy_guard_option
 @run_options
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path), help="Finish an interrupted debate from its run directory.")
 @pass_ctx

@@ -30,7 +30,7 @@ from localpanel.engine.runtime import Backend, RuntimeSettings
 from localpanel.errors import InputError, QuestionError, RunError
 from localpanel.eval.questions import EvalQuestion, QuestionSet, to_jsonl
 from localpanel.eval.weights import Weights
-from localpanel.panel.protocol import MAX_ROUNDS, DebateSettings
+from localpanel.panel.protocol import COPY_GUARD, MAX_ROUNDS, DebateSettings
 from localpanel.runs.transcript import RunDir, Transcript, legacy_settings
 from localpanel.weights.registry import Panel, Registry
 from localpanel.weights.store import Store
@@ -54,7 +54,7 @@ class EvalSettings(BaseModel):
     # Votes drawn at each seat's temperature instead of its most probable option; the report then also scores
     # the same ballots as views.
     vote_draw: bool = False
-    copy_guard: int | None = Field(default=None, ge=2, le=64)  # see DebateSettings.copy_guard
+    copy_guard: int | None = Field(default=COPY_GUARD, ge=2, le=64)  # see DebateSettings.copy_guard
     # Seat weights calibrated on other questions (`localpanel calibrate`): the report scores a calibrated
     # weighted majority and probability vote with them. Kept here, so that the report reads the same later.
     weights: Weights | None = None

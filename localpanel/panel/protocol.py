@@ -23,6 +23,8 @@ from localpanel.weights.registry import ModelSpec, Participant
 # The limits of what a run may be asked, in one home: the CLI, the web page, MCP and the eval all check these.
 MAX_OPTIONS = 26
 MAX_ROUNDS = 20
+# The copy guard's default run length, in tokens (about six words): chosen by scripts/copying_study, see README.
+COPY_GUARD = 8
 # Context sizing: what one other participant's ballot and one round's framing take in a prompt, at most.
 PEER_BALLOT_TOKENS = 160
 ROUND_FRAMING_TOKENS = 96
@@ -143,8 +145,9 @@ class DebateSettings(BaseModel):
     # option. Runs saved before votes were views (manifest schema 1) drew, and are read with this on.
     vote_draw: bool = False
     # The copy guard: from round 2 on, a rationale may not copy a run of this many tokens from the peers' or its
-    # own earlier rationales or from its prompt's instructions (None: off). Kept in the manifest for resume.
-    copy_guard: int | None = Field(default=None, ge=2, le=64)
+    # own earlier rationales or from its prompt's instructions, and the prompt asks for the seat's own words
+    # (None: off). Kept in the manifest for resume; runs saved before it was on by default are read as off.
+    copy_guard: int | None = Field(default=COPY_GUARD, ge=2, le=64)
     # Calibrated weight of each model (`localpanel calibrate`), and what they were calibrated on: the card adds a
     # weighted count to the plain one. Decoding does not read them.
     seat_weights: dict[str, float] | None = None

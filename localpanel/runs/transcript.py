@@ -55,9 +55,15 @@ SCHEMA_VERSION = 2
 
 
 def legacy_settings(data):
-    """A record saved before votes were views (schema 1) drew its votes: read its settings that way."""
-    if isinstance(data, dict) and data.get("schema_version", 1) < 2 and isinstance(data.get("settings"), dict):
-        data = {**data, "settings": {"vote_draw": True, **data["settings"]}}
+    """A record saved before votes were views (schema 1) drew its votes: read its settings that way. One saved
+    before the copy guard existed ran without it (it is on by default now): read it as off."""
+    if isinstance(data, dict) and isinstance(data.get("settings"), dict):
+        settings = data["settings"]
+        if data.get("schema_version", 1) < 2:
+            settings = {"vote_draw": True, **settings}
+        if "copy_guard" not in settings:
+            settings = {**settings, "copy_guard": None}
+        data = {**data, "settings": settings}
     return data
 
 
