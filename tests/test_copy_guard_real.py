@@ -1,6 +1,7 @@
 """The copy guard inside the real decoder, over a real vocabulary: an evaluator that pushes the rationale to
-paste a peer's text token by token cannot, once the guard is on, and the ballot is still valid and ends at a
-sentence end; a real tiny-panel debate with the guard replays identically."""
+paste a peer's text token by token cannot, once the guard is on, not even with the case and punctuation
+changed, and the ballot is still valid and ends at a sentence end; a real tiny-panel debate with the guard
+replays identically, and one saved while the guard counted tokens resumes with that guard."""
 
 import json
 
@@ -8,7 +9,8 @@ import numpy as np
 import pytest
 
 from localpanel import api
-from localpanel.engine.decoding import CopyGuard, decode_plan
+from localpanel.engine.copyguard import TokenGuard, WordGuard
+from localpanel.engine.decoding import decode_plan
 from localpanel.engine.freetext import ends_sentence
 from localpanel.engine.grammar import compile_schema
 from localpanel.engine.llama import LlamaBackend
@@ -21,6 +23,8 @@ from localpanel.weights.registry import load_registry, shipped_registry_path
 pytestmark = pytest.mark.real
 
 PEER = "Writing a small web framework is an excellent way to learn how routing and requests really work."
+# the same words with the case and punctuation changed, as models did to get past a guard that counted tokens
+DISGUISED = "Writing a small Web-Framework is an Excellent way to learn how routing-and-requests REALLY work."
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +70,8 @@ class Pasting:
         self.n_past = n_past
 
 
-def decode(vocab, guard):
-    target = vocab.tokenize(PEER)
+def decode(vocab, guard, paste=PEER):
+    target = vocab.tokenize(paste)
     ev = Pasting(vocab, target)
     ev.eval(vocab.tokenize("Ballot:"))
     plan = compile_schema(ballot_model(["Yes", "No"]).model_json_schema())
@@ -81,15 +85,24 @@ def test_without_the_guard_the_rationale_is_the_peers_text(vocab):
     assert d.failure is None and ballot["rationale"] == PEER
 
 
-def test_with_the_guard_no_long_run_is_copied_and_the_ballot_stays_valid(vocab):
-    d, ballot = decode(vocab, CopyGuard(vocab, [PEER], 6))
+@pytest.mark.parametrize("paste", [PEER, DISGUISED])
+def test_with_the_guard_no_long_run_is_copied_and_the_ballot_stays_valid(vocab, paste):
+    d, ballot = decode(vocab, WordGuard([PEER], 6), paste)
     assert d.failure is None and ballot["vote"] in ("Yes", "No")
     assert ends_sentence(ballot["rationale"].encode())  # still ends at a sentence end
     copied = measure("Ann", 2, ballot["rationale"], [("Bob", 1, PEER)], [])
-    assert 0 < copied.words < len(words(PEER)) and copied.words <= 6  # a short quote, never the whole text
-    # the rule itself: five tokens of the peer's text make its sixth the one token taken out
-    peer = vocab.tokenize(PEER)
-    assert CopyGuard(vocab, [PEER], 6).banned(peer[:5]) == [peer[5]] and CopyGuard(vocab, [PEER], 6).banned(peer[:4]) == []
+    assert 0 < copied.words < 6  # a short quote, never a run of six words, however the case and hyphens are changed
+    # without the guard the disguised paste is a copy of the whole text, as the measure reads it
+    d, ballot = decode(vocab, None, paste)
+    assert measure("Ann", 2, ballot["rationale"], [("Bob", 1, PEER)], []).words == len(words(PEER))
+
+
+def test_the_token_guard_of_earlier_runs_still_takes_the_token_out(vocab):
+    d, ballot = decode(vocab, TokenGuard(vocab, [PEER], 6))
+    assert d.failure is None and ends_sentence(ballot["rationale"].encode())
+    assert ballot["rationale"] != PEER
+    peer = vocab.tokenize(PEER)  # five tokens of the peer's text make its sixth the one token taken out
+    assert TokenGuard(vocab, [PEER], 6).banned(peer[:5]) == [peer[5]] and TokenGuard(vocab, [PEER], 6).banned(peer[:4]) == []
 
 
 def test_a_real_debate_with_the_guard_is_valid_and_replays_identically(store_with_weights, registry):

@@ -60,8 +60,9 @@ def test_the_cards_and_the_json_flag_a_copied_rationale(env):  # noqa: F811
 def test_the_card_says_when_the_copy_guard_was_on(env):  # noqa: F811
     backend = script(ScriptedBackend(), [{n: ballot("Yes", f"{n} has a reason.") for n in ("Ann", "Bob", "Cy", "Di")}] * 2)
     t = run(env, backend, question=QUESTION, options=OPTIONS, rounds=2, early_stop=False, copy_guard=8)
-    assert "Copy guard on: no rationale after round 1 could copy 8 tokens in a row" in render(t, "text", width=400)
+    assert "Copy guard on: no rationale after round 1 could copy 8 words in a row" in render(t, "text", width=400)
     assert backend.requests[-1].copy_guard == 8 and PEER not in backend.requests[-1].avoid
+    assert backend.requests[-1].copy_guard_by == "words" and backend.requests[-1].quotable == [QUESTION, *OPTIONS]
     assert any("has a reason." in a for a in backend.requests[-1].avoid)  # the earlier rationales are avoided
     assert not any(QUESTION in a for a in backend.requests[-1].avoid)  # the question may be quoted
     assert backend.requests[0].avoid is None  # nothing to copy in round 1
@@ -93,6 +94,15 @@ def test_the_guard_is_on_by_default_and_runs_saved_before_read_as_off(env, tmp_p
     del data["settings"]["copy_guard"]
     assert Manifest.model_validate(data).settings.copy_guard is None
     assert RunDir(run_dir).manifest().settings.copy_guard == 8  # the saved file itself says 8
+    # one written while the guard counted tokens is read with the guard of tokens, which its turns then ask for
+    data = json.loads((run_dir / "manifest.json").read_text())
+    assert data["settings"]["copy_guard_by"] == "words"
+    del data["settings"]["copy_guard_by"]
+    assert Manifest.model_validate(data).settings.copy_guard_by == "tokens"
+    backend = script(ScriptedBackend(), [{n: ballot("Yes", f"{n} has a reason.") for n in ("Ann", "Bob", "Cy", "Di")}] * 2)
+    t = run(env, backend, question=QUESTION, options=OPTIONS, rounds=2, early_stop=False, copy_guard_by="tokens")
+    assert backend.requests[-1].copy_guard_by == "tokens"
+    assert "could copy 8 tokens (the guard of an earlier localpanel) in a row" in render(t, "text", width=400)
 
 
 def test_copy_guard_0_turns_it_off_and_1_is_one_sentence(monkeypatch):
@@ -106,5 +116,5 @@ def test_copy_guard_0_turns_it_off_and_1_is_one_sentence(monkeypatch):
         assert CliRunner().invoke(cli, ["debate", "Is it?", *args]).exit_code == 0
         assert seen[-1].copy_guard == guard
     out = CliRunner().invoke(cli, ["debate", "Is it?", "--copy-guard", "1"])
-    assert out.exit_code == 2 and "--copy-guard takes 0 (off) or a run length of 2 to 64 tokens." in out.output
+    assert out.exit_code == 2 and "--copy-guard takes 0 (off) or a run length of 2 to 64 words." in out.output
     assert "Traceback" not in out.output

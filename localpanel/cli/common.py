@@ -276,14 +276,15 @@ def vote_options(*, seed: int, max_tokens: int, ballot: str, seed_help: str, deb
 
 
 def copy_guard_option(fn):
-    """--copy-guard TOKENS (0: off), given to the command as ``copy_guard: int | None``."""
+    """--copy-guard WORDS (0: off), given to the command as ``copy_guard: int | None``."""
     def make(copy_guard: int) -> int | None:
         if copy_guard == 1:
-            raise Failure("--copy-guard takes 0 (off) or a run length of 2 to 64 tokens.", 2)
+            raise Failure("--copy-guard takes 0 (off) or a run length of 2 to 64 words.", 2)
         return copy_guard or None
 
     return click.option(
-        "--copy-guard", type=click.IntRange(0, 64), default=COPY_GUARD, show_default=True, metavar="TOKENS",
-        help="From round 2 on, a rationale may not copy a run of this many tokens from the earlier rationales (the "
-             "peers' and its own) or the prompt's instructions, and the prompt asks for the seat's own words; "
-             "shorter quotes stay possible. 0 turns it off.")(collapse(fn, ("copy_guard",), "copy_guard", make))
+        "--copy-guard", type=click.IntRange(0, 64), default=COPY_GUARD, show_default=True, metavar="WORDS",
+        help="From round 2 on, a rationale may not copy a run of this many words (case and punctuation aside) from "
+             "the earlier rationales (the peers' and its own) or the prompt's instructions, and the prompt asks for "
+             "the seat's own words; shorter quotes, and quotes of the question and options, stay possible. 0 turns "
+             "it off.")(collapse(fn, ("copy_guard",), "copy_guard", make))

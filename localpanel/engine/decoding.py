@@ -25,6 +25,7 @@ from typing import Callable, Protocol
 import llama_cpp as L
 import numpy as np
 
+from localpanel.engine.copyguard import MAX_REJECTIONS, Guard
 from localpanel.engine.draw import average, choose
 from localpanel.engine.freetext import (
     LOOP_WINDOW,
@@ -152,27 +153,6 @@ class _State:
     skip_literal: bool = False
 
 
-class CopyGuard:
-    """No run of ``n`` tokens that occurs in the texts to avoid: once the free text ends in the first ``n - 1``
-    tokens of such a run, the token that would complete it is taken out of the draw. It only narrows what the
-    grammar allows, and never to nothing (then it lets the draw be), so a ballot stays valid and still ends at a
-    sentence end; a quote shorter than ``n`` tokens stays possible."""
-
-    def __init__(self, vocab: Vocab, texts: list[str], n: int):
-        self.n = n
-        self.next: dict[tuple[int, ...], set[int]] = {}
-        for text in texts:
-            for variant in (text, " " + text):  # as read after a space in the prompt, and at the start of a string
-                toks = vocab.tokenize(variant)
-                for i in range(len(toks) - n + 1):
-                    self.next.setdefault(tuple(toks[i:i + n - 1]), set()).add(toks[i + n - 1])
-
-    def banned(self, text_tokens: list[int]) -> list[int]:
-        if len(text_tokens) < self.n - 1:
-            return []
-        return sorted(self.next.get(tuple(text_tokens[len(text_tokens) - self.n + 1:]), ()))
-
-
 def decode_plan(
     ev: Evaluator,
     vocab: Vocab,
@@ -183,7 +163,7 @@ def decode_plan(
     forced: list[int] | None = None,
     on_token: Callable[[int], None] | None = None,
     rotations: Rotations | None = None,
-    guard: CopyGuard | None = None,
+    guard: Guard | None = None,
 ) -> Decoded:
     """Decode one ballot on ``ev`` alone (see ``decode_steps``)."""
     return drive(decode_steps(ev, vocab, plan, sampling, seed, max_tokens, forced, on_token, rotations, guard), ev)
@@ -199,7 +179,7 @@ def decode_steps(
     forced: list[int] | None = None,
     on_token: Callable[[int], None] | None = None,
     rotations: Rotations | None = None,
-    guard: CopyGuard | None = None,
+    guard: Guard | None = None,
 ):
     """Decode one ballot, yielding every evaluation it needs. With ``forced`` (recorded tokens) nothing is
     sampled, but every evaluation happens exactly as when those tokens were first generated, which restores
@@ -385,8 +365,14 @@ def common_prefix(seqs: list[list[int]]) -> int:
     return n
 
 
+def written(vocab: Vocab, tok: int, verdict) -> bytes:
+    """What ``tok`` adds to the free text: its piece, or the part before the closing quote."""
+    piece = vocab.pieces[tok]
+    return piece[: verdict[1]] if verdict[0] == "close" else piece
+
+
 def _free_text(ev, vocab, seg: Text | Integer, after: str, st: _State, values, sampler, max_tokens, forced, flush, on_token,
-               guard: CopyGuard | None = None):
+               guard: Guard | None = None):
     """Sample free text (until it ends at a sentence end) or an integer; returns a failure reason or None."""
     text = FreeText(vocab, seg, after) if isinstance(seg, Text) else IntegerText(vocab, seg, after)
     own: list[int] = []  # this text's tokens, for the copy guard
@@ -425,16 +411,29 @@ def _free_text(ev, vocab, seg: Text | Integer, after: str, st: _State, values, s
                 verdict = text.accepts(tok)
                 if verdict is None:  # allowed() admits only tokens accepts() admits: a bug if reached
                     raise AssertionError(f"token {tok} passed the {seg.field} mask but not its check")
-            tries = 0
-            while isinstance(text, FreeText) and degenerate(bytes(text.body[-LOOP_WINDOW:]) + vocab.pieces[tok]):
-                # A loop or a run: every token that starts like that one (any digit, for a digit) is taken out and
-                # the draw made again, so that a model set on a run of digits must write something else.
-                tries += 1
-                logits[looping_class(vocab, tok)] = -np.inf
-                logits[~text.allowed()] = -np.inf
-                if tries > MAX_REDRAWS or not np.isfinite(logits).any():
-                    values[seg.field] = text.value
-                    return f"the {seg.field} kept repeating itself (degenerate text)"
+            tries = rejected = 0
+            while True:
+                if isinstance(text, FreeText) and degenerate(bytes(text.body[-LOOP_WINDOW:]) + vocab.pieces[tok]):
+                    # A loop or a run: every token that starts like that one (any digit, for a digit) is taken out
+                    # and the draw made again, so that a model set on a run of digits must write something else.
+                    tries += 1
+                    logits[looping_class(vocab, tok)] = -np.inf
+                    logits[~text.allowed()] = -np.inf
+                    if tries > MAX_REDRAWS or not np.isfinite(logits).any():
+                        values[seg.field] = text.value
+                        return f"the {seg.field} kept repeating itself (degenerate text)"
+                elif (guard is not None and rejected < MAX_REJECTIONS
+                      and guard.rejects(bytes(text.body), written(vocab, tok, verdict))):
+                    # The copy guard: this token would write a run copied from what the seat has read.
+                    rejected += 1
+                    kept = logits[tok]
+                    logits[tok] = -np.inf
+                    logits[~text.allowed()] = -np.inf
+                    if not np.isfinite(logits).any():  # nothing else the grammar allows: the draw stands
+                        logits[tok] = kept
+                        break
+                else:
+                    break
                 tok = sampler.sample(logits)
                 verdict = text.accepts(tok)
                 if verdict is None:  # allowed() admits only tokens accepts() admits: a bug if reached

@@ -87,10 +87,14 @@ class GenerationRequest(BaseModel):
     # A turn already recorded (in a journal): decode exactly these tokens, sampling nothing, so that a batch it
     # was part of is composed again as it was. Its generation is not reported.
     replay: list[int] | None = None
-    # The copy guard: texts this turn's free text may not copy a run of ``copy_guard`` tokens from (the peers'
-    # rationales, its own earlier ones, its prompt's instructions); shorter quotes stay possible.
+    # The copy guard (see copyguard.py): texts this turn's free text may not copy a run of ``copy_guard`` words
+    # from (the peers' rationales, its own earlier ones, its prompt's instructions) unless ``quotable`` (the
+    # question and options) holds it; shorter quotes stay possible. ``copy_guard_by`` "tokens": the guard of
+    # runs saved before it counted words.
     avoid: list[str] | None = None
+    quotable: list[str] | None = None
     copy_guard: int | None = Field(default=None, ge=2)
+    copy_guard_by: Literal["words", "tokens"] = "words"
 
 
 class ChoiceRecord(BaseModel):

@@ -9,7 +9,8 @@ same lockstep as the first time, with the recorded tokens forced.
 
 from __future__ import annotations
 
-from localpanel.engine.decoding import CopyGuard, ReplayMismatch, Rotations, common_prefix, decode_steps
+from localpanel.engine.copyguard import Guard, TokenGuard, WordGuard
+from localpanel.engine.decoding import ReplayMismatch, Rotations, common_prefix, decode_steps
 from localpanel.engine.grammar import compile_schema
 from localpanel.engine.llama_context import Context, ContextFull, Sequence
 from localpanel.engine.llama_models import LoadedModel
@@ -46,7 +47,7 @@ def turn(
     seq.dirty = True
     try:
         yield (to_eval[: rotations.base - cached] if rotations else to_eval), False
-        guard = CopyGuard(lm.vocab, request.avoid, request.copy_guard) if request.avoid and request.copy_guard else None
+        guard = copy_guard(lm.vocab, request)
         decoded = yield from decode_steps(
             seq, lm.vocab, plan, request.sampling, request.seed, request.max_tokens, forced=forced,
             on_token=on_token, rotations=rotations, guard=guard,
@@ -117,3 +118,12 @@ def rebuild(lm: LoadedModel, ctx: Context, conversations: list[list[Message]], g
             steps.append((seq, turn(lm, seq, msgs[:i], past, forced=list(m.tokens), on_token=None)))
         lockstep(ctx, steps, lambda j, g: None)
     return True
+
+
+def copy_guard(vocab, request: GenerationRequest) -> Guard | None:
+    """The request's copy guard, if it has one (see copyguard.py)."""
+    if not (request.avoid and request.copy_guard):
+        return None
+    if request.copy_guard_by == "tokens":
+        return TokenGuard(vocab, request.avoid, request.copy_guard)
+    return WordGuard(request.avoid, request.copy_guard, request.quotable)

@@ -55,6 +55,7 @@ class EvalSettings(BaseModel):
     # the same ballots as views.
     vote_draw: bool = False
     copy_guard: int | None = Field(default=COPY_GUARD, ge=2, le=64)  # see DebateSettings.copy_guard
+    copy_guard_by: Literal["words", "tokens"] = "words"
     # Seat weights calibrated on other questions (`localpanel calibrate`): the report scores a calibrated
     # weighted majority and probability vote with them. Kept here, so that the report reads the same later.
     weights: Weights | None = None
@@ -142,7 +143,7 @@ def _run_job(job: QuestionJob, manifest: EvalManifest, store: Store, backend: Ba
     s = manifest.settings
     settings = DebateSettings(rounds=s.rounds, seed=job.seed, temperature=s.temperature, max_tokens=s.max_tokens,
                               early_stop=False, reason_first=s.reason_first, debias=s.debias, vote_draw=s.vote_draw,
-                              copy_guard=s.copy_guard)
+                              copy_guard=s.copy_guard, copy_guard_by=s.copy_guard_by)
     q = job.question
     return api.start_run(q.question, q.options, registry=registry, store=store, panel=panel.name, settings=settings,
                          runtime=manifest.runtime, run_dir=run_dir, backend=backend, with_moderator=False, integer=q.integer)

@@ -8,16 +8,11 @@ question or the options: quoting the question is not copying. Derived from the b
 
 from __future__ import annotations
 
-import re
-
 from pydantic import BaseModel
 
+from localpanel.engine.copyguard import words  # the guard reads words as the measure does
+
 COPIED_WORDS = 8  # a shared run this long or longer is flagged as copied
-_WORD = re.compile(r"[\w']+", re.UNICODE)
-
-
-def words(text: str) -> list[str]:
-    return [w.lower().strip("'") for w in _WORD.findall(text or "") if w.strip("'")]
 
 
 class Copied(BaseModel):

@@ -23,7 +23,8 @@ from localpanel.weights.registry import ModelSpec, Participant
 # The limits of what a run may be asked, in one home: the CLI, the web page, MCP and the eval all check these.
 MAX_OPTIONS = 26
 MAX_ROUNDS = 20
-# The copy guard's default run length, in tokens (about six words): chosen by scripts/copying_study, see README.
+# The copy guard's default run length, in words (as the copy measure counts them): chosen by scripts/copying_study,
+# see README.
 COPY_GUARD = 8
 # Context sizing: what one other participant's ballot and one round's framing take in a prompt, at most.
 PEER_BALLOT_TOKENS = 160
@@ -144,10 +145,12 @@ class DebateSettings(BaseModel):
     # Draw each vote from the seat's probabilities at its temperature instead of taking its most probable
     # option. Runs saved before votes were views (manifest schema 1) drew, and are read with this on.
     vote_draw: bool = False
-    # The copy guard: from round 2 on, a rationale may not copy a run of this many tokens from the peers' or its
-    # own earlier rationales or from its prompt's instructions, and the prompt asks for the seat's own words
-    # (None: off). Kept in the manifest for resume; runs saved before it was on by default are read as off.
+    # The copy guard: from round 2 on, a rationale may not copy a run of this many words from the peers' or its
+    # own earlier rationales or from its prompt's instructions (runs the question or options hold excepted),
+    # and the prompt asks for the seat's own words (None: off). Kept in the manifest for resume; runs saved
+    # before it was on by default are read as off, and those saved while it counted tokens as "tokens".
     copy_guard: int | None = Field(default=COPY_GUARD, ge=2, le=64)
+    copy_guard_by: Literal["words", "tokens"] = "words"
     # Calibrated weight of each model (`localpanel calibrate`), and what they were calibrated on: the card adds a
     # weighted count to the plain one. Decoding does not read them.
     seat_weights: dict[str, float] | None = None
@@ -435,7 +438,9 @@ class Debate:
             context_extra=self.context_growth(),
             replay=list(replay.tokens) if replay is not None else None,
             avoid=self.avoid(plan) if self.settings.copy_guard and plan.round > 1 else None,
+            quotable=[self.question.text, *self.question.options] if self.settings.copy_guard and plan.round > 1 else None,
             copy_guard=self.settings.copy_guard if plan.round > 1 else None,
+            copy_guard_by=self.settings.copy_guard_by,
         )
 
     def avoid(self, plan: TurnPlan) -> list[str]:

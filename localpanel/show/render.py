@@ -88,7 +88,8 @@ def _copying_lines(t: Transcript) -> list[str]:
     """Per round after the first: how many rationales share COPIED_WORDS or more words in a row with earlier text."""
     lines = []
     if t.settings.copy_guard:
-        lines.append(f"Copy guard on: no rationale after round 1 could copy {t.settings.copy_guard} tokens in a row from "
+        unit = "tokens (the guard of an earlier localpanel)" if t.settings.copy_guard_by == "tokens" else "words"
+        lines.append(f"Copy guard on: no rationale after round 1 could copy {t.settings.copy_guard} {unit} in a row from "
                      f"earlier rationales or its prompt's instructions (--copy-guard {t.settings.copy_guard}).")
     for r in sorted({c.round for c in t.copying}):
         rs = [c for c in t.copying if c.round == r]
