@@ -78,6 +78,41 @@ def test_calibrate_then_score_with_the_weights_and_refuse_overlap(env, tmp_path,
     assert shown["weighted_count"]["leaders"] == ["Yes"] and shown["settings"]["weights_from"] == str(held)
 
 
+def test_calibrate_from_an_eval_reads_its_round_1_ballots_and_runs_nothing(env, tmp_path, monkeypatch):  # noqa: F811
+    """An eval already run on held-out questions gives the same weights as `calibrate` running them again, reads
+    only, and its questions are refused for scoring; a calibration run asks the ballot order it is told."""
+    registry, store = env
+    backends = []
+
+    def answer(request):
+        b = {"vote": "Yes" if request.model.name == "alpha" else "No", "rationale": f"{request.key} says so, firmly."}
+        b["confidence"] = {"Yes": 0.7, "No": 0.3} if b["vote"] == "Yes" else {"Yes": 0.3, "No": 0.7}
+        return b
+
+    monkeypatch.setattr(api, "_backend", lambda runtime: backends.append(1) or ScriptedBackend(default=answer))
+    monkeypatch.setenv("LOCALPANEL_MODELS", str(registry.path))
+    held = _write(tmp_path / "held.jsonl", rows("held", 3))
+    done = CliRunner().invoke(cli, ["eval", str(held), "--rounds", "2", "--out-dir", str(tmp_path / "ev"), "-q"])
+    assert done.exit_code == 0, done.output
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "ev").rglob("*")}
+    ran = len(backends)
+    out = CliRunner().invoke(cli, ["calibrate", str(tmp_path / "ev"), "--out", str(tmp_path / "w.json")])
+    assert out.exit_code == 0, out.output
+    assert len(backends) == ran and {p: p.stat().st_mtime_ns for p in (tmp_path / "ev").rglob("*")} == before
+    saved = json.loads((tmp_path / "w.json").read_text())
+    assert saved["models"]["alpha"]["n"] == 6 and saved["models"]["alpha"]["accuracy"] == 1.0
+    assert saved["models"]["beta"]["weight"] == 0.0 and len(saved["questions"]) == 3
+    assert saved["source"].startswith(str(held)) and "round 1 of eval ev" in saved["source"]
+    overlap = CliRunner().invoke(cli, ["eval", str(held), "--weights", str(tmp_path / "w.json"), "-q"])
+    assert overlap.exit_code == 2 and "are among the 3 the weights were calibrated on" in overlap.output
+    other = CliRunner().invoke(cli, ["calibrate", str(tmp_path / "ev"), "--model", "beta", "--out", str(tmp_path / "x.json")])
+    assert other.exit_code == 2 and "is an eval of panel default" in other.output and not (tmp_path / "x.json").exists()
+    # run afresh, the calibration eval asks the ballot order given (as the eval the weights are for)
+    CliRunner().invoke(cli, ["calibrate", str(held), "--ballot", "vote-first", "--out", str(tmp_path / "v.json"), "-q"])
+    evals = [json.loads(p.read_text()) for p in (store.home / "evals").glob("*/eval.json")]
+    assert [e["settings"]["reason_first"] for e in evals if e["settings"]["rounds"] == 1] == [False]
+
+
 def test_overlap_is_found_by_the_question_not_its_id(tmp_path):
     from localpanel.eval.weights import Weights, question_key
 

@@ -150,12 +150,14 @@ def eval_run(ctx: CliState, source: str | None, seating: Seating, rounds: int, v
 @seat_options
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Seed of every run (and of a generated set).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the weights here (default: the store's weights/PANEL.json, which --weights PANEL reads).")
+@click.option("--ballot", "ballot_order", type=click.Choice(["vote-first", "reason-first"]), default="reason-first",
+              show_default=True, help="The ballot's order, as in the eval the weights are for.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 @runtime_options
 @pass_ctx
 @errors_to_sentences
-def calibrate(ctx: CliState, source: str, seating: Seating, seed: int, out: Path | None, quiet: bool,
-              runtime: RuntimeSettings) -> None:
+def calibrate(ctx: CliState, source: str, seating: Seating, seed: int, out: Path | None, ballot_order: str,
+              quiet: bool, runtime: RuntimeSettings) -> None:
     """Weigh each model of a panel by how often it is right on held-out questions.
 
     \b
@@ -164,18 +166,31 @@ def calibrate(ctx: CliState, source: str, seating: Seating, seed: int, out: Path
     (Nitzan & Paroush), clipped; 0 at chance. `eval --weights PANEL` then scores a calibrated weighted
     majority and probability vote, and refuses questions the weights were calibrated on. Example:
       localpanel calibrate arc-challenge:100-200 && localpanel eval arc-challenge:200-400 --weights default
+
+    \b
+    SOURCE may also be an eval directory: the weights then come from the round-1 ballots of its finished
+    questions, and of its panel, without running anything (reads the eval only):
+      localpanel calibrate ~/.local/share/localpanel/evals/arc-challenge-0-100 --out w.json
     """
     from localpanel.eval import api as eval_api
     from localpanel.eval.runner import EvalSettings, LocalExecutor
     from localpanel.eval.weights import from_results, save, weights_path
 
+    if (Path(source) / "eval.json").is_file():
+        weights = eval_api.weights_from_eval(Path(source))
+        if (seating.panel or seating.models) and seating.panel_of(ctx.registry).name != weights.panel:
+            raise Failure(f"{source} is an eval of panel {weights.panel}: leave out --panel and --model, the weights "
+                          "are that panel's.", 2)
+        _wrote(weights, save(weights, out or weights_path(ctx.store.home, weights.panel)), out)
+        return
     questions = eval_api.question_set(source, seed, ctx.store)
     if all(q.integer for q in questions.questions):
         raise Failure("Calibration needs questions with options (an integer answer has no chance level to weigh against).", 2)
     registry = ctx.registry
     chosen = seating.panel_of(registry)
     eval_dir = eval_api.prepare(questions, registry=registry, store=ctx.store, panel=chosen, runtime=runtime,
-                                settings=EvalSettings(rounds=1, seed=seed, modes=["single", "vote"]), out_dir=None)
+                                settings=EvalSettings(rounds=1, seed=seed, modes=["single", "vote"],
+                                                      reason_first=ballot_order == "reason-first"), out_dir=None)
     if not quiet:
         click.echo(f"calibration eval: {eval_dir}", err=True)
     runner = LocalExecutor(ctx.store, runtime)
@@ -189,9 +204,12 @@ def calibrate(ctx: CliState, source: str, seating: Seating, seed: int, out: Path
         runner.close()
     _, results = eval_api.finished_results(eval_dir)
     weights = from_results(chosen, questions.source, questions.questions, results)
-    path = save(weights, out or weights_path(ctx.store.home, chosen.name))
-    click.echo(f"Weights of panel {chosen.name} from {questions.source}: {weights.line()}")
-    click.echo(f"Wrote {path}; score with: localpanel eval SOURCE --weights {out or chosen.name}")
+    _wrote(weights, save(weights, out or weights_path(ctx.store.home, chosen.name)), out)
+
+
+def _wrote(weights, path: Path, out: Path | None) -> None:
+    click.echo(f"Weights of panel {weights.panel} from {weights.source}: {weights.line()}")
+    click.echo(f"Wrote {path}; score with: localpanel eval SOURCE --weights {out or weights.panel}")
 
 
 @eval_group.command("show")

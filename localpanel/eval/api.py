@@ -27,6 +27,7 @@ from localpanel.eval.runner import (
     load_manifest,
     run_eval,
 )
+from localpanel.eval.weights import Weights, from_results
 from localpanel.runs.transcript import now
 from localpanel.weights.registry import Panel, Registry
 from localpanel.weights.store import Store
@@ -109,6 +110,19 @@ def finished_results(eval_dir: Path) -> tuple[EvalManifest, list[QuestionResult]
     if not results:
         raise InputError(f"{eval_dir} has no finished question yet: continue it with `localpanel eval --resume {eval_dir}`.")
     return manifest, results
+
+
+def weights_from_eval(eval_dir: Path) -> Weights:
+    """Weights from the round-1 ballots of an eval's finished questions (reads the eval only)."""
+    manifest, results = finished_results(eval_dir)
+    if all(q.integer for q in manifest.questions.questions):
+        raise InputError(f"{eval_dir} is an eval of questions without options: calibration needs options (an integer "
+                         "answer has no chance level to weigh against).")
+    questions = [manifest.questions.questions[r.index] for r in results]
+    total = len(manifest.questions.questions)
+    source = (f"{manifest.questions.source}, round 1 of eval {Path(eval_dir).name}"
+              + (f" ({len(results)} of {total} questions finished)" if len(results) < total else ""))
+    return from_results(manifest.panel, source, questions, results)
 
 
 def partial_report(eval_dir: Path) -> Report:
