@@ -29,6 +29,10 @@ from localpanel.eval.runner import finished_at
 from localpanel.panel.protocol import Question
 
 
+def guard(x: dict) -> str:
+    return f"{x['copy_guard']} {x.get('copy_guard_by', 'words')}" if x["copy_guard"] else "off"
+
+
 def side(eval_dir: Path, ids: list[str]) -> dict:
     manifest, results = finished_results(eval_dir)
     by_id = {r.id: r for r in results}
@@ -38,7 +42,8 @@ def side(eval_dir: Path, ids: list[str]) -> dict:
     share12 = estimate([sum(w >= 12 for w in c) / len(c) for c in copied if c])
     ballots = [v for r in rs for rnd in r.votes for v in rnd]
     return {
-        "eval": str(eval_dir), "copy_guard": manifest.settings.copy_guard, "questions": len(rs),
+        "eval": str(eval_dir), "copy_guard": manifest.settings.copy_guard,
+        "copy_guard_by": manifest.settings.copy_guard_by, "questions": len(rs),
         "rationales_after_round_1": sum(len(c) for c in copied),
         "copied_8": share8.model_dump(), "copied_12": share12.model_dump(),
         "longest_run": max((w for c in copied for w in c), default=0),
@@ -111,7 +116,7 @@ def main() -> int:
 
     A, B = out["a"], out["b"]
     rows = [
-        ("copy guard", str(A["copy_guard"] or "off"), str(B["copy_guard"] or "off")),
+        ("copy guard", guard(A), guard(B)),
         ("rationales after round 1", str(A["rationales_after_round_1"]), str(B["rationales_after_round_1"])),
         ("share a run of 8+ words with earlier text", pct(A["copied_8"]), pct(B["copied_8"])),
         ("share a run of 12+ words", pct(A["copied_12"]), pct(B["copied_12"])),
