@@ -113,6 +113,19 @@ def test_kill_9_mid_debate_then_resume_changes_no_journaled_turn(store_with_weig
                            env=env, capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0 and "had already finished; showing it" in shown.stderr
 
+    # ... and the same ballots as the same debate run straight through (the copy guard on, as by default)
+    straight = tmp_path / "straight"
+    cmd, env = cli("debate", QUESTION, *[a for o in OPTIONS for a in ("-o", o)], "--rounds", "3", "--seed", "9", "--panel", "tiny",
+                   "--no-early-stop", "--run-dir", str(straight), "-q", home=store_with_weights.home)
+    assert subprocess.run(cmd, env=env, capture_output=True, timeout=300).returncode == 0
+    assert json.loads((straight / "manifest.json").read_text())["settings"]["copy_guard"] == 8
+
+    def ballots(d):
+        turns = [json.loads(line) for line in (d / "turns.jsonl").read_text().splitlines()]
+        return sorted((t["round"], t["participant"], t["tokens"]) for t in turns if t["kind"] == "turn")
+
+    assert ballots(run_dir) == ballots(straight)
+
 
 def test_max_memory_unloads_models_and_changes_no_ballot(store_with_weights, registry):
     store = store_with_weights

@@ -226,6 +226,7 @@ def test_an_unfinished_eval_is_reported_over_its_finished_questions_and_nothing_
     before = sorted(str(p) for p in eval_dir.rglob("*"))
     shown = CliRunner().invoke(cli, ["eval", "show", str(eval_dir)], catch_exceptions=False)
     assert shown.exit_code == 0 and "UNFINISHED: 2 of 3 questions so far" in shown.output
+    assert "s wall" not in shown.output  # no invocation finished it: no wall time to give
     assert sorted(str(p) for p in eval_dir.rglob("*")) == before  # a command that only reads never writes
     empty = CliRunner().invoke(cli, ["eval", "show", str(tmp_path)])
     assert empty.exit_code == 2 and "not an eval directory" in empty.output

@@ -105,7 +105,7 @@ def _lines(r: Report) -> dict[str, list[str]]:
 
 def text(r: Report) -> str:
     out = [f"localpanel eval · {r.name} ({r.source}) · {r.questions} questions · {len(r.participants)} seats · {r.rounds} rounds",
-           f"questions sha256 {r.sha256[:16]}… · {r.compute_seconds:.0f} s in the turns, {r.seconds:.0f} s wall", ""]
+           f"questions sha256 {r.sha256[:16]}… · {r.compute_seconds:.0f} s in the turns{f', {r.seconds:.0f} s wall' if r.seconds else ''}", ""]
     ref = bool(r.reference)
     head = f"{'Mode':<10}|{'Metric':<6}|{'Value':>7}|{'±':^3}|{'Stderr':>7}|" + (f"{'Du et al.':>10}|" if ref else "") + f"{'tokens/q':>9}|{'s/q':>7}"
     out += [head, "-" * len(head)]
@@ -140,7 +140,8 @@ def markdown(r: Report) -> str:
     ref = bool(r.reference)
     out = [f"# localpanel eval: {r.name}", "",
            f"{r.questions} questions from `{r.source}` (sha256 `{r.sha256[:16]}…`), {len(r.participants)} seats, {r.rounds} rounds, "
-           f"{r.compute_seconds:.0f} s in the turns ({r.seconds:.0f} s wall in the invocation that finished it)", "",
+           f"{r.compute_seconds:.0f} s in the turns"
+           + (f" ({r.seconds:.0f} s wall in the invocation that finished it)" if r.seconds else ""), "",
            "| Mode | Accuracy % | ± Stderr |" + (" Du et al. % |" if ref else "") + " tokens/q | s/q |",
            "|---|---:|---:|" + ("---:|" if ref else "") + "---:|---:|"]
     for mode, acc, se, refv, tok, sec in rows(r):
