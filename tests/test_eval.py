@@ -473,3 +473,4 @@ def test_the_report_gives_the_share_of_copied_rationales_per_round(env, question
     assert c.round == 2 and c.rationales == 12
     assert c.eight.value == pytest.approx(0.25) and c.twelve.value == pytest.approx(0.25)  # Di alone, in each question
     assert "25.0% ± 0.0 of 12 rationales share 8 or more words" in render_report(report, "text")
+    assert report.copy_guard == "8 words" and "copy guard: 8 words" in render_report(report, "text")

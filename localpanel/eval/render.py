@@ -51,6 +51,8 @@ def _lines(r: Report) -> dict[str, list[str]]:
     conf += [changes(c, "changes of view (most probable option)") for c in r.view_changes]
     conf += [f"round {c.round}: {pct(c.eight)}% ± {se(c.eight)} of {c.rationales} rationales share 8 or more words in a "
              f"row with text their seat had read, {pct(c.twelve)}% ± {se(c.twelve)} 12 or more" for c in r.copying]
+    if r.copying:
+        conf.append(f"copy guard: {r.copy_guard or 'off'}")
     views = []
 
     def compare(title: str, other: dict, cast_as: str, other_as: str) -> None:
