@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 from localpanel.eval.api import finished_results
-from localpanel.eval.report import estimate
 from localpanel.eval.runner import finished_at
+from localpanel.eval.scores import estimate
 from localpanel.panel.protocol import Question
 
 

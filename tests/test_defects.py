@@ -17,7 +17,8 @@ from localpanel.engine.prompting import ChatTemplate, run_date
 from localpanel.engine.runtime import Message, cgroup_cpu_quota, physical_cores, threads_warning, usable_cpus
 from localpanel.engine.scripted import Failed, ScriptedBackend
 from localpanel.errors import InputError, RunError
-from localpanel.eval.report import QuestionResult, majority_score
+from localpanel.eval.results import QuestionResult
+from localpanel.eval.scores import majority_score
 from localpanel.panel.protocol import DebateSettings
 from localpanel.runs.transcript import RunDir
 

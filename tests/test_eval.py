@@ -13,8 +13,9 @@ from localpanel.errors import InputError
 from localpanel.eval import api as eval_api
 from localpanel.eval.questions import arithmetic, load_jsonl
 from localpanel.eval.render import render_report
-from localpanel.eval.report import QuestionResult, build_report, majority_score
+from localpanel.eval.results import QuestionResult
 from localpanel.eval.runner import EvalSettings, LocalExecutor
+from localpanel.eval.scores import majority_score
 
 from .test_protocol import NAMES, env  # noqa: F401  (the four-seat scripted panel)
 

@@ -13,7 +13,8 @@ from localpanel.engine.runtime import RuntimeSettings
 from localpanel.errors import InputError
 from localpanel.eval import benchmarks
 from localpanel.eval.questions import QuestionSet, load_source
-from localpanel.eval.report import QuestionResult, Report, build_report, failed_question, read_question
+from localpanel.eval.report import Report, build_report
+from localpanel.eval.results import QuestionResult, failed_question, read_question
 from localpanel.eval.runner import (
     EvalManifest,
     EvalSettings,

@@ -14,8 +14,9 @@ from pydantic import BaseModel
 
 from localpanel.errors import InputError
 from localpanel.eval.render import pct, se
-from localpanel.eval.report import Estimate, QuestionResult, estimate
+from localpanel.eval.results import QuestionResult
 from localpanel.eval.runner import EvalManifest
+from localpanel.eval.scores import Estimate, estimate
 
 
 class Side(BaseModel):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import html
 import math
 
-from localpanel.eval.report import MODE_TITLES, Estimate, Report
+from localpanel.eval.report import Report
+from localpanel.eval.scores import MODE_TITLES, Estimate
 from localpanel.show.charts import PALETTE, svg
 
 FORMATS = ("text", "markdown", "html", "json")
