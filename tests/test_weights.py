@@ -63,6 +63,12 @@ def test_calibrate_then_score_with_the_weights_and_refuse_overlap(env, tmp_path,
     assert report["modes"]["vote"]["value"] == 0.5  # two and two: a tie, half a point
     assert report["modes"]["calibrated vote"]["value"] == 1.0 and report["modes"]["calibrated weighted"]["value"] == 1.0
     assert report["weights"].startswith(str(held)) and "alpha 3.89 (100% of 8)" in report["weights"]
+    assert report["cost"]["calibrated vote"] == report["cost"]["calibrated weighted"] == report["cost"]["vote"]  # same ballots
+    from localpanel.eval.render import render_report
+    from localpanel.eval.report import Report
+
+    table = [line for line in render_report(Report.model_validate(report), "text").splitlines() if "|acc" in line]
+    assert len(table) >= 8 and len({line.index("|acc") for line in table}) == 1  # one column, however long the mode
     overlap = CliRunner().invoke(cli, ["eval", str(held), "--weights", "default", "-q"])
     assert overlap.exit_code == 2 and "are among the 4 the weights were calibrated on" in overlap.output
     missing = CliRunner().invoke(cli, ["eval", str(scored), "--weights", "nope", "-q"])

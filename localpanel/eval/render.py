@@ -26,7 +26,8 @@ def rows(r: Report) -> list[tuple[str, str, str, str, str, str]]:
     for mode, e in r.modes.items():
         ref = r.reference.get(mode) if r.reference else None
         c = r.cost.get(mode, {})
-        out.append((mode, pct(e), se(e), f"{ref:.1f}" if ref is not None else "", f"{c.get('tokens', 0):.0f}", f"{c.get('seconds', 0):.1f}"))
+        out.append((mode, pct(e), se(e), f"{ref:.1f}" if ref is not None else "", f"{c['tokens']:.0f}" if c else "",
+                    f"{c['seconds']:.1f}" if c else ""))
     return out
 
 
@@ -110,10 +111,12 @@ def text(r: Report) -> str:
     out = [f"localpanel eval · {r.name} ({r.source}) · {r.questions} questions · {len(r.participants)} seats · {r.rounds} rounds",
            f"questions sha256 {r.sha256[:16]}… · {r.compute_seconds:.0f} s in the turns{f', {r.seconds:.0f} s wall' if r.seconds else ''}", ""]
     ref = bool(r.reference)
-    head = f"{'Mode':<10}|{'Metric':<6}|{'Value':>7}|{'±':^3}|{'Stderr':>7}|" + (f"{'Du et al.':>10}|" if ref else "") + f"{'tokens/q':>9}|{'s/q':>7}"
+    table = rows(r)
+    w = max([10, *(len(row[0]) + 1 for row in table)])  # "calibrated weighted" is wider than the rest
+    head = f"{'Mode':<{w}}|{'Metric':<6}|{'Value':>7}|{'±':^3}|{'Stderr':>7}|" + (f"{'Du et al.':>10}|" if ref else "") + f"{'tokens/q':>9}|{'s/q':>7}"
     out += [head, "-" * len(head)]
-    for mode, acc, se, refv, tok, sec in rows(r):
-        out.append(f"{mode:<10}|{'acc':<6}|{acc:>7}|{'±':^3}|{se:>7}|" + (f"{refv:>10}|" if ref else "") + f"{tok:>9}|{sec:>7}")
+    for mode, acc, se, refv, tok, sec in table:
+        out.append(f"{mode:<{w}}|{'acc':<6}|{acc:>7}|{'±':^3}|{se:>7}|" + (f"{refv:>10}|" if ref else "") + f"{tok:>9}|{sec:>7}")
     parts = _lines(r)
     out += [""] + parts["diff"]
     if parts["best"]:

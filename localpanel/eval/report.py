@@ -277,6 +277,8 @@ def cost(results: list[QuestionResult], seats: int) -> dict[str, dict[str, float
         "weighted": {"tokens": first_t, "seconds": first_s},
         "borda": {"tokens": first_t, "seconds": first_s},
         "condorcet": {"tokens": first_t, "seconds": first_s},
+        "calibrated vote": {"tokens": first_t, "seconds": first_s},  # the same round-1 ballots, weighed
+        "calibrated weighted": {"tokens": first_t, "seconds": first_s},
         "debate": {"tokens": float(np.mean([sum(r.tokens) for r in results])), "seconds": float(np.mean([sum(r.seconds) for r in results]))},
     }
     if all(r.reflect is not None for r in results):
