@@ -15,7 +15,7 @@ def rejects(guard: WordGuard, before: str, piece: str) -> bool:
 def test_the_last_word_of_a_run_is_refused_however_it_is_spelt():
     g = WordGuard([PEER], 5)
     before = "The result in improved structures"  # four of the peer's words in a row
-    for piece in (" that", " That", " THAT", "-that", ", that"):
+    for piece in (" that", " That", " THAT", "-that", ", that", "_that"):
         assert rejects(g, before, piece), piece
     assert not rejects(g, before, " which")
     assert not rejects(g, "So the result in improved", " structures")  # a quote of four words stays possible
@@ -54,3 +54,4 @@ def test_runs_the_question_or_options_hold_may_be_quoted():
 
 def test_words_are_the_measures_words():
     assert words("Better-equipped, SAFER designs; don't") == ["better", "equipped", "safer", "designs", "don't"]
+    assert words("less_dense air, Été") == ["less", "dense", "air", "été"]

@@ -18,8 +18,9 @@ import re
 
 from localpanel.engine.vocab import Vocab
 
-_WORD = re.compile(r"[\w']+", re.UNICODE)
-_ENDS_IN_WORD = re.compile(r"[\w']\Z", re.UNICODE)
+# Letters, digits and apostrophes; an underscore separates words ("less_dense" is two), as a hyphen does.
+_WORD = re.compile(r"(?:[^\W_]|')+", re.UNICODE)
+_ENDS_IN_WORD = re.compile(r"(?:[^\W_]|')\Z", re.UNICODE)
 MAX_REJECTIONS = 64  # redraws at one position before the guard lets the draw stand
 
 
