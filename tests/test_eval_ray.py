@@ -64,7 +64,16 @@ def evals(real_store, tmp_path_factory):
 
 
 def test_ray_executor_gives_the_local_executors_runs(evals):
+    """Question 0 is left interrupted with three journaled turns (as a killed local eval leaves it): the worker
+    resumes it from them and its directory, journal first, is never removed (issue 32.2: it was replaced)."""
     dirs = evals["one-actor"]
+    job = jobs_for(load_manifest(dirs["ray"]))[0]
+    made, interrupted = dirs["local"] / job.dir, dirs["ray"] / job.dir
+    interrupted.mkdir(parents=True)
+    (interrupted / "manifest.json").write_text((made / "manifest.json").read_text())
+    kept = "".join((made / "turns.jsonl").read_text().splitlines(keepends=True)[:3])
+    (interrupted / "turns.jsonl").write_text(kept)
+    inode = interrupted.stat().st_ino
     remote = RayExecutor(CASES["one-actor"][0], home=evals["home"])  # one actor asking for the 2 CPUs it spins
     try:
         assert len(remote.actors) == 1
@@ -72,6 +81,7 @@ def test_ray_executor_gives_the_local_executors_runs(evals):
     finally:
         remote.close()
     assert ray.is_initialized()  # the module's: not this executor's to stop
+    assert interrupted.stat().st_ino == inode and (interrupted / "turns.jsonl").read_text().startswith(kept)
     local_ballots, ray_ballots = ballots(dirs["local"]), ballots(dirs["ray"])
     assert len(local_ballots) == 2 and all(len(b) == 8 for b in local_ballots.values())
     assert ray_ballots == local_ballots

@@ -93,13 +93,12 @@ def eval_run(ctx: CliState, source: str | None, seating: Seating, rounds: int, v
     or a range such as gsm8k:200-300.
     """
     from localpanel.eval import api as eval_api
-    from localpanel.eval.runner import DEFAULT_MODES, EvalSettings, LocalExecutor, RayExecutor, load_manifest
+    from localpanel.eval.runner import DEFAULT_MODES, EvalSettings
 
     if resume_dir is not None:
         refuse_beside_resume(("source", "panel", "seat_models", "rounds", "seed", "modes", "temperature", "max_tokens",
                                "no_debias", "vote_draw", "copy_guard", "weights_ref", "ballot_order", "out_dir", *RUNTIME_OPTIONS))
         eval_dir = resume_dir
-        runtime = load_manifest(eval_dir).runtime
     else:
         if not source:
             raise Failure("Give a question set: a JSONL file or arithmetic:N (see `localpanel eval --help`).", 2)
@@ -114,8 +113,7 @@ def eval_run(ctx: CliState, source: str | None, seating: Seating, rounds: int, v
         if vote.weights_ref:
             from localpanel.eval.weights import load as load_weights
 
-            weights = load_weights(vote.weights_ref, ctx.store.home)
-            weights.check_disjoint(questions.questions)  # never scored on the questions it was calibrated on
+            weights = load_weights(vote.weights_ref, ctx.store.home)  # checked against the seats and questions by prepare
         settings = EvalSettings(weights=weights, rounds=rounds, seed=vote.seed, temperature=vote.temperature,
                                 max_tokens=vote.max_tokens, modes=list(dict.fromkeys([*DEFAULT_MODES, *extra])),
                                 debias=vote.debias, vote_draw=vote.vote_draw, copy_guard=copy_guard,
@@ -124,7 +122,7 @@ def eval_run(ctx: CliState, source: str | None, seating: Seating, rounds: int, v
                                     runtime=runtime, out_dir=out_dir)
         if not quiet:
             click.echo(f"eval directory: {eval_dir}", err=True)
-    runner = RayExecutor(runtime, address=address, workers=workers) if executor == "ray" else LocalExecutor(ctx.store, runtime)
+    runner = eval_api.executor(eval_dir, ctx.store, executor, address=address, workers=workers)
 
     def progress(done: int, total: int, so_far: dict[str, float]) -> None:
         if quiet:
@@ -173,7 +171,7 @@ def calibrate(ctx: CliState, source: str, seating: Seating, seed: int, out: Path
       localpanel calibrate ~/.local/share/localpanel/evals/arc-challenge-0-100 --out w.json
     """
     from localpanel.eval import api as eval_api
-    from localpanel.eval.runner import EvalSettings, LocalExecutor
+    from localpanel.eval.runner import EvalSettings
     from localpanel.eval.weights import from_results, save, weights_path
 
     if (Path(source) / "eval.json").is_file():
@@ -193,7 +191,7 @@ def calibrate(ctx: CliState, source: str, seating: Seating, seed: int, out: Path
                                                       reason_first=ballot_order == "reason-first"), out_dir=None)
     if not quiet:
         click.echo(f"calibration eval: {eval_dir}", err=True)
-    runner = LocalExecutor(ctx.store, runtime)
+    runner = eval_api.executor(eval_dir, ctx.store)
     try:
         with one_run_at_a_time(ctx.store, quiet):
             eval_api.run(eval_dir, runner)

@@ -154,24 +154,36 @@ def add(ctx: CliState, ref: str, name: str | None) -> None:
 @click.command()
 @click.option("--yes", is_flag=True, help="Delete them (without it, only list them: a dry run).")
 @click.option("--json", "as_json", is_flag=True, help="Print what is (or would be) removed as JSON.")
+@click.option("--keep", "keep", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              metavar="DIR", help="Also keep the weights that the runs and evals under DIR name (repeat); with --yes, "
+              "DIR is remembered for later prunes.")
 @pass_ctx
 @errors_to_sentences
-def prune(ctx: CliState, yes: bool, as_json: bool) -> None:
+def prune(ctx: CliState, yes: bool, as_json: bool, keep: tuple[Path, ...]) -> None:
     """Remove weights from the store that no models.yaml layer, pin, saved run or eval names (a dry run unless
-    --yes). Runs and evals under the store, and those made elsewhere with --run-dir or --out-dir, are all read."""
+    --yes).
+
+    
+    What it reads: every run and eval under the store, and those made elsewhere with --run-dir or --out-dir
+    since localpanel 0.2.0, which lists them in the store's elsewhere.txt. It cannot see a run or eval made
+    elsewhere before that, nor one moved since: name its directory with --keep DIR, or its weights may go."""
     registry = ctx.registry
-    stale = ctx.store.unreferenced(registry)
+    stale = ctx.store.unreferenced(registry, list(keep))
     total = sum(p.stat().st_size for p in stale)
     layers = list(dict.fromkeys(str(p) for p in [*registry.origins.values(), registry.path] if p))
     if yes:
+        for d in keep:
+            ctx.store.remember_elsewhere(d)
         for p in stale:
             ctx.store.remove(p)
     if as_json:
         click.echo(json.dumps({"removed" if yes else "would_remove": [str(p) for p in stale], "bytes": total,
                                "registry_layers": layers}, indent=2))
         return
-    click.echo(f"Kept: what these models.yaml layers name ({', '.join(layers)}), local pins, and every run and eval "
-               "saved under the store or made elsewhere with --run-dir / --out-dir.")
+    click.echo(f"Kept: what these models.yaml layers name ({', '.join(layers)}), local pins, every run and eval saved "
+               f"under the store, {len(ctx.store.elsewhere_lines())} directories made elsewhere with --run-dir / --out-dir"
+               f"{f', and {len(keep)} named with --keep' if keep else ''}. Not seen: runs made elsewhere before "
+               "localpanel 0.2.0 or moved since; name them with --keep DIR.")
     for p in stale:
         click.echo(f"{'removed' if yes else 'would remove'} {p} ({size_text(p.stat().st_size) if p.exists() else 'gone'})")
     if not stale:

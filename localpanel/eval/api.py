@@ -48,6 +48,9 @@ def prepare(questions: QuestionSet, *, registry: Registry, store: Store, panel: 
     """Check everything (weights present, questions valid) and create the eval directory; nothing runs yet."""
     for p in panel.participants:
         store.path_for(registry.model(p.model))  # NotPulledError names the pull to run
+    if settings.weights is not None:
+        settings.weights.check_covers([p.model for p in panel.participants])
+        settings.weights.check_disjoint(questions.questions)  # never scored on the questions it was calibrated on
     if "weighted" in settings.modes and all(q.integer for q in questions.questions):
         settings = settings.model_copy(update={"modes": [m for m in settings.modes if m != "weighted"]})
     eval_dir = Path(out_dir) if out_dir else store.home / "evals" / eval_id(questions)
@@ -57,6 +60,18 @@ def prepare(questions: QuestionSet, *, registry: Registry, store: Store, panel: 
     create(eval_dir, manifest)
     store.remember_elsewhere(eval_dir)  # an --out-dir outside the store: `prune` keeps the weights it names
     return eval_dir
+
+
+def executor(eval_dir: Path, store: Store, kind: str = "local", *, address: str | None = None,
+             workers: int | None = None) -> Executor:
+    """The executor an eval runs on, built from the runtime its manifest resolved (the panel's memory limit
+    included), for a new eval and a resumed one alike, so that what runs is what the manifest says."""
+    from localpanel.eval.runner import LocalExecutor, RayExecutor
+
+    runtime = load_manifest(eval_dir).runtime
+    if kind == "ray":
+        return RayExecutor(runtime, address=address, workers=workers)
+    return LocalExecutor(store, runtime)
 
 
 def run(eval_dir: Path, executor: Executor, on_progress: Progress | None = None) -> Report:

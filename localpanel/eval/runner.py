@@ -187,13 +187,18 @@ class _RayWorker:
         self.store = Store(Path(home) if home else None)
         self.backend = LlamaBackend(RuntimeSettings.model_validate(runtime))
 
-    def run(self, job: dict, manifest: dict) -> tuple[str, int, dict[str, str]]:
+    def run(self, job: dict, manifest: dict, journal: dict[str, str]) -> tuple[str, int, dict[str, str]]:
+        """Run one job; ``journal`` is what the eval directory already holds of it (its manifest and finished
+        turns), so that an interrupted question resumes here instead of starting again."""
         job_, manifest_ = QuestionJob.model_validate(job), EvalManifest.model_validate(manifest)
         registry = Registry.model_validate(manifest_.registry)
         for p in manifest_.panel.participants:  # by sha256 from the same sources, into this worker's store
             self.store.pull(registry.model(p.model))
         with tempfile.TemporaryDirectory() as tmp:
             run_dir = Path(tmp) / Path(job_.dir).name
+            run_dir.mkdir()
+            for name, text in journal.items():
+                atomic_write_text(run_dir / name, text)
             run_job(job_, manifest_, self.store, self.backend, run_dir)
             names = [FAILED] if (run_dir / FAILED).is_file() else ["manifest.json", "turns.jsonl", "transcript.json"]
             files = {name: (run_dir / name).read_text(encoding="utf-8") for name in names}
@@ -246,7 +251,8 @@ class RayExecutor:
         pool = ActorPool(self.actors)
         by_index = {(j.kind, j.index): j for j in jobs}
         for job in jobs:
-            pool.submit(lambda a, j: a.run.remote(j.model_dump(mode="json"), data), job)
+            shipped = _journal_files(eval_dir / job.dir)
+            pool.submit(lambda a, j, f=shipped: a.run.remote(j.model_dump(mode="json"), data, f), job)
         for _ in jobs:
             try:
                 kind, index, files = pool.get_next_unordered()
@@ -268,8 +274,24 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[-1] if lines else ''}".rstrip(": ")
 
 
-def _place(run_dir: Path, files: dict[str, str]) -> Transcript:
-    """Put a run a worker made elsewhere into the eval directory: complete, or not at all."""
+JOURNAL_FILES = ("manifest.json", "turns.jsonl")
+
+
+def _journal_files(run_dir: Path) -> dict[str, str]:
+    """What a job directory holds of an interrupted run (its manifest and journal), to resume it elsewhere."""
+    if not _has_journal(run_dir) or not (run_dir / "manifest.json").is_file():
+        return {}
+    return {name: (run_dir / name).read_text(encoding="utf-8") for name in JOURNAL_FILES}
+
+
+def _place(run_dir: Path, files: dict[str, str]) -> Transcript | JobFailure:
+    """Put a run a worker made elsewhere into the eval directory: complete, or not at all. A directory that holds
+    journaled turns is never removed: the worker resumed from them, so its files are written over them one by one
+    (the transcript last, which marks the run finished), and a question that failed there keeps its journal."""
+    if _has_journal(run_dir):
+        for name in sorted(files, key=lambda n: n == "transcript.json"):
+            atomic_write_text(run_dir / name, files[name])
+        return finished_at(run_dir)
     tmp = run_dir.with_name(run_dir.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

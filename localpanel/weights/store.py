@@ -158,12 +158,12 @@ class Store:
             self.on_rehash(name, self.blob(sha256).stat().st_size)
         return self._rehash(sha256, name, self.progress)
 
-    def unreferenced(self, registry: Registry) -> list[Path]:
+    def unreferenced(self, registry: Registry, keep: list[Path] = ()) -> list[Path]:
         """Weights in the store that no model of ``registry``, no local pin and no saved run or eval names (replay
-        and resume need theirs): what `prune` removes."""
+        and resume need theirs), nor any run or eval under the directories ``keep``: what `prune` removes."""
         named = {spec.sha256 for spec in registry.models.values() if spec.sha256}
         named |= {pin.get("sha256") for pin in self.pins().values()}
-        named |= self.named_by_runs()
+        named |= self.named_by_runs(keep)
         if not self.models_dir.is_dir():
             return []
         return sorted(p for p in self.models_dir.glob("*.gguf") if p.stem not in named)
@@ -188,11 +188,12 @@ class Store:
         except OSError:
             return []
 
-    def named_by_runs(self) -> set[str]:
+    def named_by_runs(self, keep: list[Path] = ()) -> set[str]:
         """The sha256 of every weight a saved run or eval names: under runs/ and evals/ (every run inside an eval,
-        and the eval's own registry), and in the run and eval directories made elsewhere that are still there."""
+        and the eval's own registry), in the run and eval directories made elsewhere that are still there, and
+        under the directories ``keep``."""
         named: set[str] = set()
-        roots = [self.runs_dir, self.home / "evals", *(Path(x) for x in self.elsewhere_lines())]
+        roots = [self.runs_dir, self.home / "evals", *(Path(x) for x in self.elsewhere_lines()), *map(Path, keep)]
         for root in roots:
             if not root.is_dir():
                 continue
