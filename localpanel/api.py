@@ -14,6 +14,7 @@ from localpanel.engine.runtime import Backend, RuntimeSettings
 from localpanel.errors import InputError, LocalpanelError, RunError
 from localpanel.panel.moderator import ModeratorReport, moderate
 from localpanel.panel.protocol import Debate, DebateSettings, Question, Seat, Turn
+from localpanel.panel.tally import check_covers
 from localpanel.runs.events import EventSink, RunEvents, Stop  # noqa: F401  (Stop re-exported: api.Stop keeps working)
 from localpanel.runs.transcript import (
     Manifest,
@@ -94,6 +95,8 @@ def check_run(
     q = Question.checked(question, options, integer)
     seats, panel_name = seats_for(registry, store, panel)
     panel_obj = registry.panel(panel_name)
+    if settings.seat_weights is not None:
+        check_covers(settings.seat_weights, [s.model.name for s in seats], settings.weights_from or "another panel")
     runtime = panel_runtime(panel_obj, runtime)
     moderator_spec = registry.model(panel_obj.moderator_model) if with_moderator else None
     if moderator_spec is not None:

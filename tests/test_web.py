@@ -88,7 +88,7 @@ def test_a_run_started_over_http_streams_its_events_and_ends_as_a_card(server):
 @pytest.mark.parametrize("body, headers, status, message", [
     ({"question": "Is it?", "options": ["Only"]}, {}, 400, "at least 2 options"),
     ({"question": "Is it?", "panel": "nope"}, {}, 400, "Unknown panel"),
-    ({"question": "Is it?", "rounds": "many"}, {}, 400, "whole numbers"),
+    ({"question": "Is it?", "rounds": "many"}, {}, 400, "rounds must be a whole number; got 'many'."),
     (b"{not json", {}, 400, "not valid JSON"),
     (b"question=x", {"Content-Type": "application/x-www-form-urlencoded"}, 400, "application/json"),
     ({"question": "Is it?"}, {"Origin": "http://evil.example"}, 400, "from this page"),

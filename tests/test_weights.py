@@ -18,11 +18,14 @@ from .test_protocol import env  # noqa: F401  (the four-seat scripted panel: Ann
 
 
 def test_weights_are_the_log_odds_of_accuracy_against_chance():
-    # the issue's figures: Qwen2.5 base on ARC-C, four options
-    assert weight(0.547, 4) == pytest.approx(math.log(0.547 / 0.453) + math.log(3)) == pytest.approx(1.29, abs=0.01)
-    assert weight(0.356, 4) == pytest.approx(0.51, abs=0.01)
-    assert weight(0.25, 4) == pytest.approx(0.0, abs=1e-9) and weight(0.1, 4) == 0.0  # at or below chance: not heard
-    assert weight(1.0, 2) == pytest.approx(math.log(0.98 / 0.02))  # clipped: no seat is certain
+    # the issue's figures: Qwen2.5 base on ARC-C, four options, at 1,000 ballots (shrinkage moves them little)
+    assert weight(547, 1000, 4) == pytest.approx(math.log(548 / 454) + math.log(3)) == pytest.approx(1.29, abs=0.01)
+    assert weight(356, 1000, 4) == pytest.approx(0.51, abs=0.01)
+    assert weight(250, 1000, 4) == pytest.approx(0.0, abs=0.01) and weight(100, 1000, 4) == 0.0  # at or below chance: not heard
+    # issue 32.6: the sample size counts; 8 of 8 right is less sure than 980 of 1,000, and no seat is ever certain
+    assert weight(8, 8, 2) == pytest.approx(math.log(9 / 1)) and weight(980, 1000, 2) == pytest.approx(math.log(981 / 21))
+    assert weight(8, 8, 2) < weight(980, 1000, 2)
+    assert weight(0, 0, 2) == 0.0
 
 
 def test_one_strong_seat_outweighs_two_weak_ones():
@@ -37,7 +40,7 @@ def rows(prefix, n):
 
 
 def test_calibrate_then_score_with_the_weights_and_refuse_overlap(env, tmp_path, monkeypatch):  # noqa: F811
-    """alpha's seats (Ann, Bob) are always right, beta's (Cy, Di) always wrong: alpha weighs log(0.98/0.02), beta 0;
+    """alpha's seats (Ann, Bob) are always right, beta's (Cy, Di) always wrong: alpha weighs log(9/1), 8 of 8, beta 0;
     scored on other questions, the calibrated vote follows alpha where the plain majority ties."""
     registry, store = env
 
@@ -55,14 +58,14 @@ def test_calibrate_then_score_with_the_weights_and_refuse_overlap(env, tmp_path,
     done = CliRunner().invoke(cli, ["calibrate", str(held), "-q"])
     assert done.exit_code == 0, done.output
     saved = json.loads((store.home / "weights" / "default.json").read_text())
-    assert saved["models"]["alpha"] == {"accuracy": 1.0, "n": 8, "weight": pytest.approx(math.log(0.98 / 0.02), abs=1e-5)}
+    assert saved["models"]["alpha"] == {"accuracy": 1.0, "n": 8, "weight": pytest.approx(math.log(9 / 1), abs=1e-5)}
     assert saved["models"]["beta"]["weight"] == 0.0 and len(saved["questions"]) == 4
     result = CliRunner().invoke(cli, ["eval", str(scored), "--weights", "default", "--rounds", "1", "--json", "-q"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["modes"]["vote"]["value"] == 0.5  # two and two: a tie, half a point
     assert report["modes"]["calibrated vote"]["value"] == 1.0 and report["modes"]["calibrated weighted"]["value"] == 1.0
-    assert report["weights"].startswith(str(held)) and "alpha 3.89 (100% of 8)" in report["weights"]
+    assert report["weights"].startswith(str(held)) and "alpha 2.20 (100% of 8)" in report["weights"]
     assert report["cost"]["calibrated vote"] == report["cost"]["calibrated weighted"] == report["cost"]["vote"]  # same ballots
     from localpanel.eval.render import render_report
     from localpanel.eval.report import Report
@@ -77,7 +80,7 @@ def test_calibrate_then_score_with_the_weights_and_refuse_overlap(env, tmp_path,
     poll = CliRunner().invoke(cli, ["poll", "Is it?", "--weights", "default", "--no-moderator", "-q"])
     assert poll.exit_code == 0, poll.output
     assert "Result: Tie — No/Yes (2/2)" in poll.output
-    line = (f"Weighted by calibration ({held}; each vote counts its model's weight): Yes 7.78 · No 0.00; leader Yes, "
+    line = (f"Weighted by calibration ({held}; each vote counts its model's weight): Yes 4.39 · No 0.00; leader Yes, "
             "which differs from the plain count.")
     assert "".join(line.split()) in "".join(poll.output.split())  # (wrapped on the card)
     shown = json.loads(CliRunner().invoke(cli, ["show", "last", "--json"]).output)

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from localpanel.errors import InputError
 from localpanel.eval.render import pct, se
+from localpanel.eval.report import question_scores
 from localpanel.eval.results import QuestionResult
 from localpanel.eval.runner import EvalManifest
 from localpanel.eval.scores import Estimate, estimate
@@ -59,9 +60,12 @@ def compare(a: tuple[str, EvalManifest, list[QuestionResult]], b: tuple[str, Eva
     pairs = [(r, by_key[(r.id, r.answer)]) for r in res_a if (r.id, r.answer) in by_key]
     if not pairs:
         raise InputError(f"{dir_a} and {dir_b} have no finished question in common: compare evals of the same questions.")
-    scores = [(x.scores(), y.scores()) for x, y in pairs]
+    # Each side's scores in every mode it has (calibrated ones included), read as its own report reads them.
+    sa = {(r.id, r.answer): s for r, s in zip(res_a, question_scores(man_a, res_a)[0])}
+    sb = {(r.id, r.answer): s for r, s in zip(res_b, question_scores(man_b, res_b)[0])}
+    scores = [(sa[(x.id, x.answer)], sb[(y.id, y.answer)]) for x, y in pairs]
     modes = {}
-    for mode in dict.fromkeys([*man_a.settings.modes, *man_b.settings.modes]):
+    for mode in dict.fromkeys(m for pair in scores for side in pair for m in side):  # every mode both reports have
         if mode == "debate" and min(man_a.settings.rounds, man_b.settings.rounds) < 2:
             continue  # a one-round eval's "debate" is its vote
         both = [(s[mode], t[mode]) for s, t in scores if mode in s and mode in t]

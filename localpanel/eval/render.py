@@ -100,6 +100,7 @@ def _lines(r: Report) -> dict[str, list[str]]:
                  for mode, d in a.difference.items()]
         best.append("per model (round 1): " + ", ".join(f"{m} {pct(e)} ± {se(e)}" for m, e in a.by_model.items()))
     notes = [f"{mode}: n = {e.n} questions" for mode, e in r.modes.items()]
+    notes += [f"{mode}: no score, since {why}" for mode, why in r.unscored.items()]
     if r.weights:
         notes.append(f"calibrated weights ({r.weights}), from questions disjoint from these")
     notes += [f"could not run: {qid} ({why})" for qid, why in r.failed_questions.items()]

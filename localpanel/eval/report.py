@@ -16,6 +16,10 @@ from localpanel.eval.questions import DU_ET_AL
 from localpanel.eval.results import QuestionResult
 from localpanel.eval.scores import CONVENTIONS, RANKING_MODES, Estimate, estimate, majority, majority_score
 
+CALIBRATED = ["calibrated vote", "calibrated weighted"]
+# Modes that need the options' probabilities: an integer question has none, and is left out of them (see its n).
+OPTION_MODES = {"weighted", *RANKING_MODES, *CALIBRATED}
+
 
 class PositionReport(BaseModel):
     """Round 1: the share of ballots for the option shown first and last (mean over questions, with stderr),
@@ -83,6 +87,7 @@ class Report(BaseModel):
     vote_draw: bool = False
     copy_guard: str | None = None  # "8 words": the copy guard the debates ran with (None: off)
     weights: str | None = None  # the calibrated weights scored with, as a line (None: none)
+    unscored: dict[str, str] = {}  # a mode asked for that has no score at all, and why
     debate_minus_vote: Estimate | None
     against_best: AgainstBest | None = None
     by_participant: dict[str, list[Estimate]]  # per round
@@ -104,17 +109,8 @@ class Report(BaseModel):
 def build_report(manifest, results: list[QuestionResult], seconds: float) -> Report:
     results = sorted(results, key=lambda r: r.index)
     names = [p.name for p in manifest.panel.participants]
-    per_q = [r.scores() for r in results]
-    wanted = [*manifest.settings.modes, *(m for m in RANKING_MODES if m not in manifest.settings.modes)]
-    if (w := getattr(manifest.settings, "weights", None)) is not None:
-        from localpanel.eval.weights import weighted_scores
-
-        seat_weights = [w.of(p.model) for p in manifest.panel.participants]
-        for s, r in zip(per_q, results):
-            if not r.integer:
-                s.update(weighted_scores(r.votes[0], r.confidence, seat_weights, r.answer))
-        wanted += ["calibrated vote", "calibrated weighted"]
-    modes = {m: estimate([s[m] for s in per_q if m in s]) for m in wanted if any(m in s for s in per_q)}
+    per_q, wanted, unscored = question_scores(manifest, results)
+    modes = {m: estimate([s[m] for s in per_q if m in s]) for m in wanted}
     diff = estimate([s["debate"] - s["vote"] for s in per_q]) if per_q and "debate" in modes and "vote" in modes else None
     n_rounds = max((len(r.votes) for r in results), default=0)
     by_participant = {
@@ -148,7 +144,7 @@ def build_report(manifest, results: list[QuestionResult], seconds: float) -> Rep
         undebiased=undebiased, debias_gain=gain, debiased_same=debiased_same, positions=positions(results), as_cast=as_cast,
         as_views=as_views, as_drawn=as_drawn, views_gain=views_gain, vote_draw=manifest.settings.vote_draw,
         copy_guard=(f"{s.copy_guard} {s.copy_guard_by}" if (s := manifest.settings).copy_guard else None),
-        weights=f"{w.source}: {w.line()}" if w is not None else None,
+        weights=f"{w.source}: {w.line()}" if (w := manifest.settings.weights) is not None else None, unscored=unscored,
         view_changes=conformity([r.model_copy(update={"votes": r.views}) for r in results if r.views is not None]),
         weighted_by_model=weighted_by_model(results, [p.model for p in manifest.panel.participants]),
         failed_questions={r.id: r.failure for r in results if r.failure},
@@ -157,6 +153,34 @@ def build_report(manifest, results: list[QuestionResult], seconds: float) -> Rep
         cost=cost(results, len(names)), reference=reference, seconds=round(seconds, 1),
         compute_seconds=round(sum(sum(r.seconds) + r.reflect_seconds for r in results), 1),
     )
+
+
+def question_scores(manifest, results: list[QuestionResult]) -> tuple[list[dict[str, float]], list[str], dict[str, str]]:
+    """Each question's score in every mode (calibrated ones included), the modes in report order, and the modes
+    asked for that have no score at all (with why). Every mode is over the same questions: a question a mode gives
+    no answer (no valid ballot to count) scores 0 in it; integer questions are left out of the option modes."""
+    per_q = [r.scores() for r in results]
+    wanted = [*manifest.settings.modes, *(m for m in RANKING_MODES if m not in manifest.settings.modes)]
+    unscored: dict[str, str] = {}
+    w = getattr(manifest.settings, "weights", None)
+    if w is not None:
+        from localpanel.eval.weights import weighted_scores
+
+        seat_weights = [w.of(p.model) for p in manifest.panel.participants]
+        if any(seat_weights):
+            for s, r in zip(per_q, results):
+                if not r.integer:
+                    s.update(weighted_scores(r.votes[0], r.confidence, seat_weights, r.answer))
+            wanted += CALIBRATED
+        else:
+            why = "every seat's calibrated weight is 0 (its model was at or below chance on the calibration questions)"
+            unscored = {m: why for m in CALIBRATED}
+    wanted = [m for m in wanted if any(m in s for s in per_q)]
+    for s, r in zip(per_q, results):  # every mode over the same questions: one a question has no score in scores 0
+        for m in wanted:
+            if m not in s and (m not in OPTION_MODES or not r.integer):
+                s[m] = 0.0
+    return per_q, wanted, unscored
 
 
 def against_best(results: list[QuestionResult], per_q: list[dict[str, float]], names: list[str],
@@ -171,7 +195,7 @@ def against_best(results: list[QuestionResult], per_q: list[dict[str, float]], n
     best = [right[i, q] for q, i in enumerate(chosen)]
     by_model = {m: estimate([float(np.mean([right[i, q] for i in range(len(names)) if models[i] == m]))
                              for q in range(len(results))]) for m in dict.fromkeys(models)}
-    modes = [m for m in per_q[0] if m != "single"] if per_q else []
+    modes = [m for m in dict.fromkeys(m for s in per_q for m in s) if m != "single"]
     difference = {m: estimate([s[m] - b for s, b in zip(per_q, best) if m in s]) for m in modes
                   if any(m in s for s in per_q)}
     return AgainstBest(by_model=by_model, best_in_sample=names[int(np.argmax(totals))],

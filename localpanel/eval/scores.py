@@ -33,6 +33,8 @@ CONVENTIONS = [
     "failures score 0; a tie between k blocs scores 1/k when the right answer leads).",
     "weighted: the probabilities of the valid ballots, summed; a question whose ballots all failed scores 0; "
     "integer questions have no option probabilities and are left out of it (see its n).",
+    "every mode is over the same questions: one that gives a question no answer (Borda, Condorcet or a calibrated "
+    "vote with no valid ballot to count) scores 0 on it, as vote and weighted do.",
     "a question that could not run (too long for a context, options a model cannot tell apart) has every ballot "
     "failed; a machine error (weights missing, a model that does not load) stops the eval instead.",
     "borda and condorcet: each valid ballot ranks every option by its own probabilities; failed ballots rank "

@@ -2,8 +2,9 @@
 
 For independent voters of unequal skill the best weighted majority weights each by the log-odds of its
 accuracy (Nitzan & Paroush 1982); with k options a right answer is one of k, so the weight is
-log(p / (1 - p)) + log(k - 1): 0 at chance, growing with skill. p is clipped to [0.02, 0.98] (no seat is
-certain from a few hundred questions) and a weight below chance to 0 (such a seat is not listened to).
+log(p / (1 - p)) + log(k - 1): 0 at chance, growing with skill. p is not the raw share right but Laplace's
+(right + 1) / (n + 2), which shrinks toward 1/2 the fewer ballots there are: 8 of 8 right weighs less than 980 of
+1,000, and no seat is ever certain. A weight below chance is 0 (such a seat is not listened to).
 """
 
 from __future__ import annotations
@@ -18,17 +19,28 @@ from pydantic import BaseModel
 from localpanel.atomic import atomic_write_json
 from localpanel.errors import InputError
 from localpanel.eval.questions import EvalQuestion
+from localpanel.panel.tally import check_covers
 
-P_CLIP = (0.02, 0.98)
-
-
-def weight(accuracy: float, options: float) -> float:
-    p = min(max(accuracy, P_CLIP[0]), P_CLIP[1])
+def weight(right: float, n: int, options: float) -> float:
+    """The log-odds weight of a seat right ``right`` times in ``n`` ballots, among ``options`` options."""
+    p = (right + 1) / (n + 2)
     return max(0.0, math.log(p / (1 - p)) + math.log(max(options, 2.0) - 1))
 
 
+def _plain(text: str) -> str:
+    """Text as a question is known by across sets: lower case, punctuation and runs of spaces aside."""
+    return " ".join("".join(c if c.isalnum() else " " for c in text.casefold()).split())
+
+
 def question_key(q: EvalQuestion) -> str:
-    """A question's identity across sets: its text and options, not its id (ids differ between sources)."""
+    """A question's identity across sets: its text and options, normalized (case, spaces, punctuation), not its
+    id (ids differ between sources)."""
+    plain = [_plain(q.question), sorted(_plain(o) for o in q.options)]
+    return hashlib.sha256(json.dumps(plain, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def _exact_key(q: EvalQuestion) -> str:
+    """The key weights written before keys were normalized hold: the text and options as they are."""
     return hashlib.sha256(json.dumps([q.question, sorted(q.options)], ensure_ascii=False).encode()).hexdigest()[:16]
 
 
@@ -45,11 +57,16 @@ class Weights(BaseModel):
     models: dict[str, ModelWeight]
 
     def of(self, model: str) -> float:
-        return self.models[model].weight if model in self.models else 1.0
+        """The model's weight; a model the weights do not cover has none (``check_covers`` refuses it first)."""
+        return self.models[model].weight
+
+    def check_covers(self, models: list[str]) -> None:
+        """Refuse, in one sentence, seats whose model these weights were not calibrated for."""
+        check_covers({m: w.weight for m, w in self.models.items()}, models, self.source)
 
     def check_disjoint(self, questions: list[EvalQuestion]) -> None:
         held = set(self.questions)
-        overlap = [q.id for q in questions if question_key(q) in held]
+        overlap = [q.id for q in questions if question_key(q) in held or _exact_key(q) in held]
         if overlap:
             raise InputError(f"{len(overlap)} of these questions (first: {overlap[0]}) are among the {len(held)} the "
                              f"weights were calibrated on ({self.source}); score on questions disjoint from those.")
@@ -91,7 +108,8 @@ def from_results(panel, source: str, questions: list[EvalQuestion], results) -> 
         right = [float(r.votes[0][i] == r.answer) for r in results for i in seats]
         k = [max(2, len(q.options)) for q in questions] or [2]
         acc = sum(right) / len(right) if right else 0.0
-        out[model] = ModelWeight(accuracy=round(acc, 6), n=len(right), weight=round(weight(acc, sum(k) / len(k)), 6))
+        out[model] = ModelWeight(accuracy=round(acc, 6), n=len(right),
+                                 weight=round(weight(sum(right), len(right), sum(k) / len(k)), 6))
     return Weights(panel=panel.name, source=source, questions=[question_key(q) for q in questions], models=out)
 
 

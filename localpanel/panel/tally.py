@@ -8,6 +8,7 @@ import numpy as np
 from pydantic import BaseModel, computed_field
 
 from localpanel.engine.draw import MAX_ROTATIONS, pick
+from localpanel.errors import InputError
 from localpanel.panel.protocol import Turn
 
 Label = Literal["unanimous", "supermajority", "majority", "plurality", "tie", "no votes"]
@@ -438,6 +439,14 @@ def rankings_lines(r: Rankings, plurality: Tally) -> list[str]:
     else:
         lines.append("They differ: " + ", ".join(f"{k} {v}" for k, v in winners.items()) + ".")
     return lines
+
+
+def check_covers(weights: dict[str, float], models: list[str], calibrated: str) -> None:
+    """Seats whose model has no calibrated weight are refused: a weight it does not have would be invented."""
+    missing = [m for m in dict.fromkeys(models) if m not in weights]
+    if missing:
+        raise InputError(f"The weights calibrated on {calibrated} cover {', '.join(weights) or 'no model'}, not "
+                         f"{', '.join(missing)}; calibrate this panel (`localpanel calibrate SOURCE`) or leave out the weights.")
 
 
 class WeightedCount(BaseModel):

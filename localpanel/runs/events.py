@@ -37,7 +37,8 @@ class TokensSoFar(_Event):
     round: int
     rounds: int
     tokens: int
-    tokens_per_s: float
+    # The decode rate since the seat's first token (its prompt's reading left out); None until there is one.
+    tokens_per_s: float | None = None
 
 
 class BallotFinished(_Event):
@@ -113,6 +114,7 @@ class RunEvents:
         self.born = clock()
         self.started: dict[tuple[str, int], float] = {}
         self.last_count: dict[str, float] = {}
+        self.first_token: dict[tuple[str, int], tuple[float, int]] = {}  # (when, tokens) at a turn's first token
         self.turns: dict[int, dict[str, Turn]] = {}
 
     def _emit(self, event_type: type[_Event], **fields) -> None:
@@ -128,12 +130,16 @@ class RunEvents:
         if event == "start":
             self.started[(seat.name, round_no)] = now
             self._emit(TurnStarted, participant=seat.name, model=seat.model.name, round=round_no, rounds=self.rounds)
-        elif event == "token" and now - self.last_count.get(seat.name, -1e9) >= TOKENS_EVERY:
+        elif event == "token":
+            # The rate is the decoding's: counted from the first token, after the prompt has been read (over the
+            # turn's whole time it read "0.5 tok/s" while the model decoded at 20).
+            t0, n0 = self.first_token.setdefault((seat.name, round_no), (now, tokens))
+            if now - self.last_count.get(seat.name, -1e9) < TOKENS_EVERY:
+                return
             self.last_count[seat.name] = now
-            took = now - self.started.get((seat.name, round_no), now)
-            rate = tokens / took if took > 0 else 0.0
+            rate = round((tokens - n0) / (now - t0), 1) if now > t0 and tokens > n0 else None
             self._emit(TokensSoFar, participant=seat.name, round=round_no, rounds=self.rounds, tokens=tokens,
-                       tokens_per_s=round(rate, 1))
+                       tokens_per_s=rate)
 
     def turn(self, t: Turn, earlier: bool = False) -> None:
         self._emit(

@@ -7,6 +7,7 @@ same way. Nothing here writes.
 from __future__ import annotations
 
 import re
+import threading
 from typing import Any, Callable
 
 from localpanel import api
@@ -152,6 +153,7 @@ class RunIndex:
     def __init__(self, store: Store):
         self.store = store
         self.cache: dict[str, tuple[tuple, dict | None]] = {}
+        self.lock = threading.Lock()  # the page's request threads read and prune the cache at once
 
     @staticmethod
     def stamp(path) -> tuple:
@@ -165,6 +167,10 @@ class RunIndex:
         return tuple(out)
 
     def rows(self) -> list[dict]:
+        with self.lock:
+            return self._rows()
+
+    def _rows(self) -> list[dict]:
         runs_dir = self.store.runs_dir
         paths = sorted(runs_dir.iterdir()) if runs_dir.is_dir() else []
         out, seen = [], set()

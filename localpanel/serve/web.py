@@ -19,9 +19,9 @@ from sse_starlette.sse import EventSourceResponse, ServerSentEvent
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.middleware import Middleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from localpanel.errors import InputError, LocalpanelError
@@ -108,20 +108,7 @@ def build(service: Service, hosts: list[str]) -> Starlette:
 
     @guarded
     async def start(request: Request) -> Response:
-        data = await _body(request)
-        options = data.get("options") or []
-        models = data.get("models") or None
-        if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
-            raise InputError("options must be a list of strings.")
-        if models is not None and (not isinstance(models, list) or not all(isinstance(m, str) for m in models)):
-            raise InputError("models must be a list of model names.")
-        try:
-            rounds = int(data.get("rounds") or 1)
-            seed = None if data.get("seed") in (None, "") else int(data["seed"])
-        except (TypeError, ValueError):
-            raise InputError("rounds and seed must be whole numbers.") from None
-        job = await call(service.start, str(data.get("question") or ""), [o for o in options if o.strip()],
-                         panel=data.get("panel") or None, models=models, rounds=rounds, seed=seed)
+        job = await call(service.runner.start_request, await _body(request))
         return _json(await call(service.snapshot, job.id))
 
     @guarded
@@ -210,6 +197,7 @@ def build(service: Service, hosts: list[str]) -> Starlette:
         Route("/", asset("index.html", "text/html; charset=utf-8", PAGE_CSP)),
         Route("/app.js", asset("app.js", "text/javascript; charset=utf-8")),
         Route("/app.css", asset("app.css", "text/css; charset=utf-8")),
+        Route("/favicon.ico", lambda request: Response(status_code=204)),  # no icon; a browser asking is not an error
         Route("/api/catalog", catalog),
         Route("/api/runs", runs, methods=["GET"]),
         Route("/api/runs", start, methods=["POST"]),
@@ -222,7 +210,7 @@ def build(service: Service, hosts: list[str]) -> Starlette:
         Route("/api/runs/{run_id}/replay/events", replay_events),
         Route("/runs/{run_id}", card),
     ]
-    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=hosts)]
+    middleware = [Middleware(HostCheck, allowed=hosts)]
     return Starlette(routes=routes, middleware=middleware)
 
 
@@ -243,6 +231,31 @@ def _as_host_header(name: str) -> str:
         return f"[{name}]"
     except ValueError:
         return name
+
+
+def host_name(header: str) -> str:
+    """The name a Host header carries, without its port: ``[::1]:8765`` -> ``[::1]``, ``localhost:80`` ->
+    ``localhost``; a malformed one gives ``""``, which no list allows."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        name, _, rest = header.partition("]")
+        return f"{name}]" if rest == "" or (rest.startswith(":") and rest[1:].isdigit()) else ""
+    name, _, port = header.partition(":")
+    return name if port == "" or port.isdigit() else ""
+
+
+class HostCheck:
+    """Refuses a request whose Host header names no allowed host (a 400). It reads the header itself, so that no
+    Starlette version decides: some split ``[::1]:8765`` on its first colon and refused every IPv6 request."""
+
+    def __init__(self, app, allowed: list[str]):
+        self.app, self.allowed = app, set(allowed)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] in ("http", "websocket") and host_name(Headers(scope=scope).get("host", "")) not in self.allowed:
+            await PlainTextResponse("Invalid host header", status_code=400)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 def allowed_hosts(host: str, extra: list[str] | tuple[str, ...] = ()) -> list[str]:

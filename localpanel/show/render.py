@@ -245,7 +245,7 @@ def markdown(t: Transcript) -> str:
         out += [(f"**{_md(h)}:** " if h else "") + _md(text) + "\n" for h, text in summary]
     if t.strongest_arguments:
         out += ["## Strongest arguments", ""]
-        out += [f"- **{_md(o)}** — {a.participant}, round {a.round}: “{_md(a.text)}”" for o, a in t.strongest_arguments.items()]
+        out += [f"- **{_md(o)}** — {_md(a.participant)}, round {a.round}: “{_md(a.text)}”" for o, a in t.strongest_arguments.items()]
         out.append("")
     if t.kind == "debate":
         out += ["## Vote matrix", "", "| Participant | " + " | ".join(f"Round {r.number}" for r in t.rounds) + " |"]
@@ -255,7 +255,7 @@ def markdown(t: Transcript) -> str:
         if not t.turning_points:
             out.append("Nobody changed their mind.")
         for p in t.turning_points:
-            who = f", persuaded by {p.attributed_to}" if p.attributed_to else ""
+            who = f", persuaded by {_md(p.attributed_to)}" if p.attributed_to else ""
             out.append(f"- Round {p.round}: **{_md(p.participant)}** {_md(p.from_vote)} → {_md(p.to_vote)}{who}: “{_md(p.rationale or '')}”")
         if t.most_persuasive:
             out += ["", f"Most persuasive: **{_md(t.most_persuasive)}**"]
@@ -273,16 +273,16 @@ def markdown(t: Transcript) -> str:
     for r in t.rounds:
         out += [f"## Round {r.number}" if t.kind == "debate" else "## Votes", ""]
         for turn in r.turns:
-            head = f"### {_md(turn.participant)} ({_model_of(t)[turn.participant]})"
+            head = f"### {_md(turn.participant)} ({_md(_model_of(t)[turn.participant])})"
             if turn.valid:
-                conf = f" — p: {_confidence(turn)}" if turn.confidence else ""
-                persuaded = f" — persuaded by {turn.attributed_to}" if turn.attributed_to else ""
+                conf = f" — p: {_md(_confidence(turn))}" if turn.confidence else ""
+                persuaded = f" — persuaded by {_md(turn.attributed_to)}" if turn.attributed_to else ""
                 out += [head, "", f"**Vote: {_md(turn.vote)}**{_md(_drawn_note(turn))}{conf}{persuaded}", "", _md(turn.rationale or ""), ""]
                 if (c := _copies(t).get((turn.participant, turn.round))) is not None:
                     out += [f"*{_md(copy_line(c))}*", ""]
             else:
                 out += [head, "", f"*Abstained: {_md(turn.failure or '')}*", ""]
-    out.append(f"---\n{_footer(t)}")
+    out.append(f"---\n{_md(_footer(t))}")
     return "\n".join(out) + "\n"
 
 
@@ -313,7 +313,7 @@ def page(t: Transcript) -> str:
     """A self-contained HTML page (no scripts, no external assets); all text escaped."""
     e = html.escape
     parts = [
-        "<!doctype html><html lang=en><meta charset=utf-8>",
+        "<!doctype html><html lang=en><meta charset=utf-8><link rel=icon href=\"data:,\">",
         f"<title>{e(t.question[:80])}</title><style>{_CSS}</style><body>",
         f"<p class=meta>{e(_title(t))}</p><h1>{e(t.question)}</h1><p class=result>Result: {e(t.result.line)}</p>",
     ]

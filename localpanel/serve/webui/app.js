@@ -120,7 +120,7 @@ async function refreshCharts(id) {
 
 function onEvent(id, e) {
   if (e.type === "turn_started") setProgress(`${where(e)}${e.participant} (${e.model}) is voting…`);
-  else if (e.type === "tokens") setProgress(`${where(e)}${e.participant} · ${e.tokens} tokens · ${e.tokens_per_s.toFixed(1)} tok/s`);
+  else if (e.type === "tokens") setProgress(`${where(e)}${e.participant} · ${e.tokens} tokens` + (e.tokens_per_s == null ? "" : ` · ${e.tokens_per_s.toFixed(1)} tok/s`));
   else if (e.type === "ballot") {
     addBallot(e);
     setState("Running");
