@@ -134,6 +134,20 @@ def drive(steps, ev: Evaluator):
         return done.value
 
 
+class Greedy:
+    """A sampler's stand-in that takes the most probable token the logits allow (what a vote is, unless drawn); the
+    sampler still hears each token taken, so that its state stays what it was."""
+
+    def __init__(self, sampler):
+        self.sampler = sampler
+
+    def sample(self, logits: np.ndarray) -> int:
+        return int(np.argmax(logits))
+
+    def accept(self, tok: int) -> None:
+        self.sampler.accept(tok)
+
+
 @dataclass
 class Decoded:
     tokens: list[int]
@@ -221,7 +235,8 @@ def decode_steps(
             elif isinstance(seg, Choice):
                 yield from _choose(ev, vocab, seg, plan.literal_after(i), st, values, choices, sampling, seed, forced, take_forced, rotations)
             else:
-                failure = yield from _free_text(ev, vocab, seg, plan.literal_after(i), st, values, sampler, max_tokens, forced,
+                drawer = Greedy(sampler) if sampler and isinstance(seg, Integer) and sampling.greedy_integers else sampler
+                failure = yield from _free_text(ev, vocab, seg, plan.literal_after(i), st, values, drawer, max_tokens, forced,
                                                 flush, on_token, guard if isinstance(seg, Text) else None)
                 if failure:
                     return Decoded(st.tokens, choices, values, failure, len(st.unevaluated), st.sampled)

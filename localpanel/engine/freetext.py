@@ -9,6 +9,7 @@ import re
 import numpy as np
 
 from localpanel.engine.grammar import Integer, Text
+from localpanel.engine.scripts import foreign_tokens
 from localpanel.engine.vocab import Vocab, char_count, utf8_advance
 
 
@@ -54,10 +55,14 @@ class FreeText(_Rule):
         self.after = after.encode()
         self.soft_chars = max(seg.min_chars, seg.max_chars // 2)
         self.body = bytearray()
+        self.foreign = (None if seg.scripts is None else
+                        vocab.derived(("foreign", seg.scripts), lambda: foreign_tokens(vocab.pieces, seg.scripts)))
 
     def accepts(self, tok: int):
         """("body", owed, chars) or ("close", index of the quote, chars before it), or None if not allowed."""
         piece = self.vocab.pieces[tok]
+        if self.foreign is not None and self.foreign[tok]:
+            return None
         if self.vocab.body_ok_at(tok, self.need):
             c = int(self.vocab.char_lengths[tok])
             if self.chars + c <= self.seg.max_chars:
@@ -73,6 +78,8 @@ class FreeText(_Rule):
     def allowed(self) -> np.ndarray:
         """Every token ``accepts`` admits now, as a mask over the vocabulary."""
         mask = self.vocab.body_mask(self.need) & (self.vocab.char_lengths <= self.seg.max_chars - self.chars)
+        if self.foreign is not None:
+            mask &= ~self.foreign
         if self.need == 0 and self.chars + 1 >= self.seg.min_chars - max_closing_chars(self.vocab, self.after):
             self.admit(mask, np.flatnonzero(self.vocab.closing_mask(self.after)))
         return mask

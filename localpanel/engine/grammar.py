@@ -7,6 +7,7 @@ constraint. Output is compact JSON with ", " and ": " separators, keys in schema
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +51,8 @@ class Text:
     field: str
     min_chars: int
     max_chars: int
+    # The scripts its letters may be written in besides Latin (see scripts.py); None: any.
+    scripts: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,12 @@ class Plan:
             self.segments[-1] = Literal(self.segments[-1].text + seg.text)
         else:
             self.segments.append(seg)
+
+    def keeping_to(self, scripts: tuple[str, ...] | None) -> "Plan":
+        """The same plan with its free text kept to ``scripts`` (None: unchanged)."""
+        if scripts is None:
+            return self
+        return Plan([dataclasses.replace(s, scripts=tuple(scripts)) if isinstance(s, Text) else s for s in self.segments])
 
     def literal_after(self, i: int) -> str:
         """The fixed text right after segment i (empty if another free segment follows at once)."""

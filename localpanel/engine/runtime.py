@@ -28,10 +28,15 @@ class Sampling(BaseModel):
     # at ``temperature``, or (False) the most probable alternative, the model's own view. Free text is sampled
     # at ``temperature`` either way.
     draw_choices: bool = True
+    # An integer answer is a vote too: written greedily (the most probable digit at each step) unless drawn. Runs
+    # made before decoder 3 sampled it at ``temperature``, and are decoded so again.
+    greedy_integers: bool = False
 
     @classmethod
-    def of(cls, participant: Participant, temperature: float | None = None, draw_choices: bool = True) -> "Sampling":
+    def of(cls, participant: Participant, temperature: float | None = None, draw_choices: bool = True,
+           greedy_integers: bool = False) -> "Sampling":
         return cls(
+            greedy_integers=greedy_integers,
             temperature=participant.temperature if temperature is None else temperature,
             top_k=participant.top_k,
             top_p=participant.top_p,
@@ -95,6 +100,9 @@ class GenerationRequest(BaseModel):
     quotable: list[str] | None = None
     copy_guard: int | None = Field(default=None, ge=2)
     copy_guard_by: Literal["words", "tokens"] = "words"
+    # The scripts free text may use besides Latin (the question's; see scripts.py); None: any, as runs made
+    # before decoder 3 had it.
+    scripts: tuple[str, ...] | None = None
 
 
 class ChoiceRecord(BaseModel):

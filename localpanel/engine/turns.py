@@ -37,7 +37,7 @@ def turn(
     to_eval = seq.pending + new_tokens(lm, prompt, known)
     prompt_tokens = cached + len(to_eval)
     rotations = rotations_of(lm, messages, known, seq.pending, to_eval, cached)
-    plan = compile_schema(request.schema_)
+    plan = compile_schema(request.schema_).keeping_to(request.scripts)
     if prompt_tokens + request.max_tokens > seq.n_ctx:
         return Generation(
             text="", tokens=[], prompt_tokens=prompt_tokens, cached_tokens=cached,

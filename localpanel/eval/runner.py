@@ -30,7 +30,7 @@ from localpanel.engine.runtime import Backend, RuntimeSettings
 from localpanel.errors import InputError, QuestionError, RunError
 from localpanel.eval.questions import EvalQuestion, QuestionSet, to_jsonl
 from localpanel.eval.weights import Weights
-from localpanel.panel.protocol import COPY_GUARD, MAX_ROUNDS, DebateSettings
+from localpanel.panel.protocol import COPY_GUARD, DECODER, MAX_ROUNDS, DebateSettings
 from localpanel.runs.transcript import RunDir, Transcript, legacy_settings
 from localpanel.weights.registry import Panel, Registry
 from localpanel.weights.store import Store
@@ -56,6 +56,7 @@ class EvalSettings(BaseModel):
     vote_draw: bool = False
     copy_guard: int | None = Field(default=COPY_GUARD, ge=2, le=64)  # see DebateSettings.copy_guard
     copy_guard_by: Literal["words", "tokens"] = "words"
+    decoder: int = Field(default=DECODER, ge=2, le=DECODER)  # see DebateSettings.decoder
     # Seat weights calibrated on other questions (`localpanel calibrate`): the report scores a calibrated
     # weighted majority and probability vote with them. Kept here, so that the report reads the same later.
     weights: Weights | None = None
@@ -143,7 +144,7 @@ def _run_job(job: QuestionJob, manifest: EvalManifest, store: Store, backend: Ba
     s = manifest.settings
     settings = DebateSettings(rounds=s.rounds, seed=job.seed, temperature=s.temperature, max_tokens=s.max_tokens,
                               early_stop=False, reason_first=s.reason_first, debias=s.debias, vote_draw=s.vote_draw,
-                              copy_guard=s.copy_guard, copy_guard_by=s.copy_guard_by)
+                              copy_guard=s.copy_guard, copy_guard_by=s.copy_guard_by, decoder=s.decoder)
     q = job.question
     return api.start_run(q.question, q.options, registry=registry, store=store, panel=panel.name, settings=settings,
                          runtime=manifest.runtime, run_dir=run_dir, backend=backend, with_moderator=False, integer=q.integer)

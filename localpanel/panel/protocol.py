@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from localpanel.engine.draw import pick, rotate, shifts
 from localpanel.engine.runtime import Backend, Generation, GenerationRequest, Message, Sampling
+from localpanel.engine.scripts import scripts_of
 from localpanel.errors import ContextOverflowError, InputError, QuestionError
 from localpanel.panel.ballot import RATIONALE_MAX, REASONING_MAX, ballot_model
 from localpanel.weights.registry import ModelSpec, Participant
@@ -129,6 +130,12 @@ class Seat:
         return self.participant.name
 
 
+# The generation of the decoding rules a run is made under, kept in its settings so that a run resumes and replays
+# with the rules it was made with. 3: integer votes greedy unless drawn, free text kept to the question's scripts.
+# Runs saved before the field existed read as 2.
+DECODER = 3
+
+
 class DebateSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     rounds: int = Field(default=1, ge=1, le=MAX_ROUNDS)
@@ -155,6 +162,7 @@ class DebateSettings(BaseModel):
     # weighted count to the plain one. Decoding does not read them.
     seat_weights: dict[str, float] | None = None
     weights_from: str | None = None
+    decoder: int = Field(default=DECODER, ge=2, le=DECODER)
 
     @classmethod
     def checked(cls, **fields) -> "DebateSettings":
@@ -431,7 +439,9 @@ class Debate:
             model_path=seat.model_path,
             messages=plan.messages,
             schema=plan.schema,
-            sampling=Sampling.of(seat.participant, self.settings.temperature, draw_choices=self.settings.vote_draw),
+            sampling=Sampling.of(seat.participant, self.settings.temperature, draw_choices=self.settings.vote_draw,
+                                 greedy_integers=self.settings.decoder >= 3 and not self.settings.vote_draw),
+            scripts=scripts_of([self.question.text, *self.question.options]) if self.settings.decoder >= 3 else None,
             seed=plan.seed,
             max_tokens=self.settings.max_tokens,
             context_base=self.plan(seat, 1).messages,

@@ -55,13 +55,16 @@ SCHEMA_VERSION = 2
 
 
 def legacy_settings(data):
-    """A record saved before votes were views (schema 1) drew its votes: read its settings that way. One saved
+    """A record saved before votes were views (schema 1) drew its votes: read its settings that way; one saved before
+    decoders had generations was decoded by decoder 2 (integer votes sampled, free text in any script). One saved
     before the copy guard existed ran without it (it is on by default now): read it as off; one saved while the
     guard counted tokens, as a guard of tokens."""
     if isinstance(data, dict) and isinstance(data.get("settings"), dict):
         settings = data["settings"]
         if data.get("schema_version", 1) < 2:
             settings = {"vote_draw": True, **settings}
+        if "decoder" not in settings:  # made before decoding rules had generations: decoder 2's
+            settings = {**settings, "decoder": 2}
         if "copy_guard" not in settings:
             settings = {**settings, "copy_guard": None}
         elif settings["copy_guard"] and "copy_guard_by" not in settings:
