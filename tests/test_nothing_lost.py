@@ -363,3 +363,32 @@ def test_the_page_and_the_card_ask_for_no_icon(server):  # noqa: F811
     status, _, page = call(f"{base}/")
     assert status == 200 and b'<link rel="icon" href="data:,">' in page
     assert call(f"{base}/favicon.ico")[0] == 204
+
+
+# -- 8. the moderator's facts and the card never contradict each other -----------------------------------------
+
+
+def test_facts_tell_redraws_from_changes_of_mind_and_old_cards_read_them_from_the_ballots(env):  # noqa: F811
+    """With --vote-draw a debate of redraws got 'Nobody changed their vote.' above a vote matrix that shows changes."""
+    from localpanel.engine.scripted import PositionBiased
+    from localpanel.panel.moderator import facts
+    from localpanel.panel.protocol import DebateSettings, Turn
+    from localpanel.show.render import render, summary_text
+
+    def turn(who, rnd, vote, view):
+        return Turn(participant=who, round=rnd, vote=vote, confidence={view: 0.6, ({"Yes", "No"} - {view}).pop(): 0.4},
+                    option_order=["Yes", "No"], seed=0)
+
+    rounds = [[turn("Ann", 1, "No", "Yes"), turn("Bob", 1, "Yes", "Yes")],
+              [turn("Ann", 2, "Yes", "Yes"), turn("Bob", 2, "Yes", "Yes")]]
+    said = facts(["Yes", "No"], ["Ann", "Bob"], rounds)
+    assert "Nobody changed their vote" not in said and "Nobody changed their most probable option." in said
+    assert "In round 2, Ann's drawn vote went from No to Yes while its most probable option stayed" in said
+    # a card of a run whose saved facts named other changes (as runs saved before views did) reads the ballots
+    registry, store = env
+    t = api.start_run("Is it?", ["Yes", "No"], registry=registry, store=store, with_moderator=True,
+                      backend=ScriptedBackend(default=PositionBiased(lambda order: {"Yes": 0.6, "No": 0.4})),
+                      settings=DebateSettings(rounds=2, early_stop=False))
+    stale = t.model_copy(update={"moderator": t.moderator.model_copy(update={"facts": "In round 2, Ann moved from No to Yes."})})
+    assert "Ann moved" not in render(stale, "text", width=400) and "Nobody changed their vote." in render(stale, "text", width=400)
+    assert summary_text(stale).startswith("After 2 rounds, all 4 panelists voted Yes. Nobody changed their vote.")

@@ -86,7 +86,11 @@ def _names(names: list[str]) -> str:
 
 
 def facts(options: list[str], participants: list[str], rounds: list[list[Turn]]) -> str:
-    """The result and every change of mind, in plain sentences, computed from the ballots alone."""
+    """The result and every change of mind, in plain sentences, computed from the ballots alone. A change of mind
+    is a change of the seat's most probable option (a turning point); with drawn votes, a vote that changed while
+    the option stayed is said to be a redraw, so that the sentences match the card's turning points and its vote
+    matrix alike. An integer question's options are the answers given, in the order first given."""
+    options = options or list(dict.fromkeys(t.vote for turns in rounds for t in turns if t.valid))
     if not rounds:
         return "No ballots were cast."
     final = tally(options, rounds[-1])
@@ -108,12 +112,30 @@ def facts(options: list[str], participants: list[str], rounds: list[list[Turn]])
         sentences.append(f"{final.abstentions} ballot{'s' if final.abstentions > 1 else ''} failed and counted as abstentions.")
     if len(rounds) > 1:
         points = turning_points(participants, rounds)
+        drawn = any(t.valid and t.vote != t.view for turns in rounds for t in turns)
+        moved = "'s most probable option moved" if drawn else " moved"
         for p in points:
             credit = f", crediting {p.attributed_to}" if p.attributed_to else ", crediting no one"
-            sentences.append(f"In round {p.round}, {p.participant} moved from {p.from_vote} to {p.to_vote}{credit}.")
+            sentences.append(f"In round {p.round}, {p.participant}{moved} from {p.from_vote} to {p.to_vote}{credit}.")
+        redrawn = redraws(participants, rounds)
+        for r, who, before, after in redrawn:
+            sentences.append(f"In round {r}, {who}'s drawn vote went from {before} to {after} while its most probable "
+                             "option stayed (a redraw, not a change of mind).")
         if not points:
-            sentences.append("Nobody changed their vote.")
+            sentences.append("Nobody changed their most probable option." if redrawn else "Nobody changed their vote.")
     return " ".join(s[0].upper() + s[1:] for s in sentences)
+
+
+def redraws(participants: list[str], rounds: list[list[Turn]]) -> list[tuple[int, str, str, str]]:
+    """(round, seat, vote before, vote after) for every drawn vote that changed while the seat's view did not."""
+    out, last = [], {}
+    for turns in rounds:
+        for t in sorted((t for t in turns if t.valid), key=lambda t: participants.index(t.participant)):
+            before = last.get(t.participant)
+            if before is not None and before[0] != t.vote and before[1] == t.view:
+                out.append((t.round, t.participant, before[0], t.vote))
+            last[t.participant] = (t.vote, t.view)
+    return out
 
 
 def moderator_seed(run_seed: int, option: str = "") -> int:

@@ -15,7 +15,7 @@ from localpanel.errors import InputError
 from localpanel.runs.jobs import Job, JobKey, RunQueue
 from localpanel.runs.transcript import RunDir, build_transcript
 from localpanel.show.charts import persuasion_chart, votes_chart
-from localpanel.show.render import render
+from localpanel.show.render import render, summary_text
 from localpanel.weights.registry import Registry, shipped_registry_path, user_registry_path
 from localpanel.weights.store import Store
 
@@ -78,7 +78,7 @@ class RunReader:
         if out["state"] == "finished" and run.finished:
             t = run.transcript()
             out["result"] = {"line": t.result.line, "label": t.result.label, "winner": t.result.winner,
-                             "counts": t.result.counts, "summary": t.summary}
+                             "counts": t.result.counts, "summary": summary_text(t)}
         return out
 
     def _job_fields(self, job: Job) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import re
 import textwrap
 
 from localpanel.panel.copying import COPIED_WORDS, copy_line
+from localpanel.panel.moderator import facts
 from localpanel.panel.tally import margin_line, position_line, rankings_lines, shift_line, shift_sentence, weighted_line
 from localpanel.runs.transcript import Round, Transcript
 from localpanel.show.charts import option_colors, paths_chart, persuasion_chart, probability_bar, votes_chart
@@ -202,7 +203,10 @@ def summary_parts(t: Transcript) -> list[tuple[str | None, str]]:
     report = t.moderator
     if report is None or not report.facts:
         return [(None, t.summary)] if t.summary else []
-    parts: list[tuple[str | None, str]] = [(None, report.facts)]
+    # The facts read again from the ballots, as the card's turning points are: a run saved before votes were views
+    # kept facts that named other changes.
+    names = [p.name for p in t.participants]
+    parts: list[tuple[str | None, str]] = [(None, facts(t.options, names, [r.turns for r in t.rounds]))]
     for p in report.passages:
         if p.failure or not p.text:
             continue
@@ -211,6 +215,12 @@ def summary_parts(t: Transcript) -> list[tuple[str | None, str]]:
         elif p.strongest is not None:
             parts.append((f"The case for {p.option}", f"argued by {p.strongest.participant} alone (quoted below)."))
     return parts
+
+
+def summary_text(t: Transcript) -> str | None:
+    """The summary as one paragraph, as the card gives it (what the page's snapshot and MCP show)."""
+    parts = summary_parts(t)
+    return " ".join(f"{h}: {text}" if h else text for h, text in parts) if parts else None
 
 
 def _footer(t: Transcript) -> str:
