@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from dataclasses import dataclass
@@ -173,11 +174,25 @@ def start_run(
     ``how`` is the rest of ``prepare_run``'s keywords (registry, panel, settings, run_dir, with_moderator,
     integer). ``on_start`` is told the run directory once it is claimed; ``on_event`` gets the run's events."""
     runtime = panel_runtime(how["registry"].panel(how.get("panel")), runtime)
-    backend = backend or _backend(runtime)
-    prepared = prepare_run(question, options, store=store, runtime=runtime, backend=backend, **how)
-    if on_start:
-        on_start(prepared.run.path)
-    return continue_run(prepared.run, prepared.manifest, prepared.seats, backend, store, on_event)
+    with _backend_for(runtime, backend) as backend:
+        prepared = prepare_run(question, options, store=store, runtime=runtime, backend=backend, **how)
+        if on_start:
+            on_start(prepared.run.path)
+        return continue_run(prepared.run, prepared.manifest, prepared.seats, backend, store, on_event)
+
+
+@contextlib.contextmanager
+def _backend_for(runtime: RuntimeSettings, backend: Backend | None):
+    """The caller's backend, or one of our own for this call, closed when it ends: its models are unloaded, not
+    left in memory for every later call to add to."""
+    if backend is not None:
+        yield backend
+        return
+    own = _backend(runtime)
+    try:
+        yield own
+    finally:
+        own.close()
 
 
 def participant_record(seat: Seat, sha256: str) -> ParticipantRecord:
@@ -264,8 +279,8 @@ def resume(ref: str | Path, *, store: Store, backend: Backend | None = None, on_
     manifest = run.manifest()
     same_version(run, manifest, "resume")
     seats = manifest_seats(manifest, store)
-    backend = backend or _backend(manifest.runtime)
-    return continue_run(run, manifest, seats, backend, store, on_event)
+    with _backend_for(manifest.runtime, backend) as backend:
+        return continue_run(run, manifest, seats, backend, store, on_event)
 
 
 def list_runs(store: Store) -> list[dict]:
@@ -325,7 +340,7 @@ def replay(ref: str | Path, *, store: Store, backend: Backend | None = None, on_
             f"`localpanel {manifest.kind} --resume {run.path}`, then replay it."
         )
     same_version(run, manifest, "replay")
-    with run.lock(shared=True), run_date(manifest.created_at):
+    with run.lock(shared=True), run_date(manifest.created_at), _backend_for(manifest.runtime, backend) as backend:
         return _replay(run, manifest, store, backend, on_event or _ignore)
 
 
@@ -345,7 +360,6 @@ def _replay(run: RunDir, manifest: Manifest, store: Store, backend: Backend | No
         raise RunError(f"{run.path} has no finished turns to replay.")
     expected = {(t.round, t.participant): t for t in original}
     seats = manifest_seats(manifest, store)
-    backend = backend or _backend(manifest.runtime)
     events = RunEvents(run.path.name, manifest.options, seats, manifest.settings.rounds, on_event)
     started = time.perf_counter()
     compared = 0

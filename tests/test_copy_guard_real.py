@@ -115,3 +115,31 @@ def test_a_real_debate_with_the_guard_is_valid_and_replays_identically(store_wit
     assert api.load_run(store.runs_dir / "guarded", store).settings.copy_guard == 8  # in the manifest, for resume
     report = api.replay(store.runs_dir / "guarded", store=store)
     assert report.identical and report.turns_compared == 12, report.divergence
+
+
+def test_a_run_saved_while_the_guard_counted_tokens_resumes_with_that_guard(store_with_weights, registry):
+    """The docstring's promise, tested (issue 32.14): a manifest without copy_guard_by (saved while the guard counted
+    tokens) is read as a guard of tokens, and a run cut after five turns resumes to the very ballots of the run
+    made whole with that guard; a short guard makes the two guards write different texts."""
+    import shutil
+
+    store = store_with_weights
+    settings = DebateSettings(rounds=2, seed=6, early_stop=False, copy_guard=3, copy_guard_by="tokens")
+    question, options = "Should a small team write its own web framework?", ["Yes", "No"]
+    whole = api.start_run(question, options, registry=registry, store=store, panel="tiny", settings=settings,
+                          run_dir=store.runs_dir / "whole", with_moderator=False)
+    cut = store.runs_dir / "cut"
+    shutil.copytree(store.runs_dir / "whole", cut)
+    manifest = json.loads((cut / "manifest.json").read_text())
+    del manifest["settings"]["copy_guard_by"]
+    (cut / "manifest.json").write_text(json.dumps(manifest))
+    (cut / "transcript.json").unlink()
+    lines = (cut / "turns.jsonl").read_text().splitlines(keepends=True)
+    (cut / "turns.jsonl").write_text("".join(lines[:5]))
+    resumed = api.resume(cut, store=store)
+    assert resumed.settings.copy_guard_by == "tokens"
+    texts = lambda t: [(x.participant, x.round, x.text) for r in t.rounds for x in r.turns]  # noqa: E731
+    assert texts(resumed) == texts(whole)
+    by_words = api.start_run(question, options, registry=registry, store=store, panel="tiny", with_moderator=False,
+                             settings=settings.model_copy(update={"copy_guard_by": "words"}), run_dir=store.runs_dir / "w")
+    assert texts(by_words)[4:] != texts(whole)[4:]  # round 2 differs under the other guard: the test can tell them apart

@@ -392,3 +392,30 @@ def test_facts_tell_redraws_from_changes_of_mind_and_old_cards_read_them_from_th
     stale = t.model_copy(update={"moderator": t.moderator.model_copy(update={"facts": "In round 2, Ann moved from No to Yes."})})
     assert "Ann moved" not in render(stale, "text", width=400) and "Nobody changed their vote." in render(stale, "text", width=400)
     assert summary_text(stale).startswith("After 2 rounds, all 4 panelists voted Yes. Nobody changed their vote.")
+
+
+# -- 15. a call that builds its own backend closes it (the suite held every model it ever loaded: 17.9 GiB) ------
+
+
+def test_start_resume_and_replay_close_the_backend_they_built(env, monkeypatch):  # noqa: F811
+    registry, store = env
+    built = []
+
+    class Closing(ScriptedBackend):
+        closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    def make(runtime):
+        built.append(Closing(default=lambda req: ballot("Yes", who=False)))
+        return built[-1]
+
+    monkeypatch.setattr(api, "_backend", make)
+    t = api.start_run("Is it?", ["Yes", "No"], registry=registry, store=store, with_moderator=False)
+    api.resume(t.id, store=store)  # finished: loaded, nothing built
+    assert api.replay(t.id, store=store).identical
+    assert len(built) == 2 and all(b.closed for b in built)  # the run's and the replay's
+    given = Closing(default=lambda req: ballot("Yes", who=False))
+    api.start_run("Is it?", ["Yes", "No"], registry=registry, store=store, with_moderator=False, backend=given)
+    assert not given.closed  # the caller's backend is the caller's to close
