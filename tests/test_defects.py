@@ -510,7 +510,8 @@ def test_two_resume_requests_at_once_make_one_job(env):  # noqa: F811
     registry, store = env
     gate = threading.Event()
     backend = ScriptedBackend(default=lambda req: (gate.wait(10), ballot("Yes", who=False))[1])
-    prepared = api.prepare_run("Is it?", ["Yes", "No"], registry=registry, store=store, backend=backend, with_moderator=False)
+    prepared = api.prepare_run(api.RunRequest(question="Is it?", options=["Yes", "No"], moderator=False), registry=registry,
+                               store=store, backend=backend)
     svc = Service(store, registry_file=str(registry.path), make_backend=lambda runtime: backend)
     try:
         svc.queue.busy_with = lambda job_id: False  # both requests saw no job yet

@@ -152,8 +152,8 @@ def test_weights_that_cover_no_seat_are_refused_everywhere(env, tmp_path):  # no
     assert not (tmp_path / "ev").exists()
     settings = DebateSettings(seat_weights={"alpha": 1.5}, weights_from="held.jsonl")
     with pytest.raises(InputError, match="cover alpha, not beta"):
-        api.check_run("Is it?", ["Yes", "No"], registry=registry, store=store, settings=settings,
-                      backend=ScriptedBackend())
+        api.check_run(api.RunRequest(question="Is it?", options=["Yes", "No"], settings=settings), registry=registry,
+                      store=store, backend=ScriptedBackend())
 
 
 def test_scoring_on_calibration_questions_is_refused_by_the_library_after_normalizing(env, tmp_path):  # noqa: F811

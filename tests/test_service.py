@@ -205,8 +205,8 @@ def test_the_service_resumes_and_replays_a_run_under_its_own_runtime(env):
         return ScriptedBackend(default=lambda req: ballot("Yes", who=False))
 
     own = RuntimeSettings(batch_sequences=False, batch_size=64)
-    prepared = api.prepare_run("Is it?", ["Yes", "No"], registry=registry, store=store, runtime=own,
-                               backend=spy(RuntimeSettings()), with_moderator=False)
+    prepared = api.prepare_run(api.RunRequest(question="Is it?", options=["Yes", "No"], runtime=own, moderator=False),
+                               registry=registry, store=store, backend=spy(RuntimeSettings()))
     svc = Service(store, runtime=RuntimeSettings(threads=1), registry_file=str(registry.path), make_backend=spy)
     try:
         job = svc.resume(prepared.id)

@@ -108,19 +108,17 @@ def _run(ctx: CliState, question: str, settings: DebateSettings, opts: RunOption
         w = load_weights(opts.vote.weights_ref, ctx.store.home)
         settings = settings.model_copy(update={"seat_weights": {m: x.weight for m, x in w.models.items()},
                                                "weights_from": w.source})
-    registry, panel = opts.seating.seated(ctx.registry)
+    opts.seating.check()
+    request = api.RunRequest(question=question, options=list(opts.options), panel=opts.seating.panel,
+                             models=list(opts.seating.models), settings=settings, moderator=opts.with_moderator,
+                             runtime=opts.runtime, run_dir=opts.run_dir)
     started: list[Path] = []
-    options = list(opts.options) or ["Yes", "No"]
     # Every input is checked before waiting for another run: a typo is said at once, not after an eval ends.
-    api.check_run(question, options, registry=registry, store=ctx.store, panel=panel, settings=settings,
-                  runtime=opts.runtime, with_moderator=opts.with_moderator)
+    api.check_run(request, registry=ctx.registry, store=ctx.store)
     try:
         with one_run_at_a_time(ctx.store, opts.quiet):
-            transcript = api.start_run(
-                question, options, registry=registry, store=ctx.store, panel=panel,
-                settings=settings, runtime=opts.runtime, run_dir=opts.run_dir, with_moderator=opts.with_moderator,
-                on_event=TurnProgress(settings.rounds, opts.quiet, opts.runtime.threads), on_start=started.append,
-            )
+            transcript = api.run(request, registry=ctx.registry, store=ctx.store, on_start=started.append,
+                                 on_event=TurnProgress(settings.rounds, opts.quiet, opts.runtime.threads))
     except KeyboardInterrupt:
         _interrupted(started[0] if started else None, settings.rounds > 1)
     _emit(transcript, opts.fmt, opts.out, opts.as_json)

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from pydantic import BaseModel, ConfigDict, ValidationError
-
 from localpanel import api
 from localpanel.engine.runtime import Backend, RuntimeSettings
 from localpanel.errors import InputError, LocalpanelError
-from localpanel.panel.protocol import DebateSettings
 from localpanel.runs.jobs import Job, JobKey, MachineLock, RunQueue
 from localpanel.serve.reader import find
 from localpanel.weights.registry import Registry, load_registry
@@ -29,45 +26,6 @@ def sentence(exc: BaseException) -> str:
     if isinstance(exc, MemoryError):
         return "The machine ran out of memory; try a smaller panel."
     return f"{type(exc).__name__}: {exc}"
-
-
-class StartRequest(BaseModel):
-    """A run as the page and the MCP server ask for it, from untyped JSON: every field of its own type exactly (no
-    number for a string, no 2.5 or Infinity for a whole number), no field it does not know. The ranges are the
-    protocol's own (``DebateSettings.checked``, ``Question.checked``)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-    question: str
-    options: list[str] | None = None
-    panel: str | None = None
-    models: list[str] | None = None
-    rounds: int = 1
-    seed: int | None = None
-    integer: bool = False
-    moderator: bool = True
-
-    @classmethod
-    def checked(cls, data: object) -> "StartRequest":
-        if not isinstance(data, dict):
-            raise InputError("Send the run as a JSON object.")
-        if not isinstance(data.get("question"), str) or not data["question"].strip():
-            raise InputError("Give a question.")
-        if isinstance(data.get("panel"), str) and not data["panel"]:
-            data.pop("panel")  # the page's "default panel" choice
-        try:
-            req = cls.model_validate(data)
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            name = str(error["loc"][0]) if error["loc"] else "the request"
-            if error["type"] == "extra_forbidden":
-                raise InputError(f"{name} is not a setting of a run; the settings are {', '.join(cls.model_fields)}.") from None
-            raise InputError(f"{name} must be {_WANT.get(name, error['msg'].lower())}; got {error.get('input')!r}.") from None
-        return req.model_copy(update={"options": [o for o in req.options or [] if o.strip()]})
-
-
-_WANT = {"question": "a string", "options": "a list of strings", "panel": "the name of a panel (a string)",
-         "models": "a list of model names", "rounds": "a whole number", "seed": "a whole number of 0 or more",
-         "integer": "true or false", "moderator": "true or false"}
 
 
 class RunRunner:
@@ -112,33 +70,20 @@ class RunRunner:
         return self.start_request(dict(question=question, options=options, panel=panel, models=models, rounds=rounds,
                                        seed=seed, integer=integer, moderator=moderator))
 
-    def start_request(self, data: dict) -> Job:
-        """``start`` from a request as it arrives (the page's JSON, MCP's arguments): checked by ``StartRequest``."""
-        req = StartRequest.checked(data)
-        question, options, panel, models, integer, moderator = (req.question, req.options, req.panel, req.models,
-                                                               req.integer, req.moderator)
-        if not integer and not options:
-            options = ["Yes", "No"]
-        if not integer and len(options) == 1:
-            raise InputError("A vote needs at least 2 options, got 1; give more, or none for Yes and No.")
-        settings = DebateSettings.checked(rounds=req.rounds, **({"seed": req.seed} if req.seed is not None else {}))
+    def start_request(self, data: object) -> Job:
+        """``start`` from a request as it arrives (the page's JSON, MCP's arguments), read by ``RunRequest.from_json``."""
+        request = api.RunRequest.from_json(data).resolved()
+        request = request.model_copy(update={"runtime": self.runtime})
         registry = self.registry()
-        if models:
-            if panel:
-                raise InputError("Give either a panel or models, not both.")
-            chosen = registry.models_panel(list(models))
-            registry, panel = registry.with_panel(chosen), chosen.name
+        seated, panel = request.seated(registry)
         # The run's own runtime (the panel's memory limit resolved), so that the environment the manifest records
         # is the one the worker's backend, built from that runtime, runs under.
-        runtime = api.panel_runtime(registry.panel(panel), self.runtime)
-        checker = self.make_backend(runtime)  # its own: the worker's may be running a turn meanwhile
+        request = request.model_copy(update={"runtime": api.panel_runtime(seated.panel(panel), self.runtime)})
+        checker = self.make_backend(request.runtime)  # its own: the worker's may be running a turn meanwhile
         try:
-            prepared = api.prepare_run(question, options, registry=registry, store=self.store, panel=panel,
-                                       settings=settings, runtime=runtime, backend=checker,
-                                       with_moderator=moderator, integer=integer)
+            prepared = api.prepare_run(request, registry=registry, store=self.store, backend=checker)
         finally:
-            if checker is not self.backend:
-                checker.close()
+            checker.close()
 
         def work(sink):
             backend = self._worker_backend(prepared.manifest.runtime)

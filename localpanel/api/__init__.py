@@ -1,4 +1,5 @@
-"""The library API: every command of the CLI is one call here, usable from Python without Click."""
+"""The library API: every command of the CLI is one call here, usable from Python without Click. A run is asked
+for by one ``RunRequest`` (request.py), checked once in ``check_run``."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from localpanel import __version__
+from localpanel.api.request import RunRequest
 from localpanel.engine.prompting import run_date
 from localpanel.engine.runtime import Backend, RuntimeSettings
 from localpanel.errors import InputError, LocalpanelError, RunError
@@ -77,61 +79,35 @@ class CheckedRun:
     runtime: RuntimeSettings
 
 
-def check_run(
-    question: str,
-    options: list[str],
-    *,
-    registry: Registry,
-    store: Store,
-    panel: str | None = None,
-    settings: DebateSettings | None = None,
-    runtime: RuntimeSettings | None = None,
-    backend: Backend | None = None,
-    with_moderator: bool = True,
-    integer: bool = False,
-) -> CheckedRun:
+def check_run(request: RunRequest, *, registry: Registry, store: Store, backend: Backend | None = None) -> CheckedRun:
     """Check every input of a run: raises the error a bad one gives (one sentence), writes nothing, loads no
     weights. What the CLI does before it waits for another run to finish, so that a typo is said at once."""
-    settings = settings or DebateSettings()
-    q = Question.checked(question, options, integer)
+    request = request.resolved()
+    registry, panel = request.seated(registry)
+    settings = request.settings
+    q = Question.checked(request.question, request.options, request.kind == "integer")
     seats, panel_name = seats_for(registry, store, panel)
     panel_obj = registry.panel(panel_name)
     if settings.seat_weights is not None:
         check_covers(settings.seat_weights, [s.model.name for s in seats], settings.weights_from or "another panel")
-    runtime = panel_runtime(panel_obj, runtime)
-    moderator_spec = registry.model(panel_obj.moderator_model) if with_moderator else None
+    runtime = panel_runtime(panel_obj, request.runtime)
+    moderator_spec = registry.model(panel_obj.moderator_model) if request.moderator else None
     if moderator_spec is not None:
         store.path_for(moderator_spec)
-    checker = backend or _backend(runtime)
-    try:
+    with _backend_for(runtime, backend) as checker:
         Debate(q, seats, settings, checker).check_fits()
-    finally:
-        if backend is None:
-            checker.close()
     return CheckedRun(q, seats, panel_obj, moderator_spec, runtime)
 
 
-def prepare_run(
-    question: str,
-    options: list[str],
-    *,
-    store: Store,
-    settings: DebateSettings | None = None,
-    run_dir: Path | None = None,
-    backend: Backend | None = None,
-    **how,
-) -> PreparedRun:
-    """Check every input (``check_run``, whose other keywords ``how`` takes through: registry, panel, runtime,
-    with_moderator, integer) and claim the run directory with its manifest; nothing runs. Under the store's runs
-    unless ``run_dir``."""
-    settings = settings or DebateSettings()
-    checked = check_run(question, options, store=store, settings=settings, backend=backend, **how)
+def prepare_run(request: RunRequest, *, registry: Registry, store: Store, backend: Backend | None = None) -> PreparedRun:
+    """Check every input (``check_run``) and claim the run directory with its manifest; nothing runs. Under the
+    store's runs unless ``request.run_dir``."""
+    checked = check_run(request, registry=registry, store=store, backend=backend)
     q, seats, panel_obj, moderator_spec, runtime = (checked.question, checked.seats, checked.panel, checked.moderator,
                                                     checked.runtime)
-    described = backend or _backend(runtime)
-    environment = described.describe()
-    if backend is None:
-        described.close()
+    settings = request.settings
+    with _backend_for(runtime, backend) as described:
+        environment = described.describe()
     models = {s.model.name: s.model for s in seats}
     if moderator_spec is not None:
         models[moderator_spec.name] = moderator_spec
@@ -150,35 +126,39 @@ def prepare_run(
         runtime=runtime,
         environment=environment,
     )
-    if run_dir:
-        run = RunDir.create(Path(run_dir), manifest)
+    if request.run_dir:
+        run = RunDir.create(Path(request.run_dir), manifest)
         store.remember_elsewhere(run.path)  # so that `prune` keeps the weights it names
     else:
         run = RunDir.create_unique(store.runs_dir, run_id(q.text), manifest)
     return PreparedRun(run, run.manifest(), seats)
 
 
-def start_run(
-    question: str,
-    options: list[str],
-    *,
-    store: Store,
-    runtime: RuntimeSettings | None = None,
-    backend: Backend | None = None,
-    on_event: EventSink | None = None,
-    on_start: Callable[[Path], None] | None = None,
-    **how,
-) -> Transcript:
-    """Run a poll (one round) or a debate (several) and save it; every input is checked before anything is written.
-
-    ``how`` is the rest of ``prepare_run``'s keywords (registry, panel, settings, run_dir, with_moderator,
-    integer). ``on_start`` is told the run directory once it is claimed; ``on_event`` gets the run's events."""
-    runtime = panel_runtime(how["registry"].panel(how.get("panel")), runtime)
-    with _backend_for(runtime, backend) as backend:
-        prepared = prepare_run(question, options, store=store, runtime=runtime, backend=backend, **how)
+def run(request: RunRequest, *, registry: Registry, store: Store, backend: Backend | None = None,
+        on_event: EventSink | None = None, on_start: Callable[[Path], None] | None = None) -> Transcript:
+    """Run a poll (one round) or a debate (several) as ``request`` asks and save it; every input is checked before
+    anything is written. ``on_start`` is told the run directory once it is claimed; ``on_event`` gets the run's
+    events. A backend given is the caller's; one built here is closed when the run ends."""
+    request = request.resolved()
+    seated, panel = request.seated(registry)
+    request = request.model_copy(update={"runtime": panel_runtime(seated.panel(panel), request.runtime)})
+    with _backend_for(request.runtime, backend) as backend:
+        prepared = prepare_run(request, registry=registry, store=store, backend=backend)
         if on_start:
             on_start(prepared.run.path)
         return continue_run(prepared.run, prepared.manifest, prepared.seats, backend, store, on_event)
+
+
+def start_run(question: str, options: Sequence[str] = (), *, registry: Registry, store: Store, panel: str | None = None,
+              settings: DebateSettings | None = None, runtime: RuntimeSettings | None = None,
+              backend: Backend | None = None, run_dir: Path | None = None, with_moderator: bool = True,
+              integer: bool = False, on_event: EventSink | None = None,
+              on_start: Callable[[Path], None] | None = None) -> Transcript:
+    """``run`` with the request's fields as arguments."""
+    request = RunRequest(question=question, kind="integer" if integer else "options", options=list(options),
+                         panel=panel, settings=settings or DebateSettings(), moderator=with_moderator,
+                         runtime=runtime or RuntimeSettings(), run_dir=run_dir)
+    return run(request, registry=registry, store=store, backend=backend, on_event=on_event, on_start=on_start)
 
 
 @contextlib.contextmanager
