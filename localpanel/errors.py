@@ -61,5 +61,9 @@ class RunError(LocalpanelError):
     """A run directory is missing, damaged, or does not match what was asked."""
 
 
+class RunNotFound(RunError):
+    """No run by the name given: the page answers it with a 404."""
+
+
 class UndecodableError(QuestionError):
     """A ballot cannot be decoded with this model: two options read as the same tokens."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from localpanel import __version__
+from localpanel._version import __version__
 from localpanel.api.request import RunRequest
 from localpanel.engine.prompting import run_date
 from localpanel.engine.runtime import Backend, RuntimeSettings
@@ -299,6 +299,9 @@ class Divergence:
 
 @dataclass
 class ReplayReport:
+    """A replay's verdict: identical or not, the turns compared, the first divergence and what differs between the
+    two machines."""
+
     identical: bool
     turns_compared: int
     divergence: Divergence | None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import click
 
-from localpanel import __version__
+from localpanel._version import __version__
 from localpanel.cli.common import CliState
 from localpanel.cli.evaluate import calibrate, eval_group
 from localpanel.cli.models import add, models_command, prune, pull

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import click
 from click.core import ParameterSource
 
-from localpanel import api
+import localpanel.api as api
 from localpanel.engine.runtime import RuntimeSettings, busy_warning, physical_cores, threads_warning
 from localpanel.errors import LocalpanelError
 from localpanel.panel.protocol import COPY_GUARD, DebateSettings

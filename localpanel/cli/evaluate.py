@@ -4,6 +4,7 @@ compare) reports, and weigh seats on held-out questions (calibrate)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 from pathlib import Path
 
@@ -95,10 +96,26 @@ def eval_run(ctx: CliState, source: str | None, seating: Seating, rounds: int, v
     from localpanel.eval import api as eval_api
     from localpanel.eval.runner import DEFAULT_MODES, EvalSettings
 
+    def progress(done: int, total: int, so_far: dict[str, float]) -> None:
+        if quiet:
+            return
+        acc = " · ".join(f"{m} {100 * v:.0f}%" for m, v in so_far.items())
+        end = "\r" if sys.stderr.isatty() and done < total else "\n"
+        click.echo(f"{done}/{total} questions · accuracy so far: {acc}" + " " * 8, err=True, nl=False)
+        click.echo(end, err=True, nl=False)
+
+    started: list[Path] = [resume_dir] if resume_dir is not None else []
+
+    def on_start(eval_dir: Path) -> None:
+        started.append(eval_dir)
+        if not quiet:
+            click.echo(f"eval directory: {eval_dir}", err=True)
+
     if resume_dir is not None:
         refuse_beside_resume(("source", "panel", "seat_models", "rounds", "seed", "modes", "temperature", "max_tokens",
                                "no_debias", "vote_draw", "copy_guard", "weights_ref", "ballot_order", "out_dir", *RUNTIME_OPTIONS))
-        eval_dir = resume_dir
+        call = functools.partial(eval_api.resume_eval, resume_dir, store=ctx.store, executor_kind=executor,
+                                 address=address, workers=workers, on_progress=progress)
     else:
         if not source:
             raise Failure("Give a question set: a JSONL file or arithmetic:N (see `localpanel eval --help`).", 2)
@@ -106,9 +123,6 @@ def eval_run(ctx: CliState, source: str | None, seating: Seating, rounds: int, v
         unknown = [m for m in extra if m not in ("single", "vote", "weighted", "debate", "reflect")]
         if unknown:
             raise Failure(f"Unknown mode {unknown[0]!r}; the modes are single, vote, weighted, debate and reflect.", 2)
-        questions = eval_api.question_set(source, vote.seed, ctx.store)
-        registry = ctx.registry
-        chosen = seating.panel_of(registry)
         weights = None
         if vote.weights_ref:
             from localpanel.eval.weights import load as load_weights
@@ -118,28 +132,18 @@ def eval_run(ctx: CliState, source: str | None, seating: Seating, rounds: int, v
                                 max_tokens=vote.max_tokens, modes=list(dict.fromkeys([*DEFAULT_MODES, *extra])),
                                 debias=vote.debias, vote_draw=vote.vote_draw, copy_guard=copy_guard,
                                 reason_first=vote.reason_first)
-        eval_dir = eval_api.prepare(questions, registry=registry, store=ctx.store, panel=chosen, settings=settings,
-                                    runtime=runtime, out_dir=out_dir)
-        if not quiet:
-            click.echo(f"eval directory: {eval_dir}", err=True)
-    runner = eval_api.executor(eval_dir, ctx.store, executor, address=address, workers=workers)
-
-    def progress(done: int, total: int, so_far: dict[str, float]) -> None:
-        if quiet:
-            return
-        acc = " · ".join(f"{m} {100 * v:.0f}%" for m, v in so_far.items())
-        end = "\r" if sys.stderr.isatty() and done < total else "\n"
-        click.echo(f"{done}/{total} questions · accuracy so far: {acc}" + " " * 8, err=True, nl=False)
-        click.echo(end, err=True, nl=False)
-
+        call = functools.partial(eval_api.evaluate, source, panel=seating.panel_of(ctx.registry), registry=ctx.registry,
+                                 store=ctx.store, settings=settings, runtime=runtime, out_dir=out_dir,
+                                 executor_kind=executor, address=address, workers=workers, on_start=on_start,
+                                 on_progress=progress)
     try:
         with one_run_at_a_time(ctx.store, quiet) if executor == "local" else contextlib.nullcontext():
-            report = eval_api.run(eval_dir, runner, progress)
+            report = call()
     except KeyboardInterrupt:
-        click.echo(f"\nInterrupted. Finished questions are saved in {eval_dir}; continue with:\n  localpanel eval --resume {eval_dir}", err=True)
+        if started:
+            click.echo(f"\nInterrupted. Finished questions are saved in {started[0]}; continue with:\n"
+                       f"  localpanel eval --resume {started[0]}", err=True)
         sys.exit(130)
-    finally:
-        runner.close()
     _emit_report(report, "json" if as_json else fmt, None)
 
 
@@ -161,7 +165,7 @@ def calibrate(ctx: CliState, source: str, seating: Seating, seed: int, out: Path
     \b
     Runs the panel's seats once on SOURCE (as `eval`, one round) and writes, per model, its round-1 accuracy,
     the ballots behind it and its weight: the log-odds of its accuracy against the options' chance
-    (Nitzan & Paroush), clipped; 0 at chance. `eval --weights PANEL` then scores a calibrated weighted
+    (Nitzan & Paroush), shrunk toward chance when there are few ballots; 0 at chance. `eval --weights PANEL` then scores a calibrated weighted
     majority and probability vote, and refuses questions the weights were calibrated on. Example:
       localpanel calibrate arc-challenge:100-200 && localpanel eval arc-challenge:200-400 --weights default
 
@@ -171,38 +175,25 @@ def calibrate(ctx: CliState, source: str, seating: Seating, seed: int, out: Path
       localpanel calibrate ~/.local/share/localpanel/evals/arc-challenge-0-100 --out w.json
     """
     from localpanel.eval import api as eval_api
-    from localpanel.eval.runner import EvalSettings
-    from localpanel.eval.weights import from_results, save, weights_path
 
-    if (Path(source) / "eval.json").is_file():
-        weights = eval_api.weights_from_eval(Path(source))
-        if (seating.panel or seating.models) and seating.panel_of(ctx.registry).name != weights.panel:
-            raise Failure(f"{source} is an eval of panel {weights.panel}: leave out --panel and --model, the weights "
-                          "are that panel's.", 2)
-        _wrote(weights, save(weights, out or weights_path(ctx.store.home, weights.panel)), out)
-        return
-    questions = eval_api.question_set(source, seed, ctx.store)
-    if all(q.integer for q in questions.questions):
-        raise Failure("Calibration needs questions with options (an integer answer has no chance level to weigh against).", 2)
-    registry = ctx.registry
-    chosen = seating.panel_of(registry)
-    eval_dir = eval_api.prepare(questions, registry=registry, store=ctx.store, panel=chosen, runtime=runtime,
-                                settings=EvalSettings(rounds=1, seed=seed, modes=["single", "vote"],
-                                                      reason_first=ballot_order == "reason-first"), out_dir=None)
-    if not quiet:
-        click.echo(f"calibration eval: {eval_dir}", err=True)
-    runner = eval_api.executor(eval_dir, ctx.store)
+    is_eval = (Path(source) / "eval.json").is_file()
+    panel = seating.panel_of(ctx.registry) if (seating.panel or seating.models or not is_eval) else None
+    started: list[Path] = []
+
+    def on_start(eval_dir: Path) -> None:
+        started.append(eval_dir)
+        if not quiet:
+            click.echo(f"calibration eval: {eval_dir}", err=True)
+
     try:
-        with one_run_at_a_time(ctx.store, quiet):
-            eval_api.run(eval_dir, runner)
+        with one_run_at_a_time(ctx.store, quiet) if not is_eval else contextlib.nullcontext():
+            weights, path = eval_api.calibrate(source, registry=ctx.registry, store=ctx.store, panel=panel, seed=seed,
+                                               reason_first=ballot_order == "reason-first", runtime=runtime, out=out,
+                                               on_start=on_start)
     except KeyboardInterrupt:
-        click.echo(f"\nInterrupted. Finished questions are saved in {eval_dir}.", err=True)
+        click.echo(f"\nInterrupted. Finished questions are saved in {started[0]}." if started else "\nInterrupted.", err=True)
         sys.exit(130)
-    finally:
-        runner.close()
-    _, results = eval_api.finished_results(eval_dir)
-    weights = from_results(chosen, questions.source, questions.questions, results)
-    _wrote(weights, save(weights, out or weights_path(ctx.store.home, chosen.name)), out)
+    _wrote(weights, path, out)
 
 
 def _wrote(weights, path: Path, out: Path | None) -> None:

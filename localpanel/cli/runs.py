@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from localpanel import api
+import localpanel.api as api
 from localpanel.atomic import atomic_write_text
 from localpanel.cli.common import (
     DEFAULT_BALLOT,

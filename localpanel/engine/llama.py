@@ -25,7 +25,7 @@ from typing import Callable
 
 import llama_cpp as L
 
-from localpanel import __version__
+from localpanel._version import __version__
 from localpanel.engine.llama_context import Context, Stats
 from localpanel.engine.llama_models import ContextPool, LoadedModel, ModelCache, _checked_gguf, context_size
 from localpanel.engine.lockstep import lockstep

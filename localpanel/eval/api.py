@@ -74,6 +74,62 @@ def executor(eval_dir: Path, store: Store, kind: str = "local", *, address: str 
     return LocalExecutor(store, runtime)
 
 
+def evaluate(source: str, *, panel: Panel, registry: Registry, store: Store, settings: EvalSettings | None = None,
+             runtime: RuntimeSettings | None = None, out_dir: Path | None = None, executor_kind: str = "local",
+             address: str | None = None, workers: int | None = None, on_start: Callable[[Path], None] | None = None,
+             on_progress: Progress | None = None) -> Report:
+    """Score ``panel`` on a question set (a JSONL file, ``arithmetic:N``, ``gsm8k:N``, ``arc-challenge:A-B``): every
+    question a debate, every mode read from it; the report is also written into the eval directory, which
+    ``on_start`` is told once it is claimed (``resume_eval`` finishes it after an interruption)."""
+    settings = settings or EvalSettings()
+    eval_dir = prepare(question_set(source, settings.seed, store), registry=registry, store=store, panel=panel,
+                       settings=settings, runtime=runtime or RuntimeSettings(), out_dir=out_dir)
+    if on_start:
+        on_start(eval_dir)
+    return resume_eval(eval_dir, store=store, executor_kind=executor_kind, address=address, workers=workers,
+                       on_progress=on_progress)
+
+
+def resume_eval(eval_dir: Path, *, store: Store, executor_kind: str = "local", address: str | None = None,
+                workers: int | None = None, on_progress: Progress | None = None) -> Report:
+    """Run (or finish) the eval in ``eval_dir`` on its own runtime; finished questions are never run again."""
+    runner = executor(eval_dir, store, executor_kind, address=address, workers=workers)
+    try:
+        return run(eval_dir, runner, on_progress)
+    finally:
+        runner.close()
+
+
+def calibrate(source: str, *, registry: Registry, store: Store, panel: Panel | None = None, seed: int = 0,
+              reason_first: bool = True, runtime: RuntimeSettings | None = None, out: Path | None = None,
+              on_start: Callable[[Path], None] | None = None) -> tuple[Weights, Path]:
+    """Weigh each model of ``panel`` by how often its seats are right on held-out questions, and save the weights
+    (to ``out``, default the store's weights/PANEL.json, which ``--weights PANEL`` reads). ``source`` is a question
+    set, run here as a one-round eval (``on_start`` is told its directory), or an eval directory, whose finished
+    round-1 ballots are read without running anything."""
+    from localpanel.eval.weights import save, weights_path
+
+    if (Path(source) / "eval.json").is_file():
+        weights = weights_from_eval(Path(source))
+        if panel is not None and panel.name != weights.panel:
+            raise InputError(f"{source} is an eval of panel {weights.panel}: leave out the panel and models, the "
+                             "weights are that panel's.")
+    else:
+        panel = panel or registry.panel()
+        questions = question_set(source, seed, store)
+        if all(q.integer for q in questions.questions):
+            raise InputError("Calibration needs questions with options (an integer answer has no chance level to weigh against).")
+        eval_dir = prepare(questions, registry=registry, store=store, panel=panel, runtime=runtime or RuntimeSettings(),
+                           settings=EvalSettings(rounds=1, seed=seed, modes=["single", "vote"], reason_first=reason_first),
+                           out_dir=None)
+        if on_start:
+            on_start(eval_dir)
+        resume_eval(eval_dir, store=store)
+        _, results = finished_results(eval_dir)
+        weights = from_results(panel, questions.source, questions.questions, results)
+    return weights, save(weights, out or weights_path(store.home, weights.panel))
+
+
 def run(eval_dir: Path, executor: Executor, on_progress: Progress | None = None) -> Report:
     """Run (or resume) the eval in ``eval_dir`` and write its report; finished questions are never rerun."""
     manifest = load_manifest(eval_dir)

@@ -58,6 +58,9 @@ class CopyShare(BaseModel):
 
 
 class Report(BaseModel):
+    """An eval's report: each mode's accuracy with its stderr, against the best seat, debiasing, views, position
+    bias, conformity, copying, the seats' independence and the cost, over the questions it finished."""
+
     name: str
     source: str
     sha256: str

@@ -24,7 +24,8 @@ from typing import Callable, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from localpanel import __version__, api
+import localpanel.api as api
+from localpanel._version import __version__
 from localpanel.atomic import atomic_write_json, atomic_write_text, fsync_dir
 from localpanel.engine.runtime import Backend, RuntimeSettings
 from localpanel.errors import InputError, QuestionError, RunError
@@ -40,6 +41,9 @@ DEFAULT_MODES: list[Mode] = ["single", "vote", "weighted", "debate"]
 
 
 class EvalSettings(BaseModel):
+    """How an eval runs each question: rounds, seed, modes scored, sampling, the ballot's order, debiasing, views or
+    draws, the copy guard and calibrated weights."""
+
     model_config = ConfigDict(extra="forbid")
     rounds: int = Field(default=2, ge=1, le=MAX_ROUNDS)
     seed: int = Field(default=0, ge=0)

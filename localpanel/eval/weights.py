@@ -51,6 +51,8 @@ class ModelWeight(BaseModel):
 
 
 class Weights(BaseModel):
+    """Each model's calibrated weight, with the accuracy and ballots behind it and the questions it was calibrated on."""
+
     panel: str
     source: str  # the calibration questions
     questions: list[str]  # their keys (question_key): scoring on any of them is refused

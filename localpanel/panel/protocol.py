@@ -137,6 +137,9 @@ DECODER = 3
 
 
 class DebateSettings(BaseModel):
+    """How a poll or debate is run: rounds, seed, sampling, the ballot's order, debiasing, views or draws, the copy
+    guard and calibrated seat weights. Every field is kept in the run's manifest, so resume and replay run as it did."""
+
     model_config = ConfigDict(extra="forbid")
     rounds: int = Field(default=1, ge=1, le=MAX_ROUNDS)
     seed: int = Field(default=7, ge=0)

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from localpanel.atomic import atomic_write_json, fsync_dir
 from localpanel.engine.runtime import RuntimeSettings
-from localpanel.errors import InputError, RunError
+from localpanel.errors import InputError, RunError, RunNotFound
 from localpanel.panel.copying import Copied, copying
 from localpanel.panel.moderator import Argument, ModeratorReport
 from localpanel.panel.protocol import DebateSettings, StopReason, Turn
@@ -126,6 +126,9 @@ class Result(BaseModel):
 
 
 class Transcript(BaseModel):
+    """A finished run: every ballot of every round, the result and its margin, turning points, who moved whom, the
+    probability paths, rankings, copying, the moderator's summary, and the settings, runtime and machine it ran on."""
+
     schema_version: int = SCHEMA_VERSION
     kind: Literal["poll", "debate"]
     id: str
@@ -443,4 +446,4 @@ def find_run(ref: str | Path, runs_dir: Path, ids_only: bool = False) -> RunDir:
             return RunDir(matches[0])
         if len(matches) > 1:
             raise RunError(f"{ref!r} matches {len(matches)} runs in {runs_dir}; give more of the id.")
-    raise RunError(f"No run {str(ref)!r}: give a run directory, a transcript.json, or an id from `localpanel runs`.")
+    raise RunNotFound(f"No run {str(ref)!r}: give a run directory, a transcript.json, or an id from `localpanel runs`.")

@@ -10,7 +10,7 @@ import re
 import threading
 from typing import Any, Callable
 
-from localpanel import api
+import localpanel.api as api
 from localpanel.errors import InputError
 from localpanel.runs.jobs import Job, JobKey, RunQueue
 from localpanel.runs.transcript import RunDir, build_transcript

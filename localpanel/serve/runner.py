@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from localpanel import api
+import localpanel.api as api
 from localpanel.engine.runtime import Backend, RuntimeSettings
 from localpanel.errors import InputError, LocalpanelError
 from localpanel.runs.jobs import Job, JobKey, MachineLock, RunQueue

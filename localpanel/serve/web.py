@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from localpanel.errors import InputError, LocalpanelError
+from localpanel.errors import InputError, LocalpanelError, RunNotFound
 from localpanel.runs.jobs import JobKey
 from localpanel.serve.service import Service, sentence
 
@@ -83,7 +83,7 @@ def build(service: Service, hosts: list[str]) -> Starlette:
             except _TooLarge:
                 return _error(f"The request is larger than {MAX_BODY // 1024} KiB.", 413)
             except LocalpanelError as exc:
-                return _error(str(exc), 404 if "No run" in str(exc) else 400)
+                return _error(str(exc), 404 if isinstance(exc, RunNotFound) else 400)
             except Exception as exc:  # noqa: BLE001 - one sentence, and the server goes on
                 return _error(sentence(exc), 500)
         return endpoint

@@ -187,6 +187,8 @@ class Panel(BaseModel):
 
 
 class Registry(BaseModel):
+    """models.yaml as read: the models (each pinned by sha256, with its sources) and the panels that seat them."""
+
     model_config = ConfigDict(extra="forbid")
     models: dict[str, ModelSpec] = Field(default_factory=dict)
     panels: dict[str, Panel] = Field(default_factory=dict)

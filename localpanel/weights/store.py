@@ -74,6 +74,8 @@ class PullOutcome:
 
 
 class Store:
+    """The weights on this machine, pinned by sha256, and the runs saved beside them ($LOCALPANEL_HOME)."""
+
     def __init__(self, home: Path | None = None, progress: Progress | None = None, on_rehash=None):
         self.home = Path(home) if home else default_home()
         # Told when weights must be hashed again before a run (their verified mark is stale: a multi-GB read).
