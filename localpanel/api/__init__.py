@@ -308,6 +308,17 @@ class ReplayReport:
     environment_differences: dict[str, tuple[object, object]]
     seconds: float
 
+    def summary(self) -> dict:
+        """The verdict as the CLI's --json, the page and MCP all give it."""
+        d = self.divergence
+        return {
+            "identical": self.identical, "turns_compared": self.turns_compared, "seconds": round(self.seconds, 1),
+            "divergence": None if d is None else {"round": d.round, "participant": d.participant,
+                                                  "at_character": d.index, "original": d.original,
+                                                  "replayed": d.replayed},
+            "environment_differences": {k: list(v) for k, v in self.environment_differences.items()},
+        }
+
 
 class _Diverged(Exception):
     pass

@@ -239,11 +239,7 @@ def replay(ctx: CliState, run: str, as_json: bool, quiet: bool) -> None:
     with one_run_at_a_time(ctx.store, quiet):
         report = api.replay(run, store=ctx.store, on_event=TurnProgress(manifest.settings.rounds, quiet))
     if as_json:
-        click.echo(json.dumps({
-            "identical": report.identical, "turns_compared": report.turns_compared, "seconds": round(report.seconds, 3),
-            "divergence": report.divergence.__dict__ if report.divergence else None,
-            "environment_differences": {k: list(v) for k, v in report.environment_differences.items()},
-        }, indent=2))
+        click.echo(json.dumps(report.summary(), indent=2))
     elif report.identical:
         click.echo(f"Identical: all {report.turns_compared} turns reproduced exactly ({report.seconds:.1f} s).")
     else:

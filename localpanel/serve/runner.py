@@ -8,7 +8,7 @@ the ``RunQueue``.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import localpanel.api as api
 from localpanel.engine.runtime import Backend, RuntimeSettings
@@ -119,16 +119,6 @@ class RunRunner:
 
         def work(sink):
             report = api.replay(run.path, store=self.store, backend=self._worker_backend(runtime), on_event=sink)
-            return replay_summary(report)
+            return report.summary()
 
         return self.queue.submit(Job(key, "replay", work), once=True)
-
-
-def replay_summary(report: api.ReplayReport) -> dict[str, Any]:
-    d = report.divergence
-    return {
-        "identical": report.identical, "turns_compared": report.turns_compared, "seconds": round(report.seconds, 1),
-        "divergence": None if d is None else {"round": d.round, "participant": d.participant, "at_character": d.index,
-                                              "original": d.original[:300], "replayed": d.replayed[:300]},
-        "environment_differences": {k: list(v) for k, v in report.environment_differences.items()},
-    }
