@@ -167,8 +167,10 @@ def prune(ctx: CliState, yes: bool, as_json: bool, keep: tuple[Path, ...]) -> No
     What it reads: every run and eval under the store, and those made elsewhere with --run-dir or --out-dir
     since localpanel 0.2.0, which lists them in the store's elsewhere.txt. It cannot see a run or eval made
     elsewhere before that, nor one moved since: name its directory with --keep DIR, or its weights may go."""
+    from localpanel.eval.api import weights_in_use
+
     registry = ctx.registry
-    stale = ctx.store.unreferenced(registry, list(keep))
+    stale = ctx.store.unreferenced(registry, weights_in_use(ctx.store, list(keep)))
     total = sum(p.stat().st_size for p in stale)
     layers = list(dict.fromkeys(str(p) for p in [*registry.origins.values(), registry.path] if p))
     if yes:

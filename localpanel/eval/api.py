@@ -27,9 +27,10 @@ from localpanel.eval.runner import (
     jobs_for,
     load_manifest,
     run_eval,
+    weights_named_by_evals,
 )
 from localpanel.eval.weights import Weights, from_results
-from localpanel.runs.transcript import now
+from localpanel.runs.transcript import now, weights_named_by_runs
 from localpanel.weights.registry import Panel, Registry
 from localpanel.weights.store import Store
 
@@ -128,6 +129,13 @@ def calibrate(source: str, *, registry: Registry, store: Store, panel: Panel | N
         _, results = finished_results(eval_dir)
         weights = from_results(panel, questions.source, questions.questions, results)
     return weights, save(weights, out or weights_path(store.home, weights.panel))
+
+
+def weights_in_use(store: Store, keep: list[Path] = ()) -> set[str]:
+    """The sha256 of every weight a saved run or eval names (under the store, made elsewhere and listed, or under
+    ``keep``): what `prune` must keep, asked here, above the runs and the evals that know their own files."""
+    roots = store.saved_roots(keep)
+    return weights_named_by_runs(roots) | weights_named_by_evals(roots)
 
 
 def run(eval_dir: Path, executor: Executor, on_progress: Progress | None = None) -> Report:

@@ -32,7 +32,7 @@ from localpanel.errors import InputError, QuestionError, RunError
 from localpanel.eval.questions import EvalQuestion, QuestionSet, to_jsonl
 from localpanel.eval.weights import Weights
 from localpanel.panel.protocol import COPY_GUARD, DECODER, MAX_ROUNDS, DebateSettings
-from localpanel.runs.transcript import RunDir, Transcript, legacy_settings
+from localpanel.runs.transcript import RunDir, Transcript, json_field, legacy_settings
 from localpanel.weights.registry import Panel, Registry
 from localpanel.weights.store import Store
 
@@ -403,3 +403,14 @@ def _run_eval(eval_dir: Path, executor: Executor, on_done: OnDone | None) -> dic
 
     executor.run(todo, manifest, eval_dir, record)
     return done
+
+
+def weights_named_by_evals(roots: list[Path]) -> set[str]:
+    """The sha256 of every weight an eval under ``roots`` names in its own registry (a resume needs them)."""
+    named: set[str] = set()
+    for root in roots:
+        if root.is_dir():
+            for eval_json in root.rglob("eval.json"):
+                models = json_field(eval_json, "registry", {}).get("models", {})
+                named |= {m["sha256"] for m in models.values() if isinstance(m, dict) and isinstance(m.get("sha256"), str)}
+    return named

@@ -447,3 +447,23 @@ def find_run(ref: str | Path, runs_dir: Path, ids_only: bool = False) -> RunDir:
         if len(matches) > 1:
             raise RunError(f"{ref!r} matches {len(matches)} runs in {runs_dir}; give more of the id.")
     raise RunNotFound(f"No run {str(ref)!r}: give a run directory, a transcript.json, or an id from `localpanel runs`.")
+
+
+def weights_named_by_runs(roots: list[Path]) -> set[str]:
+    """The sha256 of every weight a run under ``roots`` names (runs inside evals included): replay needs them."""
+    named: set[str] = set()
+    for root in roots:
+        if root.is_dir():
+            for manifest in root.rglob("manifest.json"):
+                named |= {v for v in json_field(manifest, "sha256", {}).values() if isinstance(v, str)}
+    return named
+
+
+def json_field(path: Path, key: str, default):
+    """A key of a JSON object file, or ``default`` when the file cannot be read as one (a damaged file names
+    nothing; it never stops the reading of the rest)."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8")).get(key, default)
+    except (OSError, ValueError, AttributeError):
+        return default
+    return value if isinstance(value, type(default)) else default

@@ -160,12 +160,12 @@ class Store:
             self.on_rehash(name, self.blob(sha256).stat().st_size)
         return self._rehash(sha256, name, self.progress)
 
-    def unreferenced(self, registry: Registry, keep: list[Path] = ()) -> list[Path]:
-        """Weights in the store that no model of ``registry``, no local pin and no saved run or eval names (replay
-        and resume need theirs), nor any run or eval under the directories ``keep``: what `prune` removes."""
+    def unreferenced(self, registry: Registry, in_use: set[str] = frozenset()) -> list[Path]:
+        """Weights in the store that no model of ``registry`` and no local pin names, nor ``in_use`` (the sha256 the
+        saved runs and evals name, which replay and resume need): what `prune` removes."""
         named = {spec.sha256 for spec in registry.models.values() if spec.sha256}
         named |= {pin.get("sha256") for pin in self.pins().values()}
-        named |= self.named_by_runs(keep)
+        named |= set(in_use)
         if not self.models_dir.is_dir():
             return []
         return sorted(p for p in self.models_dir.glob("*.gguf") if p.stem not in named)
@@ -190,21 +190,10 @@ class Store:
         except OSError:
             return []
 
-    def named_by_runs(self, keep: list[Path] = ()) -> set[str]:
-        """The sha256 of every weight a saved run or eval names: under runs/ and evals/ (every run inside an eval,
-        and the eval's own registry), in the run and eval directories made elsewhere that are still there, and
-        under the directories ``keep``."""
-        named: set[str] = set()
-        roots = [self.runs_dir, self.home / "evals", *(Path(x) for x in self.elsewhere_lines()), *map(Path, keep)]
-        for root in roots:
-            if not root.is_dir():
-                continue
-            for manifest in root.rglob("manifest.json"):
-                named |= set(_json_get(manifest, "sha256", {}).values())
-            for eval_json in root.rglob("eval.json"):
-                models = _json_get(eval_json, "registry", {}).get("models", {})
-                named |= {m.get("sha256") for m in models.values() if isinstance(m, dict) and m.get("sha256")}
-        return named
+    def saved_roots(self, keep: list[Path] = ()) -> list[Path]:
+        """Where saved runs and evals are: under runs/ and evals/, the directories made elsewhere that are still
+        listed, and the directories ``keep``."""
+        return [self.runs_dir, self.home / "evals", *(Path(x) for x in self.elsewhere_lines()), *map(Path, keep)]
 
     def remove(self, blob: Path) -> None:
         """Delete stored weights and their verified mark."""
@@ -395,12 +384,3 @@ def add_model(store: Store, registry: Registry, ref: str, name: str | None = Non
     target.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(target, new_text)
     return Added(name, entry, target, fetched.linked)
-
-
-def _json_get(path: Path, key: str, default):
-    """A key of a JSON object file, or ``default`` when the file cannot be read as one."""
-    try:
-        value = json.loads(path.read_text(encoding="utf-8")).get(key, default)
-    except (OSError, ValueError, AttributeError):
-        return default
-    return value if isinstance(value, type(default)) else default
