@@ -16,7 +16,7 @@ from localpanel.engine.prompting import run_date
 from localpanel.engine.runtime import Backend, RuntimeSettings
 from localpanel.errors import InputError, LocalpanelError, RunError
 from localpanel.panel.moderator import ModeratorReport, moderate
-from localpanel.panel.protocol import Debate, DebateSettings, Question, Seat, Turn
+from localpanel.panel.protocol import DebateSettings, Question, Rounds, Seat, Turn
 from localpanel.panel.tally import check_covers
 from localpanel.runs.events import EventSink, RunEvents, Stop  # noqa: F401  (Stop re-exported: api.Stop keeps working)
 from localpanel.runs.transcript import (
@@ -95,7 +95,7 @@ def check_run(request: RunRequest, *, registry: Registry, store: Store, backend:
     if moderator_spec is not None:
         store.path_for(moderator_spec)
     with _backend_for(runtime, backend) as checker:
-        Debate(q, seats, settings, checker).check_fits()
+        Rounds(q, seats, settings, checker).check_fits()
     return CheckedRun(q, seats, panel_obj, moderator_spec, runtime)
 
 
@@ -228,7 +228,7 @@ def _continue(run: RunDir, manifest: Manifest, seats: list[Seat], backend: Backe
         run.append("turn", turn)
         events.turn(turn)
 
-    debate = Debate(q, seats, manifest.settings, backend, done=done, on_turn=journaled, on_progress=events.progress)
+    debate = Rounds(q, seats, manifest.settings, backend, done=done, on_turn=journaled, on_progress=events.progress)
     stopped = debate.run()
     turns = [t for r in debate.rounds for t in r.values()]
     if report is None and manifest.moderator:
@@ -372,7 +372,7 @@ def _replay(run: RunDir, manifest: Manifest, store: Store, backend: Backend | No
             raise _Diverged
 
     q = Question(text=manifest.question, options=manifest.options)
-    debate = Debate(q, seats, manifest.settings, backend, on_turn=check, on_progress=events.progress)
+    debate = Rounds(q, seats, manifest.settings, backend, on_turn=check, on_progress=events.progress)
     try:
         stopped = debate.run()
         replayed = {(t.round, t.participant) for r in debate.rounds for t in r.values()}

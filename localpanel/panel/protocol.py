@@ -1,281 +1,46 @@
-"""The protocol stage: who sees what, in which order, with which seed, round after round.
-
-A poll is one round of independent ballots. A debate adds rounds in which each participant sees every
-other participant's last vote and rationale and may change its vote, crediting whoever persuaded it.
+"""The protocol: a run of one round (a poll: independent ballots) or several (a debate: each round every seat
+reads the others' last votes and rationales and may change its vote, crediting whoever persuaded it). ``Rounds``
+plans every turn (who sees what, in which order, with which seed, what it had read) and asks the backend for
+them round by round; its terms are in terms.py, what a seat is shown in prompts.py.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable
 
-import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
-from localpanel.engine.draw import pick, rotate, shifts
+from localpanel.engine.draw import rotate, shifts
 from localpanel.engine.runtime import Backend, Generation, GenerationRequest, Message, Sampling
 from localpanel.engine.scripts import scripts_of
-from localpanel.errors import ContextOverflowError, InputError, QuestionError
+from localpanel.errors import ContextOverflowError
 from localpanel.panel.ballot import RATIONALE_MAX, REASONING_MAX, ballot_model
-from localpanel.weights.registry import ModelSpec, Participant
-
-# The limits of what a run may be asked, in one home: the CLI, the web page, MCP and the eval all check these.
-MAX_OPTIONS = 26
-MAX_ROUNDS = 20
-# The copy guard's default run length, in words (as the copy measure counts them): chosen by scripts/copying_study,
-# see README.
-COPY_GUARD = 8
-# Context sizing: what one other participant's ballot and one round's framing take in a prompt, at most.
-PEER_BALLOT_TOKENS = 160
-ROUND_FRAMING_TOKENS = 96
-MAX_QUESTION_CHARS = 4000
-StopReason = Literal["consensus", "stable", "max_rounds"]
-
-
-class Turn(BaseModel):
-    """One participant's ballot in one round, with what it took to produce it."""
-
-    model_config = ConfigDict(extra="forbid")
-    participant: str
-    round: int
-    vote: str | None = None
-    rationale: str | None = None
-    attributed_to: str | None = None
-    confidence: dict[str, float] = Field(default_factory=dict, description="the model's probability of each option")
-    # The probabilities in the order shown alone, when the vote was scored under several rotations.
-    raw_confidence: dict[str, float] | None = None
-    attribution_confidence: dict[str, float] | None = None
-    option_order: list[str]
-    peer_order: list[str] | None = None
-    seed: int
-    prompt_tokens: int = 0
-    cached_tokens: int = 0
-    completion_tokens: int = 0
-    seconds: float = 0.0
-    prompt_seconds: float = 0.0
-    rebuild_seconds: float = 0.0
-    text: str = ""
-    tokens: list[int] = Field(default_factory=list)
-    failure: str | None = None
-
-    @property
-    def valid(self) -> bool:
-        return self.failure is None and self.vote is not None
-
-    @property
-    def view(self) -> str | None:
-        """The seat's own view: the option it gave the highest probability (ties to the smallest text, as the
-        vote is chosen), whatever its vote was drawn as; its vote where there are no probabilities (an integer
-        answer). None for a failed ballot."""
-        if not self.valid:
-            return None
-        if not self.confidence:
-            return self.vote
-        values = list(self.confidence)
-        return values[pick(values, [self.confidence[v] for v in values], 0.0, self.seed, "vote")]
-
-
-class Question(BaseModel):
-    """A question and its options, checked: this is where bad input is turned away."""
-
-    model_config = ConfigDict(extra="forbid")
-    text: str
-    options: list[str]
-
-    @property
-    def integer(self) -> bool:
-        """A question without options is answered with an integer (the grammar forces one)."""
-        return not self.options
-
-    @classmethod
-    def checked(cls, text: str, options: list[str] | tuple[str, ...], integer: bool = False) -> "Question":
-        text = (text or "").strip()
-        if not text:
-            raise QuestionError("The question is empty; pass the question as the first argument.")
-        if len(text) > MAX_QUESTION_CHARS:
-            raise QuestionError(f"The question is {len(text)} characters long; keep it under {MAX_QUESTION_CHARS}.")
-        if integer:
-            if options:
-                raise QuestionError("A question answered with an integer has no options.")
-            return cls(text=text, options=[])
-        opts = [o.strip() for o in options]
-        if any(not o for o in opts):
-            raise QuestionError("An option is empty or only whitespace; give every -o/--option some text.")
-        if len(opts) < 2:
-            raise QuestionError(f"A vote needs at least 2 options, got {len(opts)}; add more with -o/--option.")
-        if len(opts) > MAX_OPTIONS:
-            raise QuestionError(f"At most {MAX_OPTIONS} options are allowed, got {len(opts)}.")
-        seen: dict[str, str] = {}
-        for o in opts:
-            if o.casefold() in seen:
-                raise QuestionError(f"Options {seen[o.casefold()]!r} and {o!r} are the same; each option must differ.")
-            seen[o.casefold()] = o
-            if len(o) > 200:
-                raise QuestionError(f"Option {o[:40]!r}… is {len(o)} characters long; keep options under 200.")
-        return cls(text=text, options=opts)
-
-
-@dataclass
-class Seat:
-    """A participant with the model it runs on, ready to be asked."""
-
-    participant: Participant
-    model: ModelSpec
-    model_path: Path
-
-    @property
-    def name(self) -> str:
-        return self.participant.name
-
-
-# The generation of the decoding rules a run is made under, kept in its settings so that a run resumes and replays
-# with the rules it was made with. 3: integer votes greedy unless drawn, free text kept to the question's scripts.
-# Runs saved before the field existed read as 2.
-DECODER = 3
-
-
-class DebateSettings(BaseModel):
-    """How a poll or debate is run: rounds, seed, sampling, the ballot's order, debiasing, views or draws, the copy
-    guard and calibrated seat weights. Every field is kept in the run's manifest, so resume and replay run as it did."""
-
-    model_config = ConfigDict(extra="forbid")
-    rounds: int = Field(default=1, ge=1, le=MAX_ROUNDS)
-    seed: int = Field(default=7, ge=0)
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    # A rationale of 400 one-character tokens plus its JSON fits: the character limit binds before this does.
-    max_tokens: int = Field(default=512, ge=32, le=4096)
-    anonymous: bool = False
-    early_stop: bool = True
-    # The rationale comes before the vote, so that the model works the question out before it answers.
-    reason_first: bool = False
-    # Score the vote under rotations of the options shown and average (cancels a preference for a position).
-    debias: bool = True
-    # Draw each vote from the seat's probabilities at its temperature instead of taking its most probable
-    # option. Runs saved before votes were views (manifest schema 1) drew, and are read with this on.
-    vote_draw: bool = False
-    # The copy guard: from round 2 on, a rationale may not copy a run of this many words from the peers' or its
-    # own earlier rationales or from its prompt's instructions (runs the question or options hold excepted),
-    # and the prompt asks for the seat's own words (None: off). Kept in the manifest for resume; runs saved
-    # before it was on by default are read as off, and those saved while it counted tokens as "tokens".
-    copy_guard: int | None = Field(default=COPY_GUARD, ge=2, le=64)
-    copy_guard_by: Literal["words", "tokens"] = "words"
-    # Calibrated weight of each model (`localpanel calibrate`), and what they were calibrated on: the card adds a
-    # weighted count to the plain one. Decoding does not read them.
-    seat_weights: dict[str, float] | None = None
-    weights_from: str | None = None
-    decoder: int = Field(default=DECODER, ge=2, le=DECODER)
-
-    @classmethod
-    def checked(cls, **fields) -> "DebateSettings":
-        """Settings from outside (the page, MCP): a bad value is one sentence naming the setting and its range."""
-        try:
-            return cls(**fields)
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            name = ".".join(str(x) for x in error["loc"]) or "a setting"
-            ranges = {"rounds": f"a whole number from 1 to {MAX_ROUNDS}", "seed": "a whole number of 0 or more",
-                      "temperature": "a number from 0 to 2"}
-            want = ranges.get(name, error["msg"].lower())
-            raise InputError(f"{name} must be {want}; got {error.get('input')!r}.") from None
-
-    def vote_temperature(self, temperature: float) -> float:
-        """The temperature a vote is chosen at, for a seat of ``temperature``: 0 (its most probable option)
-        unless votes are drawn."""
-        if not self.vote_draw:
-            return 0.0
-        return temperature if self.temperature is None else self.temperature
-
-
-def turn_seed(run_seed: int, participant: Participant, round_no: int, salt: str = "ballot") -> int:
-    """A seed for one turn, derived from the run seed, the participant (name and seed) and the round."""
-    key = f"{run_seed}|{participant.seed}|{participant.name}|{round_no}|{salt}".encode()
-    return int.from_bytes(hashlib.sha256(key).digest()[:4], "little")
-
-
-def shuffled(items: list[str], seed: int) -> list[str]:
-    order = np.random.default_rng(seed).permutation(len(items))
-    return [items[i] for i in order]
-
-
-def canonical_order(options: list[str], run_seed: int) -> list[str]:
-    """One order of the options per run, from the option set and the seed alone (never the typed order):
-    every seat is shown a rotation of it."""
-    key = int.from_bytes(hashlib.sha256(f"{run_seed}|options".encode()).digest()[:4], "little")
-    return shuffled(sorted(options), key)
-
-
-def display_order(canonical: list[str], seat_index: int, round_no: int) -> list[str]:
-    """A Latin square: within a round, seat i sees the canonical order rotated by i (and each round shifts it
-    on by one), so that each option stands in each position as evenly as the number of seats allows."""
-    return rotate(canonical, seat_index + round_no - 1)
-
-
-def labels_for(seats: list[Seat], anonymous: bool) -> dict[str, str]:
-    """How participants are named to each other: their names, or Panelist A, B, ... with --anonymous."""
-    if not anonymous:
-        return {s.name: s.name for s in seats}
-    return {s.name: f"Panelist {chr(ord('A') + i)}" for i, s in enumerate(seats)}
-
-
-def system_prompt(seat: Seat, n_seats: int, rounds: int, label: str, integer: bool = False, reason_first: bool = False) -> str:
-    persona = (seat.participant.persona or "You are a thoughtful, independent panelist.").strip()
-    if rounds == 1:
-        setting = f"You are {label}, one of {n_seats} panelists who each answer a question on their own."
-    else:
-        setting = (
-            f"You are {label}, one of {n_seats} panelists debating a question over up to {rounds} rounds. "
-            "After each round you read the other panelists' ballots and may keep or change your vote."
-        )
-    vote = '"vote" is your answer, a whole number.' if integer else '"vote" is exactly one of the options.'
-    if reason_first:
-        fields = f'Reply with a JSON ballot. "rationale" works the question out in a few short plain sentences; then {vote}'
-    else:
-        fields = f'Reply with a JSON ballot. {vote} "rationale" states your main reason in one to three sentences of plain prose.'
-
-    if rounds > 1:
-        fields += ' From round 2 on, "attributed_to" names the panelist whose argument changed your vote, or null.'
-    return f"{persona}\n{setting}\n{fields}"
-
-
-def _options_block(options: list[str]) -> str:
-    if not options:
-        return "Answer with a whole number."
-    return "Options (vote for exactly one):\n" + "\n".join(f"- {o}" for o in options)
-
-
-# The options come last in every prompt: a vote scored under another rotation of them re-reads only the options
-# (and the chat template's few tokens after them), never an instruction that could as well come before.
-def first_round_prompt(question: Question, option_order: list[str]) -> str:
-    return f"Question: {question.text}\nCast your ballot.\n{_options_block(option_order)}"
-
-
-# With the copy guard on, the prompt also asks for what the guard enforces (without it, prompts are as they were, so
-# that runs saved before replay identically).
-# Measured on ARC (README): asking a seat to "answer the strongest argument against your vote" moved 16 of 44
-# round-2 votes (7 right to wrong, none wrong to right); this asks for the words alone.
-OWN_WORDS = "Write your rationale in your own words; do not repeat an earlier rationale."
-
-
-def later_round_prompt(
-    question: Question, option_order: list[str], round_no: int, rounds: int, peers: list[tuple[str, Turn]],
-    own_words: bool = False,
-) -> str:
-    lines = [f"Round {round_no} of {rounds}. The other panelists' ballots from round {round_no - 1}:"]
-    for label, turn in peers:
-        if turn.valid:
-            lines.append(f"- {label} voted {turn.vote}: {turn.rationale}")
-        else:
-            lines.append(f"- {label} abstained (no valid ballot).")
-    lines += [
-        f"Question: {question.text}",
-        "Weigh these arguments, then cast your ballot for this round: keep your vote or change it."
-        + (f" {OWN_WORDS}" if own_words else ""),
-        _options_block(option_order),
-    ]
-    return "\n".join(lines)
-
+from localpanel.panel.prompts import (  # noqa: F401  (re-exported: the protocol's names as they always were)
+    OWN_WORDS,
+    canonical_order,
+    display_order,
+    first_round_prompt,
+    labels_for,
+    later_round_prompt,
+    shuffled,
+    system_prompt,
+    turn_seed,
+)
+from localpanel.panel.terms import (  # noqa: F401  (re-exported as above)
+    COPY_GUARD,
+    DECODER,
+    MAX_OPTIONS,
+    MAX_QUESTION_CHARS,
+    MAX_ROUNDS,
+    PEER_BALLOT_TOKENS,
+    ROUND_FRAMING_TOKENS,
+    DebateSettings,
+    Question,
+    Seat,
+    StopReason,
+    Turn,
+)
 
 @dataclass
 class TurnPlan:
@@ -294,8 +59,9 @@ class TurnPlan:
         return self.ballot.model_json_schema()
 
 
-class Debate:
-    """Runs the rounds. Finished turns come in through ``done`` (from a journal) and are never redone."""
+class Rounds:
+    """Runs a poll (one round) or a debate (several), round by round. Finished turns come in through ``done`` (from a
+    journal) and are never redone."""
 
     def __init__(
         self,
@@ -528,3 +294,6 @@ class Debate:
                 for v, p in zip(who.values, who.probabilities)
             }
         return turn
+
+
+Debate = Rounds  # its name before polls were known to run through it too

@@ -1,0 +1,101 @@
+"""What each seat is shown, in which order, with which seed: the run's one order of the options and each
+seat's rotation of it (a Latin square), the seeds of its turns, how seats name each other, and the prompts of
+the first and the later rounds."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from localpanel.engine.draw import rotate
+from localpanel.panel.terms import Question, Seat, Turn
+from localpanel.weights.registry import Participant
+
+def turn_seed(run_seed: int, participant: Participant, round_no: int, salt: str = "ballot") -> int:
+    """A seed for one turn, derived from the run seed, the participant (name and seed) and the round."""
+    key = f"{run_seed}|{participant.seed}|{participant.name}|{round_no}|{salt}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:4], "little")
+
+
+def shuffled(items: list[str], seed: int) -> list[str]:
+    order = np.random.default_rng(seed).permutation(len(items))
+    return [items[i] for i in order]
+
+
+def canonical_order(options: list[str], run_seed: int) -> list[str]:
+    """One order of the options per run, from the option set and the seed alone (never the typed order):
+    every seat is shown a rotation of it."""
+    key = int.from_bytes(hashlib.sha256(f"{run_seed}|options".encode()).digest()[:4], "little")
+    return shuffled(sorted(options), key)
+
+
+def display_order(canonical: list[str], seat_index: int, round_no: int) -> list[str]:
+    """A Latin square: within a round, seat i sees the canonical order rotated by i (and each round shifts it
+    on by one), so that each option stands in each position as evenly as the number of seats allows."""
+    return rotate(canonical, seat_index + round_no - 1)
+
+
+def labels_for(seats: list[Seat], anonymous: bool) -> dict[str, str]:
+    """How participants are named to each other: their names, or Panelist A, B, ... with --anonymous."""
+    if not anonymous:
+        return {s.name: s.name for s in seats}
+    return {s.name: f"Panelist {chr(ord('A') + i)}" for i, s in enumerate(seats)}
+
+
+def system_prompt(seat: Seat, n_seats: int, rounds: int, label: str, integer: bool = False, reason_first: bool = False) -> str:
+    persona = (seat.participant.persona or "You are a thoughtful, independent panelist.").strip()
+    if rounds == 1:
+        setting = f"You are {label}, one of {n_seats} panelists who each answer a question on their own."
+    else:
+        setting = (
+            f"You are {label}, one of {n_seats} panelists debating a question over up to {rounds} rounds. "
+            "After each round you read the other panelists' ballots and may keep or change your vote."
+        )
+    vote = '"vote" is your answer, a whole number.' if integer else '"vote" is exactly one of the options.'
+    if reason_first:
+        fields = f'Reply with a JSON ballot. "rationale" works the question out in a few short plain sentences; then {vote}'
+    else:
+        fields = f'Reply with a JSON ballot. {vote} "rationale" states your main reason in one to three sentences of plain prose.'
+
+    if rounds > 1:
+        fields += ' From round 2 on, "attributed_to" names the panelist whose argument changed your vote, or null.'
+    return f"{persona}\n{setting}\n{fields}"
+
+
+def _options_block(options: list[str]) -> str:
+    if not options:
+        return "Answer with a whole number."
+    return "Options (vote for exactly one):\n" + "\n".join(f"- {o}" for o in options)
+
+
+# The options come last in every prompt: a vote scored under another rotation of them re-reads only the options
+# (and the chat template's few tokens after them), never an instruction that could as well come before.
+def first_round_prompt(question: Question, option_order: list[str]) -> str:
+    return f"Question: {question.text}\nCast your ballot.\n{_options_block(option_order)}"
+
+
+# With the copy guard on, the prompt also asks for what the guard enforces (without it, prompts are as they were, so
+# that runs saved before replay identically).
+# Measured on ARC (README): asking a seat to "answer the strongest argument against your vote" moved 16 of 44
+# round-2 votes (7 right to wrong, none wrong to right); this asks for the words alone.
+OWN_WORDS = "Write your rationale in your own words; do not repeat an earlier rationale."
+
+
+def later_round_prompt(
+    question: Question, option_order: list[str], round_no: int, rounds: int, peers: list[tuple[str, Turn]],
+    own_words: bool = False,
+) -> str:
+    lines = [f"Round {round_no} of {rounds}. The other panelists' ballots from round {round_no - 1}:"]
+    for label, turn in peers:
+        if turn.valid:
+            lines.append(f"- {label} voted {turn.vote}: {turn.rationale}")
+        else:
+            lines.append(f"- {label} abstained (no valid ballot).")
+    lines += [
+        f"Question: {question.text}",
+        "Weigh these arguments, then cast your ballot for this round: keep your vote or change it."
+        + (f" {OWN_WORDS}" if own_words else ""),
+        _options_block(option_order),
+    ]
+    return "\n".join(lines)
