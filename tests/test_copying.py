@@ -82,7 +82,8 @@ def test_with_the_guard_on_the_later_prompts_ask_for_the_seats_own_words(env):  
 
 def test_the_guard_is_on_by_default_and_runs_saved_before_read_as_off(env, tmp_path):  # noqa: F811
     from localpanel.panel.protocol import COPY_GUARD, DebateSettings
-    from localpanel.runs.transcript import Manifest, RunDir
+    from localpanel.runs.transcript import Manifest
+    from localpanel.runs.rundir import RunDir
 
     assert DebateSettings().copy_guard == COPY_GUARD == 8
     backend = script(ScriptedBackend(), [{n: ballot("Yes", f"{n} has a reason.") for n in ("Ann", "Bob", "Cy", "Di")}] * 2)

@@ -11,7 +11,7 @@ import pytest
 
 from localpanel import api
 from localpanel.panel.protocol import DebateSettings
-from localpanel.runs.transcript import RunDir
+from localpanel.runs.rundir import RunDir
 
 pytestmark = pytest.mark.real
 

@@ -20,7 +20,7 @@ from localpanel.errors import InputError, RunError
 from localpanel.eval.results import QuestionResult
 from localpanel.eval.scores import majority_score
 from localpanel.panel.protocol import DebateSettings
-from localpanel.runs.transcript import RunDir
+from localpanel.runs.rundir import RunDir
 
 from .test_protocol import NAMES, ballot, env, script  # noqa: F401
 
@@ -74,7 +74,7 @@ def test_a_run_being_written_is_locked_against_a_second_resume_and_replay(env): 
     t.start()
     holding.wait(10)
     try:
-        code = ("import sys; from localpanel.runs.transcript import RunDir\n"
+        code = ("import sys; from localpanel.runs.rundir import RunDir\n"
                 f"with RunDir({str(run_dir)!r}).lock(): pass")
         other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         assert "is being written by another localpanel process" in other.stderr

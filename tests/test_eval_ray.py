@@ -10,7 +10,7 @@ from localpanel.engine.runtime import RuntimeSettings
 from localpanel.eval import api as eval_api
 from localpanel.eval.questions import arithmetic
 from localpanel.eval.runner import EvalSettings, LocalExecutor, RayExecutor, jobs_for, load_manifest
-from localpanel.runs.transcript import RunDir
+from localpanel.runs.rundir import RunDir
 from localpanel.weights.registry import load_registry
 from localpanel.weights.store import Store
 

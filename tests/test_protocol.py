@@ -11,7 +11,7 @@ from localpanel.engine.grammar import NULL_WHEN
 from localpanel.engine.scripted import Failed, ScriptedBackend
 from localpanel.errors import InputError, NotPulledError, UnknownPanelError
 from localpanel.panel.protocol import DebateSettings, Question
-from localpanel.runs.transcript import RunDir
+from localpanel.runs.rundir import RunDir
 from localpanel.show.render import render
 from localpanel.weights.registry import load_registry
 from localpanel.weights.store import Store
@@ -244,7 +244,7 @@ def test_a_single_rationale_needs_no_model(env):
 def test_runs_started_at_once_never_collide(tmp_path):
     """Many processes claim run directories under one name at the same moment: each gets its own."""
     script_text = (
-        "import sys\nfrom pathlib import Path\nfrom localpanel.transcript import RunDir\n"
+        "import sys\nfrom pathlib import Path\nfrom localpanel.runs.rundir import RunDir\n"
         "from unittest import mock\nm = mock.MagicMock()\nm.model_dump.return_value = {}\n"
         "for _ in range(15):\n    print(RunDir.create_unique(Path(sys.argv[1]), 'same-second-question', m).path.name)\n"
     )

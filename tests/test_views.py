@@ -226,7 +226,7 @@ def ranked(order: str, k: int) -> Turn:
 
 
 def test_borda_and_condorcet_on_constructed_ballots():
-    from localpanel.panel.tally import rankings, rankings_lines
+    from localpanel.panel.counts import rankings, rankings_lines
 
     # Two rank A > B > C, two C > B > A, one B > A > C: the plurality ties A and C, B wins every head-to-head
     # (3 to 2) and the Borda count.

@@ -226,7 +226,7 @@ def test_event_streams_are_bounded_and_hold_no_worker_thread(env):
 
 def test_a_search_reads_only_the_runs_that_changed(env, monkeypatch):
     """Issue 23.14: every search keystroke re-read every saved transcript."""
-    from localpanel.runs import transcript as transcript_module
+    from localpanel.runs import rundir as transcript_module
 
     registry, store = env
     service = Service(store, registry_file=str(registry.path),

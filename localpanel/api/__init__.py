@@ -17,18 +17,10 @@ from localpanel.engine.runtime import Backend, RuntimeSettings
 from localpanel.errors import InputError, LocalpanelError, RunError
 from localpanel.panel.moderator import ModeratorReport, moderate
 from localpanel.panel.protocol import DebateSettings, Question, Rounds, Seat, Turn
-from localpanel.panel.tally import check_covers
+from localpanel.panel.counts import check_covers
 from localpanel.runs.events import EventSink, RunEvents, Stop  # noqa: F401  (Stop re-exported: api.Stop keeps working)
-from localpanel.runs.transcript import (
-    Manifest,
-    ParticipantRecord,
-    RunDir,
-    Transcript,
-    build_transcript,
-    find_run,
-    now,
-    run_id,
-)
+from localpanel.runs.transcript import Manifest, ParticipantRecord, Transcript, build_transcript, now, run_id
+from localpanel.runs.rundir import RunDir, find_run
 from localpanel.weights.registry import ModelSpec, Panel, Registry
 from localpanel.weights.store import Store
 

@@ -33,7 +33,7 @@ from localpanel.cli.common import (
 )
 from localpanel.engine.runtime import RuntimeSettings
 from localpanel.panel.protocol import MAX_ROUNDS, DebateSettings
-from localpanel.runs.transcript import RunDir, find_run
+from localpanel.runs.rundir import RunDir, find_run
 from localpanel.show.render import FORMATS, render
 
 

@@ -30,7 +30,8 @@ from localpanel.eval.runner import (
     weights_named_by_evals,
 )
 from localpanel.eval.weights import Weights, from_results
-from localpanel.runs.transcript import now, weights_named_by_runs
+from localpanel.runs.transcript import now
+from localpanel.runs.rundir import weights_named_by_runs
 from localpanel.weights.registry import Panel, Registry
 from localpanel.weights.store import Store
 

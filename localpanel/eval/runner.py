@@ -32,7 +32,8 @@ from localpanel.errors import InputError, QuestionError, RunError
 from localpanel.eval.questions import EvalQuestion, QuestionSet, to_jsonl
 from localpanel.eval.weights import Weights
 from localpanel.panel.protocol import COPY_GUARD, DECODER, MAX_ROUNDS, DebateSettings
-from localpanel.runs.transcript import RunDir, Transcript, json_field, legacy_settings
+from localpanel.runs.transcript import Transcript, legacy_settings
+from localpanel.runs.rundir import RunDir, json_field
 from localpanel.weights.registry import Panel, Registry
 from localpanel.weights.store import Store
 

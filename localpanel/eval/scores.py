@@ -93,7 +93,7 @@ def majority(votes: list[str | None]) -> str | None:
 def ranking_scores(confidences: list[dict[str, float]], answer: str) -> dict[str, float]:
     """The Borda and Condorcet scores of one question's round-1 ballots (see CONVENTIONS); {} without any."""
     from localpanel.panel.protocol import Turn
-    from localpanel.panel.tally import rankings
+    from localpanel.panel.counts import rankings
 
     ranked = [c for c in confidences if c]
     if not ranked:

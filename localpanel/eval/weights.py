@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from localpanel.atomic import atomic_write_json
 from localpanel.errors import InputError
 from localpanel.eval.questions import EvalQuestion
-from localpanel.panel.tally import check_covers
+from localpanel.panel.counts import check_covers
 
 def weight(right: float, n: int, options: float) -> float:
     """The log-odds weight of a seat right ``right`` times in ``n`` ballots, among ``options`` options."""

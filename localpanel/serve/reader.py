@@ -13,7 +13,8 @@ from typing import Any, Callable
 import localpanel.api as api
 from localpanel.errors import InputError
 from localpanel.runs.jobs import Job, JobKey, RunQueue
-from localpanel.runs.transcript import RunDir, build_transcript
+from localpanel.runs.transcript import build_transcript
+from localpanel.runs.rundir import RunDir
 from localpanel.show.charts import persuasion_chart, votes_chart
 from localpanel.show.render import render, summary_text
 from localpanel.weights.registry import Registry, shipped_registry_path, user_registry_path

@@ -8,7 +8,8 @@ import textwrap
 
 from localpanel.panel.copying import COPIED_WORDS, copy_line
 from localpanel.panel.moderator import facts
-from localpanel.panel.tally import margin_line, position_line, rankings_lines, shift_line, shift_sentence, weighted_line
+from localpanel.panel.counts import rankings_lines, weighted_line
+from localpanel.panel.tally import margin_line, position_line, shift_line, shift_sentence
 from localpanel.runs.transcript import Round, Transcript
 from localpanel.show.charts import option_colors, paths_chart, persuasion_chart, probability_bar, votes_chart
 
