@@ -419,3 +419,34 @@ def test_start_resume_and_replay_close_the_backend_they_built(env, monkeypatch):
     given = Closing(default=lambda req: ballot("Yes", who=False))
     api.start_run("Is it?", ["Yes", "No"], registry=registry, store=store, with_moderator=False, backend=given)
     assert not given.closed  # the caller's backend is the caller's to close
+
+
+def test_the_eval_report_and_comparison_in_markdown_show_given_text_as_text(env, tmp_path):  # noqa: F811
+    """Question ids, seat names and the source are given text in every Markdown writer, the eval's too."""
+    from markdown_it import MarkdownIt
+
+    from localpanel.errors import ContextOverflowError
+    from localpanel.eval import api as eval_api
+    from localpanel.eval.compare import render_comparison
+    from localpanel.eval.questions import load_source
+    from localpanel.eval.render import render_report
+    from localpanel.eval.runner import EvalSettings, LocalExecutor
+    from localpanel.weights.registry import load_registry
+
+    from .test_eval import FailingAt
+
+    registry, store = env
+    registry.path.write_text(registry.path.read_text().replace("name: Bob,", f'name: "{BOB}",'))
+    registry = load_registry(registry.path)
+    rows = [{"id": IMG, "question": "Is it <b>hot</b>?", "options": ["Yes", "No"], "answer": "Yes"}, *_rows("q", 2)]
+    questions = load_source(str(_write(tmp_path / "q.jsonl", rows)))
+    eval_dir = eval_api.prepare(questions, registry=registry, store=store, panel=registry.panel(), runtime=None,
+                                settings=EvalSettings(rounds=1), out_dir=tmp_path / "ev")
+    failing = FailingAt(ScriptedBackend(default=_answer), 0, ContextOverflowError(f"It does not fit {BOB}'s context."))
+    report = eval_api.run(eval_dir, LocalExecutor(store, None, backend=failing))
+    assert report.failed_questions and BOB in report.participants
+    md = MarkdownIt("commonmark").enable("table")
+    both = eval_api.compare_evals(eval_dir, eval_dir)
+    for page in (md.render(render_report(report, "markdown")), md.render(render_comparison(both, "markdown"))):
+        assert "<img" not in page and "<a " not in page and "<b>" not in page
+    assert "could not run: ![x](http://evil.example/p.png)" in md.render(render_report(report, "markdown"))

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from localpanel.errors import InputError
 from localpanel.eval.render import pct, se
+from localpanel.show.render import md_text
 from localpanel.eval.report import question_scores
 from localpanel.eval.results import QuestionResult
 from localpanel.eval.runner import EvalManifest
@@ -107,8 +108,8 @@ def render_comparison(c: Comparison, fmt: str = "text") -> str:
             f"{c.shared} questions finished in both; accuracy % ± stderr, B − A in points ± paired stderr"
             + (f"; chance {100 * c.chance:.0f}% for a position" if c.chance else "") + " (position shares: round 1)"]
     if fmt == "markdown":
-        out = [f"- {line}" for line in head] + ["", "| | A | B | B − A |", "|---|---:|---:|---:|"]
-        out += [f"| {w} | {a} | {b} | {d} |" for w, a, b, d in rows(c)]
+        out = [f"- {md_text(line)}" for line in head] + ["", "| | A | B | B − A |", "|---|---:|---:|---:|"]
+        out += [f"| {md_text(w)} | {a} | {b} | {d} |" for w, a, b, d in rows(c)]
         return "\n".join(out) + "\n"
     width = max(len(r[0]) for r in rows(c)) if c.modes else 10
     out = head + ["", f"{'':<{width}}  {'A':>12}  {'B':>12}  {'B − A':>14}"]

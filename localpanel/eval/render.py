@@ -8,6 +8,7 @@ import math
 from localpanel.eval.report import Report
 from localpanel.eval.scores import MODE_TITLES, Estimate
 from localpanel.show.charts import PALETTE, svg
+from localpanel.show.render import md_text
 
 FORMATS = ("text", "markdown", "html", "json")
 
@@ -145,15 +146,16 @@ def text(r: Report) -> str:
 
 def markdown(r: Report) -> str:
     ref = bool(r.reference)
-    out = [f"# localpanel eval: {r.name}", "",
-           f"{r.questions} questions from `{r.source}` (sha256 `{r.sha256[:16]}…`), {len(r.participants)} seats, {r.rounds} rounds, "
+    out = [f"# localpanel eval: {md_text(r.name)}", "",
+           f"{r.questions} questions from {md_text(r.source)} (sha256 `{r.sha256[:16]}…`), {len(r.participants)} seats, {r.rounds} rounds, "
            f"{r.compute_seconds:.0f} s in the turns"
            + (f" ({r.seconds:.0f} s wall in the invocation that finished it)" if r.seconds else ""), "",
            "| Mode | Accuracy % | ± Stderr |" + (" Du et al. % |" if ref else "") + " tokens/q | s/q |",
            "|---|---:|---:|" + ("---:|" if ref else "") + "---:|---:|"]
     for mode, acc, se, refv, tok, sec in rows(r):
         out.append(f"| {MODE_TITLES.get(mode, mode)} | {acc} | {se} |" + (f" {refv} |" if ref else "") + f" {tok} | {sec} |")
-    parts = _lines(r)
+    # Every line below carries given text (seat names, question ids, sources): escaped, so it stays text.
+    parts = {k: [md_text(line) for line in lines] for k, lines in _lines(r).items()}
     out += [""] + parts["diff"]
     if parts["best"]:
         out += ["", "## Against the best seat", ""] + [f"- {line}" for line in parts["best"]]
@@ -162,7 +164,7 @@ def markdown(r: Report) -> str:
     out += ["", "## Accuracy by round (%)", "", "| | " + " | ".join(f"Round {k + 1}" for k in range(r.rounds)) + " |",
                                    "|---|" + "---:|" * r.rounds]
     for label, ests in [("majority", r.by_round["majority"]), ("mean seat", r.by_round["single"])] + list(r.by_participant.items()):
-        out.append(f"| {label} | " + " | ".join(pct(e) for e in ests) + " |")
+        out.append(f"| {md_text(label)} | " + " | ".join(pct(e) for e in ests) + " |")
     if parts["debias"] or parts["positions"]:
         out += ["", "## Position bias (round 1)", ""] + [f"- {line}" for line in parts["debias"] + parts["positions"]]
     out += ["", "## Abstentions and counts", ""] + [f"- {line}" for line in parts["conventions"]]

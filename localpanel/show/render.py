@@ -232,68 +232,68 @@ def _footer(t: Transcript) -> str:
 
 
 def markdown(t: Transcript) -> str:
-    out = [f"# {_md(t.question)}", "", f"*{_md(_title(t))}*", "", f"**Result: {_md(t.result.line)}**", ""]
+    out = [f"# {md_text(t.question)}", "", f"*{md_text(_title(t))}*", "", f"**Result: {md_text(t.result.line)}**", ""]
     if margin := _margin(t):
-        out += [_md(margin), ""]
+        out += [md_text(margin), ""]
     if weighted := _weighted(t):
-        out += [_md(weighted), ""]
+        out += [md_text(weighted), ""]
     if how := _how_voted(t):
-        out += [f"*{_md(how)}*", ""]
+        out += [f"*{md_text(how)}*", ""]
     final = _final(t)
     if final:
         out += ["| Option | Votes | Share | Model's own probability |", "|---|---:|---:|---:|"]
         out += [
-            f"| {_md(o)} | {final.tally.counts[o]} | {_pct(final.tally.shares[o])} | {_pct(final.tally.weighted[o])} |"
+            f"| {md_text(o)} | {final.tally.counts[o]} | {_pct(final.tally.shares[o])} | {_pct(final.tally.weighted[o])} |"
             for o in t.options
         ]
         out.append("")
     if _rankings_shown(t) and final:
-        out += ["## Rankings from the probabilities", ""] + [f"- {_md(line)}" for line in rankings_lines(t.rankings, final.tally)] + [""]
+        out += ["## Rankings from the probabilities", ""] + [f"- {md_text(line)}" for line in rankings_lines(t.rankings, final.tally)] + [""]
     if t.positions:
-        out += ["## Position effect", "", _md(position_line(t.positions)), "", _md(shift_line(t.positions, t.options)), ""]
+        out += ["## Position effect", "", md_text(position_line(t.positions)), "", md_text(shift_line(t.positions, t.options)), ""]
     if summary := summary_parts(t):
         out += ["## Summary", ""]
-        out += [(f"**{_md(h)}:** " if h else "") + _md(text) + "\n" for h, text in summary]
+        out += [(f"**{md_text(h)}:** " if h else "") + md_text(text) + "\n" for h, text in summary]
     if t.strongest_arguments:
         out += ["## Strongest arguments", ""]
-        out += [f"- **{_md(o)}** — {_md(a.participant)}, round {a.round}: “{_md(a.text)}”" for o, a in t.strongest_arguments.items()]
+        out += [f"- **{md_text(o)}** — {md_text(a.participant)}, round {a.round}: “{md_text(a.text)}”" for o, a in t.strongest_arguments.items()]
         out.append("")
     if t.kind == "debate":
         out += ["## Vote matrix", "", "| Participant | " + " | ".join(f"Round {r.number}" for r in t.rounds) + " |"]
         out.append("|---|" + "---|" * len(t.rounds))
-        out += [f"| {_md(n)} | " + " | ".join(_md(v or "—") for v in votes) + " |" for n, votes in t.vote_matrix.items()]
+        out += [f"| {md_text(n)} | " + " | ".join(md_text(v or "—") for v in votes) + " |" for n, votes in t.vote_matrix.items()]
         out += ["", "## Turning points", "", "Changes of a seat's most probable option.", ""]
         if not t.turning_points:
             out.append("Nobody changed their mind.")
         for p in t.turning_points:
-            who = f", persuaded by {_md(p.attributed_to)}" if p.attributed_to else ""
-            out.append(f"- Round {p.round}: **{_md(p.participant)}** {_md(p.from_vote)} → {_md(p.to_vote)}{who}: “{_md(p.rationale or '')}”")
+            who = f", persuaded by {md_text(p.attributed_to)}" if p.attributed_to else ""
+            out.append(f"- Round {p.round}: **{md_text(p.participant)}** {md_text(p.from_vote)} → {md_text(p.to_vote)}{who}: “{md_text(p.rationale or '')}”")
         if t.most_persuasive:
-            out += ["", f"Most persuasive: **{_md(t.most_persuasive)}**"]
+            out += ["", f"Most persuasive: **{md_text(t.most_persuasive)}**"]
         if t.probability_paths:
             out += ["", "## Probability paths", "", "Each seat's probability for the option it ended on.", "",
                     "| Participant | Option | " + " | ".join(f"Round {r.number}" for r in t.rounds) + " |",
                     "|---|---|" + "---:|" * len(t.rounds)]
             for name, path in t.probability_paths.items():
                 cells = ["—" if p is None else f"{p:.2f}" for p in path.probabilities]
-                out.append(f"| {_md(name)} | {_md(path.option)} | " + " | ".join(cells) + " |")
-            out += [""] + [f"- {_md(shift_sentence(x))}" for x in t.shifts]
+                out.append(f"| {md_text(name)} | {md_text(path.option)} | " + " | ".join(cells) + " |")
+            out += [""] + [f"- {md_text(shift_sentence(x))}" for x in t.shifts]
         if t.copying:
-            out += ["", "## Copying", ""] + [f"- {_md(line)}" for line in _copying_lines(t)]
+            out += ["", "## Copying", ""] + [f"- {md_text(line)}" for line in _copying_lines(t)]
         out.append("")
     for r in t.rounds:
         out += [f"## Round {r.number}" if t.kind == "debate" else "## Votes", ""]
         for turn in r.turns:
-            head = f"### {_md(turn.participant)} ({_md(_model_of(t)[turn.participant])})"
+            head = f"### {md_text(turn.participant)} ({md_text(_model_of(t)[turn.participant])})"
             if turn.valid:
-                conf = f" — p: {_md(_confidence(turn))}" if turn.confidence else ""
-                persuaded = f" — persuaded by {_md(turn.attributed_to)}" if turn.attributed_to else ""
-                out += [head, "", f"**Vote: {_md(turn.vote)}**{_md(_drawn_note(turn))}{conf}{persuaded}", "", _md(turn.rationale or ""), ""]
+                conf = f" — p: {md_text(_confidence(turn))}" if turn.confidence else ""
+                persuaded = f" — persuaded by {md_text(turn.attributed_to)}" if turn.attributed_to else ""
+                out += [head, "", f"**Vote: {md_text(turn.vote)}**{md_text(_drawn_note(turn))}{conf}{persuaded}", "", md_text(turn.rationale or ""), ""]
                 if (c := _copies(t).get((turn.participant, turn.round))) is not None:
-                    out += [f"*{_md(copy_line(c))}*", ""]
+                    out += [f"*{md_text(copy_line(c))}*", ""]
             else:
-                out += [head, "", f"*Abstained: {_md(turn.failure or '')}*", ""]
-    out.append(f"---\n{_md(_footer(t))}")
+                out += [head, "", f"*Abstained: {md_text(turn.failure or '')}*", ""]
+    out.append(f"---\n{md_text(_footer(t))}")
     return "\n".join(out) + "\n"
 
 
@@ -302,7 +302,7 @@ def markdown(t: Transcript) -> str:
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>!|~#&])")
 
 
-def _md(text: str) -> str:
+def md_text(text: str) -> str:
     """Text as Markdown shows it literally: no link, image, HTML tag or emphasis it could smuggle in."""
     return _MD_SPECIAL.sub(r"\\\1", text)
 
