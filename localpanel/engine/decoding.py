@@ -140,30 +140,10 @@ def decode_steps(
 
     With ``rotations`` the prompt's tail is not yet evaluated: it is evaluated with the ballot's first tokens,
     or, at the vote, after the tails of the other rotations (see ``Rotations``)."""
-    st = _State(unevaluated=list(rotations.tail) if rotations else [])
-    values: dict[str, object] = {}
-    choices: dict[str, ChoiceRecord] = {}
-    sampler = Sampler(vocab.n, sampling, seed) if forced is None else None
-
-    def take_forced(seq: list[int]) -> None:
-        pos = len(st.tokens)
-        if forced is not None and forced[pos : pos + len(seq)] != seq:
-            raise ReplayMismatch(f"recorded tokens differ from the plan at ballot token {pos}")
-        st.tokens.extend(seq)
-        st.unevaluated.extend(seq)
-        if on_token:
-            on_token(len(st.tokens))
-
-    def flush():
-        """Evaluate what is pending and return the logits for the next token."""
-        if st.pending:
-            take_forced(vocab.tokenize(st.pending))
-            st.pending = ""
-        if st.unevaluated:
-            yield st.unevaluated, False
-            st.unevaluated = []
-        return ev.logits()
-
+    job = _Job(ev, vocab, sampling, seed, max_tokens, forced, on_token, rotations, guard,
+               st=_State(unevaluated=list(rotations.tail) if rotations else []),
+               sampler=Sampler(vocab.n, sampling, seed) if forced is None else None)
+    st, values, choices = job.st, job.values, job.choices
     try:
         for i, seg in enumerate(plan.segments):
             if isinstance(seg, Literal):
@@ -172,19 +152,64 @@ def decode_steps(
                 else:
                     st.pending += seg.text
             elif isinstance(seg, Choice):
-                yield from _choose(ev, vocab, seg, plan.literal_after(i), st, values, choices, sampling, seed, forced, take_forced, rotations)
+                yield from _choose(job, seg, plan.literal_after(i))
             else:
-                drawer = Greedy(sampler) if sampler and isinstance(seg, Integer) and sampling.greedy_integers else sampler
-                failure = yield from _free_text(ev, vocab, seg, plan.literal_after(i), st, values, drawer, max_tokens, forced,
-                                                flush, on_token, guard if isinstance(seg, Text) else None)
+                failure = yield from _free_text(job, seg, plan.literal_after(i))
                 if failure:
                     return Decoded(st.tokens, choices, values, failure, len(st.unevaluated), st.sampled)
         if st.pending:
-            take_forced(vocab.tokenize(st.pending))
+            job.take_forced(vocab.tokenize(st.pending))
         return Decoded(st.tokens, choices, values, None, len(st.unevaluated), st.sampled)
     finally:
-        if sampler:
-            sampler.close()
+        if job.sampler:
+            job.sampler.close()
+
+
+@dataclass
+class _Job:
+    """One ballot being decoded: what it is decoded on and under, and what it has so far (its state, the values
+    and choices made). ``_choose`` and ``_free_text`` each take it whole."""
+
+    ev: Evaluator
+    vocab: Vocab
+    sampling: Sampling
+    seed: int
+    max_tokens: int
+    forced: list[int] | None
+    on_token: Callable[[int], None] | None
+    rotations: "Rotations | None"
+    guard: Guard | None
+    st: _State
+    sampler: Sampler | None
+    values: dict[str, object] = field(default_factory=dict)
+    choices: dict[str, ChoiceRecord] = field(default_factory=dict)
+
+    def take_forced(self, seq: list[int]) -> None:
+        """Append tokens the plan fixes (checked against the recorded ones when replaying), to be evaluated."""
+        st, pos = self.st, len(self.st.tokens)
+        if self.forced is not None and self.forced[pos : pos + len(seq)] != seq:
+            raise ReplayMismatch(f"recorded tokens differ from the plan at ballot token {pos}")
+        st.tokens.extend(seq)
+        st.unevaluated.extend(seq)
+        if self.on_token:
+            self.on_token(len(st.tokens))
+
+    def flush(self):
+        """Evaluate what is pending and return the logits for the next token."""
+        st = self.st
+        if st.pending:
+            self.take_forced(self.vocab.tokenize(st.pending))
+            st.pending = ""
+        if st.unevaluated:
+            yield st.unevaluated, False
+            st.unevaluated = []
+        return self.ev.logits()
+
+    def drawer(self, seg: Text | Integer):
+        """What draws this segment's tokens: the sampler, or greedily for an integer vote unless votes are drawn."""
+        if self.sampler and isinstance(seg, Integer) and self.sampling.greedy_integers:
+            return Greedy(self.sampler)
+        return self.sampler
 
 
 @dataclass
@@ -246,7 +271,11 @@ def _probabilities(logp: np.ndarray) -> np.ndarray:
     return probs / probs.sum()
 
 
-def _choose(ev, vocab, seg: Choice, after: str, st: _State, values, choices, sampling, seed, forced, take_forced, rotations):
+def _choose(job: _Job, seg: Choice, after: str):
+    """Choose among a segment's alternatives by the model's probability of each whole one (averaged over the
+    rotations of the options, for the vote), drawn or the most probable as the sampling says."""
+    ev, vocab, st, values, choices = job.ev, job.vocab, job.st, job.values, job.choices
+    sampling, seed, forced, take_forced, rotations = job.sampling, job.seed, job.forced, job.take_forced, job.rotations
     alternatives = list(range(len(seg.values)))
     if seg.null_when and values.get(seg.null_when[0]) == seg.null_when[1]:
         alternatives = [seg.values.index(None)]
@@ -325,9 +354,11 @@ def written(vocab: Vocab, tok: int, verdict) -> bytes:
     return piece[: verdict[1]] if verdict[0] == "close" else piece
 
 
-def _free_text(ev, vocab, seg: Text | Integer, after: str, st: _State, values, sampler, max_tokens, forced, flush, on_token,
-               guard: Guard | None = None):
+def _free_text(job: _Job, seg: Text | Integer, after: str):
     """Sample free text (until it ends at a sentence end) or an integer; returns a failure reason or None."""
+    vocab, st, values, max_tokens, forced, flush, on_token = (job.vocab, job.st, job.values, job.max_tokens, job.forced,
+                                                              job.flush, job.on_token)
+    sampler, guard = job.drawer(seg), job.guard if isinstance(seg, Text) else None
     text = FreeText(vocab, seg, after) if isinstance(seg, Text) else IntegerText(vocab, seg, after)
     own: list[int] = []  # this text's tokens, for the copy guard
     while True:
