@@ -31,7 +31,8 @@ from localpanel.engine.runtime import Backend, RuntimeSettings
 from localpanel.errors import InputError, QuestionError, RunError
 from localpanel.eval.questions import EvalQuestion, QuestionSet, to_jsonl
 from localpanel.eval.weights import Weights
-from localpanel.panel.protocol import COPY_GUARD, DECODER, MAX_ROUNDS, DebateSettings
+from localpanel.panel.protocol import MAX_ROUNDS, DebateSettings
+from localpanel.panel.terms import BallotSettings
 from localpanel.runs.transcript import Transcript, legacy_settings
 from localpanel.runs.rundir import RunDir, json_field
 from localpanel.weights.registry import Panel, Registry
@@ -41,27 +42,18 @@ Mode = Literal["single", "vote", "weighted", "debate", "reflect"]
 DEFAULT_MODES: list[Mode] = ["single", "vote", "weighted", "debate"]
 
 
-class EvalSettings(BaseModel):
+class EvalSettings(BallotSettings):
     """How an eval runs each question: rounds, seed, modes scored, sampling, the ballot's order, debiasing, views or
-    draws, the copy guard and calibrated weights."""
+    draws, the copy guard and calibrated weights. The ballot's settings are a run's (BallotSettings); with debiasing
+    the report also scores round 1 without it, and with drawn votes the same ballots as views."""
 
-    model_config = ConfigDict(extra="forbid")
     rounds: int = Field(default=2, ge=1, le=MAX_ROUNDS)
     seed: int = Field(default=0, ge=0)
     modes: list[Mode] = Field(default_factory=lambda: list(DEFAULT_MODES))
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     # A working of 800 one-character tokens plus the JSON fits: the character limit binds before this does.
     max_tokens: int = Field(default=1024, ge=32, le=4096)
     # Rationale before the vote: models work the question out, then answer (as the debate papers let them).
     reason_first: bool = True
-    # Each vote scored under rotations of the options and averaged; the report also scores round 1 without it.
-    debias: bool = True
-    # Votes drawn at each seat's temperature instead of its most probable option; the report then also scores
-    # the same ballots as views.
-    vote_draw: bool = False
-    copy_guard: int | None = Field(default=COPY_GUARD, ge=2, le=64)  # see DebateSettings.copy_guard
-    copy_guard_by: Literal["words", "tokens"] = "words"
-    decoder: int = Field(default=DECODER, ge=2, le=DECODER)  # see DebateSettings.decoder
     # Seat weights calibrated on other questions (`localpanel calibrate`): the report scores a calibrated
     # weighted majority and probability vote with them. Kept here, so that the report reads the same later.
     weights: Weights | None = None
@@ -147,9 +139,8 @@ def _run_job(job: QuestionJob, manifest: EvalManifest, store: Store, backend: Ba
     panel = manifest.panel if job.kind == "debate" else reflect_panel(manifest.panel)
     registry = registry.with_panel(panel)
     s = manifest.settings
-    settings = DebateSettings(rounds=s.rounds, seed=job.seed, temperature=s.temperature, max_tokens=s.max_tokens,
-                              early_stop=False, reason_first=s.reason_first, debias=s.debias, vote_draw=s.vote_draw,
-                              copy_guard=s.copy_guard, copy_guard_by=s.copy_guard_by, decoder=s.decoder)
+    settings = DebateSettings(**s.model_dump(include=set(BallotSettings.model_fields)), rounds=s.rounds, seed=job.seed,
+                              max_tokens=s.max_tokens, reason_first=s.reason_first, early_stop=False)
     q = job.question
     return api.start_run(q.question, q.options, registry=registry, store=store, panel=panel.name, settings=settings,
                          runtime=manifest.runtime, run_dir=run_dir, backend=backend, with_moderator=False, integer=q.integer)

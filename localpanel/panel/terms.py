@@ -129,20 +129,12 @@ class Seat:
 DECODER = 3
 
 
-class DebateSettings(BaseModel):
-    """How a poll or debate is run: rounds, seed, sampling, the ballot's order, debiasing, views or draws, the copy
-    guard and calibrated seat weights. Every field is kept in the run's manifest, so resume and replay run as it did."""
+class BallotSettings(BaseModel):
+    """How each ballot is drawn and read, the same for a run and for an eval's runs: the temperature, debiasing,
+    views or draws, the copy guard and the decoder's generation. DebateSettings and EvalSettings add the rest."""
 
     model_config = ConfigDict(extra="forbid")
-    rounds: int = Field(default=1, ge=1, le=MAX_ROUNDS)
-    seed: int = Field(default=7, ge=0)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    # A rationale of 400 one-character tokens plus its JSON fits: the character limit binds before this does.
-    max_tokens: int = Field(default=512, ge=32, le=4096)
-    anonymous: bool = False
-    early_stop: bool = True
-    # The rationale comes before the vote, so that the model works the question out before it answers.
-    reason_first: bool = False
     # Score the vote under rotations of the options shown and average (cancels a preference for a position).
     debias: bool = True
     # Draw each vote from the seat's probabilities at its temperature instead of taking its most probable
@@ -154,11 +146,25 @@ class DebateSettings(BaseModel):
     # before it was on by default are read as off, and those saved while it counted tokens as "tokens".
     copy_guard: int | None = Field(default=COPY_GUARD, ge=2, le=64)
     copy_guard_by: Literal["words", "tokens"] = "words"
+    decoder: int = Field(default=DECODER, ge=2, le=DECODER)
+
+
+class DebateSettings(BallotSettings):
+    """How a poll or debate is run: rounds, seed, sampling, the ballot's order, debiasing, views or draws, the copy
+    guard and calibrated seat weights. Every field is kept in the run's manifest, so resume and replay run as it did."""
+
+    rounds: int = Field(default=1, ge=1, le=MAX_ROUNDS)
+    seed: int = Field(default=7, ge=0)
+    # A rationale of 400 one-character tokens plus its JSON fits: the character limit binds before this does.
+    max_tokens: int = Field(default=512, ge=32, le=4096)
+    anonymous: bool = False
+    early_stop: bool = True
+    # The rationale comes before the vote, so that the model works the question out before it answers.
+    reason_first: bool = False
     # Calibrated weight of each model (`localpanel calibrate`), and what they were calibrated on: the card adds a
     # weighted count to the plain one. Decoding does not read them.
     seat_weights: dict[str, float] | None = None
     weights_from: str | None = None
-    decoder: int = Field(default=DECODER, ge=2, le=DECODER)
 
     @classmethod
     def checked(cls, **fields) -> "DebateSettings":
