@@ -119,3 +119,27 @@ def test_copy_guard_0_turns_it_off_and_1_is_one_sentence(monkeypatch):
     out = CliRunner().invoke(cli, ["debate", "Is it?", "--copy-guard", "1"])
     assert out.exit_code == 2 and "--copy-guard takes 0 (off) or a run length of 2 to 64 words." in out.output
     assert "Traceback" not in out.output
+
+
+def test_the_guard_and_the_measure_read_one_wording_and_a_quote_across_options_is_no_copy():
+    """Stop 30's note: the measure counted a run crossing from one option to the next (as the prompt lists them) as
+    the prompt's wording, while the guard let it be quoted. Both now read prompts.wording: no option, no question."""
+    from localpanel.panel.copying import copying
+    from localpanel.panel.prompts import wording
+    from localpanel.panel.protocol import Turn
+    from localpanel.weights.registry import Participant
+
+    people = [Participant(name="Ann", model="m"), Participant(name="Bob", model="m")]
+    options = ["Use a small web framework today", "Write your own framework from scratch"]
+    said = "I would use a small web framework today write your own framework from scratch is slower."
+
+    def turn(who, rnd, text):
+        return Turn(participant=who, round=rnd, vote=options[0], rationale=text, option_order=options, seed=0)
+
+    rounds = [[turn("Ann", 1, "Short and plain."), turn("Bob", 1, "Another plain reason.")],
+              [turn("Ann", 2, said), turn("Bob", 2, "Nothing new here.")]]
+    measured = copying("Which way?", options, people, rounds, 2, own_words=True)
+    ann = next(c for c in measured if c.participant == "Ann")
+    assert ann.words < 3, ann  # before, 11 words "from its prompt's wording": the two options as the prompt lists them
+    lines = wording(people[0], 2, 2, "Ann", False, False, 2)
+    assert not any(o in line for o in options for line in lines) and any("own words" in line for line in lines)

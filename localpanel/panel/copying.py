@@ -81,19 +81,17 @@ def copying(question: str, options: list[str], participants, rounds: list[list],
     """The measure for every valid ballot after round 1. ``participants``: the panel's (with personas, as the
     prompts were built); ``rounds``: each round's turns; ``own_words``: the prompts asked for the seat's own
     words (the copy guard was on), so that instruction is prompt wording too."""
-    from localpanel.panel.protocol import Question, Seat, later_round_prompt, system_prompt
+    from localpanel.panel.prompts import panel_labels, wording
 
     names = [p.name for p in participants]
-    labels = {n: (f"Panelist {chr(ord('A') + i)}" if anonymous else n) for i, n in enumerate(names)}
-    q = Question(text=question, options=options)
+    labels = panel_labels(names, anonymous)
     out = []
     for k, turns in enumerate(rounds[1:], start=2):
         for t in turns:
             if not t.valid or not t.rationale or t.participant not in names:
                 continue
-            seat = Seat(participants[names.index(t.participant)], None, None)
-            prompt = (system_prompt(seat, len(names), rounds_total, labels[t.participant], integer, reason_first) + "\n"
-                      + later_round_prompt(q, t.option_order, k, rounds_total, [], own_words))
+            prompt = "\n".join(wording(participants[names.index(t.participant)], len(names), rounds_total,
+                                        labels[t.participant], integer, reason_first, k, own_words))
             sources = [(x.participant if x.participant != t.participant else "own", r, x.rationale)
                        for r, earlier in enumerate(rounds[:k - 1], start=1) for x in earlier if x.valid and x.rationale]
             sources.append(("prompt", None, prompt))

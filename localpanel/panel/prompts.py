@@ -38,13 +38,19 @@ def display_order(canonical: list[str], seat_index: int, round_no: int) -> list[
 
 def labels_for(seats: list[Seat], anonymous: bool) -> dict[str, str]:
     """How participants are named to each other: their names, or Panelist A, B, ... with --anonymous."""
+    return panel_labels([s.name for s in seats], anonymous)
+
+
+def panel_labels(names: list[str], anonymous: bool) -> dict[str, str]:
     if not anonymous:
-        return {s.name: s.name for s in seats}
-    return {s.name: f"Panelist {chr(ord('A') + i)}" for i, s in enumerate(seats)}
+        return {n: n for n in names}
+    return {n: f"Panelist {chr(ord('A') + i)}" for i, n in enumerate(names)}
 
 
-def system_prompt(seat: Seat, n_seats: int, rounds: int, label: str, integer: bool = False, reason_first: bool = False) -> str:
-    persona = (seat.participant.persona or "You are a thoughtful, independent panelist.").strip()
+def system_prompt(seat: Seat | Participant, n_seats: int, rounds: int, label: str, integer: bool = False,
+                  reason_first: bool = False) -> str:
+    participant = seat.participant if isinstance(seat, Seat) else seat
+    persona = (participant.persona or "You are a thoughtful, independent panelist.").strip()
     if rounds == 1:
         setting = f"You are {label}, one of {n_seats} panelists who each answer a question on their own."
     else:
@@ -80,6 +86,17 @@ def first_round_prompt(question: Question, option_order: list[str]) -> str:
 # Measured on ARC (README): asking a seat to "answer the strongest argument against your vote" moved 16 of 44
 # round-2 votes (7 right to wrong, none wrong to right); this asks for the words alone.
 OWN_WORDS = "Write your rationale in your own words; do not repeat an earlier rationale."
+
+
+def wording(participant: Participant, n_seats: int, rounds: int, label: str, integer: bool, reason_first: bool,
+            round_no: int, own_words: bool = True) -> list[str]:
+    """The instructions a seat has read by a later round: its system prompt and the round's framing, without the
+    question, the options or any ballot. What the copy guard keeps a rationale from copying and the copy measure
+    counts as the prompt's wording: one text, built here for both (``own_words``: the prompt asked for the seat's
+    own words, as it does whenever the guard is on)."""
+    framing = later_round_prompt(Question(text="-", options=[]), [], round_no, rounds, [], own_words)
+    return [system_prompt(participant, n_seats, rounds, label, integer, reason_first),
+            *(line for line in framing.splitlines() if not line.startswith(("Question:", "Options", "- ")))]
 
 
 def later_round_prompt(

@@ -26,6 +26,7 @@ from localpanel.panel.prompts import (  # noqa: F401  (re-exported: the protocol
     shuffled,
     system_prompt,
     turn_seed,
+    wording,
 )
 from localpanel.panel.terms import (  # noqa: F401  (re-exported as above)
     COPY_GUARD,
@@ -226,12 +227,8 @@ class Rounds:
         """What a later-round rationale may not copy a long run from: every earlier rationale (the peers' and its
         own) and the instructions of its prompts. Not the question or the options, which it may quote."""
         texts = [t.rationale for r in range(1, plan.round) for t in self.rounds[r - 1].values() if t.valid and t.rationale]
-        n, rounds = len(self.seats), self.settings.rounds
-        texts.append(system_prompt(plan.seat, n, rounds, self.labels[plan.seat.name], self.question.integer,
-                                   self.settings.reason_first))
-        framing = later_round_prompt(self.question, [], plan.round, rounds, [], True)
-        texts += [line for line in framing.splitlines() if not line.startswith(("Question:", "Options", "- "))]
-        return texts
+        return texts + wording(plan.seat.participant, len(self.seats), self.settings.rounds, self.labels[plan.seat.name],
+                               self.question.integer, self.settings.reason_first, plan.round)
 
     def cast_round(self, round_no: int) -> None:
         """Ask every seat that has no ballot for this round yet, all at once: the backend may run seats that
