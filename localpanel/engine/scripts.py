@@ -75,9 +75,20 @@ def _foreign_partial(lead: bytes, allowed: frozenset[str]) -> bool:
     return False
 
 
+_MASKS: dict[tuple, np.ndarray] = {}  # models that share a vocabulary (a panel's 0.5B and 1.5B) build it once
+
+
 def foreign_tokens(pieces: list[bytes], allowed: Iterable[str]) -> np.ndarray:
     """A mask over the vocabulary: the tokens that would write (or start) a letter of a script not ``allowed``."""
     allowed = frozenset(allowed)
+    key = (len(pieces), hash(tuple(pieces)), allowed)
+    if key not in _MASKS:
+        _MASKS[key] = _foreign_tokens(pieces, allowed)
+        _MASKS[key].flags.writeable = False  # shared: read, never changed
+    return _MASKS[key]
+
+
+def _foreign_tokens(pieces: list[bytes], allowed: frozenset[str]) -> np.ndarray:
     out = np.zeros(len(pieces), dtype=bool)
     for tok, piece in enumerate(pieces):
         if not piece or piece.isascii():
