@@ -17,27 +17,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from localpanel.engine.runtime import RuntimeSettings
-from localpanel.panel.copying import Copied, copying
+from localpanel.panel.copying import Copied
+from localpanel.panel.counts import rankings
+from localpanel.panel.measures import Measures, changes_of_mind, copy_measure, measure
 from localpanel.panel.moderator import Argument, ModeratorReport
 from localpanel.panel.protocol import DebateSettings, StopReason, Turn
-from localpanel.panel.counts import Rankings, WeightedCount, rankings, weighted_count
-from localpanel.panel.tally import (
-    Influence,
-    PositionEffect,
-    ProbabilityPath,
-    Shift,
-    Tally,
-    TurningPoint,
-    most_persuasive,
-    persuasion_graph,
-    position_effect,
-    probability_paths,
-    result_line,
-    shifts_without_flip,
-    tally,
-    turning_points,
-    vote_matrix,
-)
+from localpanel.panel.tally import Tally, result_line, tally
 from localpanel.weights.registry import ModelSpec, Panel
 
 # 2: a vote is the seat's most probable option unless ``settings.vote_draw``; schema 1 drew every vote.
@@ -115,9 +100,10 @@ class Result(BaseModel):
     abstentions: int
 
 
-class Transcript(BaseModel):
+class Transcript(Measures):
     """A finished run: every ballot of every round, the result and its margin, turning points, who moved whom, the
-    probability paths, rankings, copying, the moderator's summary, and the settings, runtime and machine it ran on."""
+    probability paths, rankings, copying (the panel's ``Measures``, kept as fields of their own), the moderator's
+    summary, and the settings, runtime and machine it ran on."""
 
     schema_version: int = SCHEMA_VERSION
     kind: Literal["poll", "debate"]
@@ -131,20 +117,6 @@ class Transcript(BaseModel):
     rounds: list[Round]
     result: Result
     stopped_because: StopReason
-    vote_matrix: dict[str, list[str | None]]
-    turning_points: list[TurningPoint]
-    persuasion: list[Influence]
-    most_persuasive: str | None
-    # Each seat's probability for the option it ended on, round by round; and the big moves that did not flip it.
-    probability_paths: dict[str, ProbabilityPath] = Field(default_factory=dict)
-    shifts: list[Shift] = Field(default_factory=list)
-    # The final round's ballots ranked by their probabilities: Borda and Condorcet beside the plurality.
-    rankings: Rankings | None = None
-    # With calibrated weights (--weights): the final round counted with them, beside the plain count.
-    weighted_count: WeightedCount | None = None
-    # For every ballot after round 1: the longest run of words its rationale shares with what its seat had read.
-    copying: list[Copied] = Field(default_factory=list)
-    positions: PositionEffect | None = None
     summary: str | None = None
     strongest_arguments: dict[str, Argument] = Field(default_factory=dict)
     moderator: ModeratorReport | None = None
@@ -160,13 +132,8 @@ class Transcript(BaseModel):
         """A transcript saved before votes were views counted every redraw as a change of mind: its turning points,
         persuasion graph and probability paths are read again from its ballots (nothing is written)."""
         if self.schema_version < 2:
-            names = [p.name for p in self.participants]
-            turns = [r.turns for r in self.rounds]
-            self.turning_points = turning_points(names, turns)
-            self.persuasion = persuasion_graph(self.turning_points)
-            self.most_persuasive = most_persuasive(self.persuasion)
-            self.probability_paths = probability_paths(names, turns)
-            self.shifts = shifts_without_flip(names, turns)
+            for name, value in changes_of_mind([p.name for p in self.participants], [r.turns for r in self.rounds]).items():
+                setattr(self, name, value)
         if self.rankings is None and self.rounds and len(self.options) > 1:  # saved before rankings were kept
             self.rankings = rankings(self.options, self.rounds[-1].turns)
         if not self.copying and len(self.rounds) > 1:  # saved before copying was measured
@@ -178,8 +145,8 @@ def copying_of(t: "Transcript") -> list[Copied]:
     """The copying measure of a saved run, from its ballots (for a transcript saved before it was kept)."""
     s = t.settings
     integer = not any(len(r.turns[0].option_order) for r in t.rounds if r.turns)
-    return copying(t.question, [] if integer else t.options, [_seat_participant(p) for p in t.participants],
-                   [r.turns for r in t.rounds], s.rounds, integer, s.reason_first, s.anonymous, bool(s.copy_guard))
+    return copy_measure(t.question, [] if integer else t.options, [_seat_participant(p) for p in t.participants],
+                        [r.turns for r in t.rounds], s)
 
 
 def _seat_participant(p: ParticipantRecord):
@@ -215,9 +182,8 @@ def build_transcript(
         ordered = sorted(by_round[number], key=lambda t: names.index(t.participant))
         rounds.append(Round(number=number, turns=ordered, tally=tally(options, ordered)))
     final = rounds[-1].tally if rounds else tally(options, [])
-    round_turns = [r.turns for r in rounds]
-    points = turning_points(names, round_turns)
-    graph = persuasion_graph(points)
+    measures = measure(manifest.question, manifest.options, options, manifest.panel.participants,
+                       [r.turns for r in rounds], manifest.settings, {p.name: p.model for p in manifest.participants})
     return Transcript(
         kind=manifest.kind,
         id=manifest.id,
@@ -238,22 +204,7 @@ def build_transcript(
             abstentions=final.abstentions,
         ),
         stopped_because=stopped_because,
-        vote_matrix=vote_matrix(names, round_turns),
-        turning_points=points,
-        persuasion=graph,
-        most_persuasive=most_persuasive(graph),
-        probability_paths=probability_paths(names, round_turns),
-        shifts=shifts_without_flip(names, round_turns),
-        rankings=rankings(manifest.options, round_turns[-1]) if round_turns else None,
-        weighted_count=weighted_count(options, round_turns[-1], {
-            p.name: manifest.settings.seat_weights.get(p.model, 1.0) for p in manifest.participants
-        }, manifest.settings.weights_from) if manifest.settings.seat_weights and round_turns else None,
-        copying=copying(manifest.question, manifest.options, manifest.panel.participants, round_turns,
-                        manifest.settings.rounds, not manifest.options, manifest.settings.reason_first,
-                        manifest.settings.anonymous, bool(manifest.settings.copy_guard)),
-        positions=position_effect(manifest.options, turns, {
-            p.name: manifest.settings.vote_temperature(p.temperature) for p in manifest.participants
-        }),
+        **dict(measures),
         summary=report.summary if report else None,
         strongest_arguments=report.strongest if report else {},
         moderator=report,
