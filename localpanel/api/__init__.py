@@ -77,7 +77,7 @@ def check_run(request: RunRequest, *, registry: Registry, store: Store, backend:
     request = request.resolved()
     registry, panel = request.seated(registry)
     settings = request.settings
-    q = Question.checked(request.question, request.options, request.kind == "integer")
+    q = Question.checked(request.question, request.options, request.kind == "integer", request.kind == "open")
     seats, panel_name = seats_for(registry, store, panel)
     panel_obj = registry.panel(panel_name)
     if settings.seat_weights is not None:
@@ -108,6 +108,7 @@ def prepare_run(request: RunRequest, *, registry: Registry, store: Store, backen
         id="",
         created_at=now(),
         question=q.text,
+        question_kind=q.kind,
         options=q.options,
         panel=panel_obj,
         participants=[participant_record(s, store.expected_sha(s.model)[0]) for s in seats],
@@ -214,7 +215,7 @@ def _continue(run: RunDir, manifest: Manifest, seats: list[Seat], backend: Backe
     done, report = run.journal(repair=True)
     events.earlier(done)
     earlier = sum(t.seconds + t.rebuild_seconds for t in done) + (report.seconds if report else 0.0)
-    q = Question(text=manifest.question, options=manifest.options)
+    q = manifest.asked()
 
     def journaled(turn: Turn) -> None:
         run.append("turn", turn)
@@ -222,7 +223,7 @@ def _continue(run: RunDir, manifest: Manifest, seats: list[Seat], backend: Backe
 
     debate = Rounds(q, seats, manifest.settings, backend, done=done, on_turn=journaled, on_progress=events.progress)
     stopped = debate.run()
-    turns = [t for r in debate.rounds for t in r.values()]
+    turns = _all_turns(debate)
     if report is None and manifest.moderator:
         report = run_moderator(manifest, turns, stopped, backend, store)
         run.append("moderator", report)
@@ -234,11 +235,16 @@ def _continue(run: RunDir, manifest: Manifest, seats: list[Seat], backend: Backe
     return transcript
 
 
+def _all_turns(debate: Rounds) -> list[Turn]:
+    """Every turn a run made: an open question's proposals (round 0), then the rounds' ballots."""
+    return [*debate.proposals.values(), *(t for r in debate.rounds for t in r.values())]
+
+
 def run_moderator(manifest: Manifest, turns: list[Turn], stopped, backend: Backend, store: Store) -> ModeratorReport:
     preview = build_transcript(manifest, turns, stopped, None, 0.0)
     spec = manifest.models[manifest.moderator]
     path = store.verified_path(spec.name, manifest.sha256[spec.name])
-    q = Question(text=manifest.question, options=manifest.options)
+    q = Question(text=manifest.question, options=manifest.options if manifest.question_kind != "open" else preview.options)
     names = [p.name for p in manifest.participants]
     return moderate(q, names, [r.turns for r in preview.rounds], spec, path, backend, manifest.settings.seed)
 
@@ -363,16 +369,15 @@ def _replay(run: RunDir, manifest: Manifest, store: Store, backend: Backend | No
             divergence = Divergence(turn.round, turn.participant, _first_difference(want.text, turn.text), want.text, turn.text)
             raise _Diverged
 
-    q = Question(text=manifest.question, options=manifest.options)
-    debate = Rounds(q, seats, manifest.settings, backend, on_turn=check, on_progress=events.progress)
+    debate = Rounds(manifest.asked(), seats, manifest.settings, backend, on_turn=check, on_progress=events.progress)
     try:
         stopped = debate.run()
-        replayed = {(t.round, t.participant) for r in debate.rounds for t in r.values()}
+        replayed = {(t.round, t.participant) for t in _all_turns(debate)}
         missing = [t for t in original if (t.round, t.participant) not in replayed]
         if missing:
             divergence = Divergence(missing[0].round, missing[0].participant, 0, missing[0].text, "(the replay stopped before this turn)")
         elif original_report is not None and manifest.moderator:
-            turns = [t for r in debate.rounds for t in r.values()]
+            turns = _all_turns(debate)
             report = run_moderator(manifest, turns, stopped, backend, store)
             if report.text != original_report.text:
                 i = _first_difference(original_report.text, report.text)

@@ -15,8 +15,9 @@ from localpanel.errors import InputError
 from localpanel.panel.protocol import DebateSettings
 from localpanel.weights.registry import Registry
 
-# What a question asks for: one of the options, or a whole number. (An open question will be a third kind.)
-QuestionKind = Literal["options", "integer"]
+# What a question asks for: one of the options, a whole number, or (open) an answer each seat proposes, merged into
+# the candidates the panel then votes among.
+QuestionKind = Literal["options", "integer", "open"]
 DEFAULT_OPTIONS = ["Yes", "No"]
 
 
@@ -39,9 +40,10 @@ class RunRequest(BaseModel):
         if self.panel and self.models:
             raise InputError("Give either a panel or models, not both.")
         options = list(self.options)
-        if self.kind == "integer":
+        if self.kind in ("integer", "open"):
             if options:
-                raise InputError("A question with an integer answer has no options; leave them out.")
+                what = "A question with an integer answer" if self.kind == "integer" else "An open question"
+                raise InputError(f"{what} has no options; leave them out.")
             return self.model_copy(update={"options": []})
         if len(options) == 1:
             raise InputError("A vote needs at least 2 options, got 1; give more, or none for Yes and No.")
@@ -68,7 +70,10 @@ class RunRequest(BaseModel):
             raise InputError(_sentence(exc)) from None
         settings = DebateSettings.checked(rounds=flat.rounds, **({"seed": flat.seed} if flat.seed is not None else {}))
         options = [o for o in flat.options or [] if o.strip()]  # the page's blank lines
-        return cls(question=flat.question, kind="integer" if flat.integer else "options", options=options,
+        if flat.integer and flat.open:
+            raise InputError("A question is either open or has an integer answer; set one of open and integer.")
+        kind = "integer" if flat.integer else "open" if flat.open else "options"
+        return cls(question=flat.question, kind=kind, options=options,
                    panel=flat.panel or None, models=flat.models or [], settings=settings, moderator=flat.moderator)
 
 
@@ -83,12 +88,13 @@ class _Flat(BaseModel):
     rounds: int = 1
     seed: int | None = None
     integer: bool = False
+    open: bool = False
     moderator: bool = True
 
 
 _WANT = {"question": "a string", "options": "a list of strings", "panel": "the name of a panel (a string)",
          "models": "a list of model names", "rounds": "a whole number",
-         "seed": "a whole number of 0 or more", "integer": "true or false", "moderator": "true or false"}
+         "seed": "a whole number of 0 or more", "integer": "true or false", "open": "true or false", "moderator": "true or false"}
 
 
 def _sentence(exc: ValidationError) -> str:

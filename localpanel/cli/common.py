@@ -152,7 +152,7 @@ def one_run_at_a_time(store: Store, quiet: bool):
 
 # What a run is made of: a resume takes all of it from the run's manifest, so giving any of it is a conflict.
 RUNTIME_OPTIONS = ("threads", "batch_size", "ctx_size", "gpu_layers", "max_memory", "one_at_a_time")
-RUN_SHAPING = ("question", "options", "panel", "seat_models", "seed", "temperature", "max_tokens", "rounds", "anonymous",
+RUN_SHAPING = ("question", "options", "open_question", "no_merge", "panel", "seat_models", "seed", "temperature", "max_tokens", "rounds", "anonymous",
                "no_early_stop", "copy_guard", "no_debias", "vote_draw", "weights_ref", "ballot_order", "no_moderator", "run_dir",
                *RUNTIME_OPTIONS)
 
@@ -163,7 +163,7 @@ def refuse_beside_resume(shaping: tuple[str, ...] = RUN_SHAPING) -> None:
              and click_ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)]
     if given:
         flag = ("a question" if given[0] in ("question", "source")
-                else "--" + given[0].replace("_", "-").replace("seat-models", "model").replace("ballot-order", "ballot"))
+                else "--" + given[0].replace("open_question", "open").replace("_", "-").replace("seat-models", "model").replace("ballot-order", "ballot"))
         raise Failure(f"--resume continues a run exactly as it was started, so it takes no {flag}; "
                       "drop it, or start a new run without --resume.", 2)
 

@@ -39,14 +39,22 @@ from localpanel.show.render import FORMATS, render
 
 def run_options(fn):
     """What poll and debate share, given to them as ``opts: RunOptions``."""
-    def make(options, seating, vote, no_moderator, run_dir, as_json, fmt, out, quiet, runtime) -> "RunOptions":
-        return RunOptions(options=tuple(options), seating=seating, vote=vote, with_moderator=not no_moderator,
-                          run_dir=run_dir, runtime=runtime, as_json=as_json, fmt=fmt, out=out, quiet=quiet)
+    def make(options, open_question, no_merge, seating, vote, no_moderator, run_dir, as_json, fmt, out, quiet,
+             runtime) -> "RunOptions":
+        return RunOptions(options=tuple(options), open=open_question, merge=not no_merge, seating=seating, vote=vote,
+                          with_moderator=not no_moderator, run_dir=run_dir, runtime=runtime, as_json=as_json, fmt=fmt,
+                          out=out, quiet=quiet)
 
-    names = ("options", "seating", "vote", "no_moderator", "run_dir", "as_json", "fmt", "out", "quiet", "runtime")
+    names = ("options", "open_question", "no_merge", "seating", "vote", "no_moderator", "run_dir", "as_json", "fmt", "out",
+             "quiet", "runtime")
     fn = collapse(fn, names, "opts", make)
     fn = runtime_options(fn)
     for option in reversed([
+        click.option("--open", "open_question", is_flag=True, help="An open question: each seat first proposes a short "
+                     "answer; equal and near-equal ones are merged into candidates, and the panel votes among them "
+                     "(no -o/--option)."),
+        click.option("--no-merge", is_flag=True, help="With --open: keep every proposal its own candidate (only the "
+                     "same text is merged)."),
         click.option("--no-moderator", is_flag=True, help="Skip the moderator's summary and strongest arguments."),
         click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), help="Where to save the run (default: under the store's runs/)."),
         click.option("--json", "as_json", is_flag=True, help="Print the whole transcript as JSON on stdout."),
@@ -72,6 +80,8 @@ class RunOptions:
     result is shown."""
 
     options: tuple[str, ...]
+    open: bool
+    merge: bool
     seating: Seating
     vote: VoteOptions
     with_moderator: bool
@@ -85,7 +95,7 @@ class RunOptions:
     def settings(self, **fields) -> DebateSettings:
         v = self.vote
         return DebateSettings(reason_first=v.reason_first, debias=v.debias, vote_draw=v.vote_draw, seed=v.seed,
-                              temperature=v.temperature, max_tokens=v.max_tokens, **fields)
+                              temperature=v.temperature, max_tokens=v.max_tokens, merge=self.merge, **fields)
 
 
 def _emit(transcript, fmt: str, out: Path | None, as_json: bool) -> None:
@@ -109,7 +119,10 @@ def _run(ctx: CliState, question: str, settings: DebateSettings, opts: RunOption
         settings = settings.model_copy(update={"seat_weights": {m: x.weight for m, x in w.models.items()},
                                                "weights_from": w.source})
     opts.seating.check()
-    request = api.RunRequest(question=question, options=list(opts.options), panel=opts.seating.panel,
+    if not opts.merge and not opts.open:
+        raise Failure("--no-merge keeps an open question's proposals apart; it needs --open.", 2)
+    request = api.RunRequest(question=question, kind="open" if opts.open else "options", options=list(opts.options),
+                             panel=opts.seating.panel,
                              models=list(opts.seating.models), settings=settings, moderator=opts.with_moderator,
                              runtime=opts.runtime, run_dir=opts.run_dir)
     started: list[Path] = []
@@ -135,13 +148,8 @@ def _interrupted(run_dir: Path | None, debate: bool) -> None:
 
 
 
-RUN_SHAPING = ("question", "options", "panel", "seat_models", "seed", "temperature", "max_tokens", "rounds", "anonymous",
-               "no_early_stop", "copy_guard", "no_debias", "vote_draw", "weights_ref", "ballot_order", "no_moderator", "run_dir",
-               *RUNTIME_OPTIONS)
-
-
 def _resume(ctx: CliState, ref: Path, opts: RunOptions) -> None:
-    refuse_beside_resume(RUN_SHAPING)
+    refuse_beside_resume()
     run = find_run(ref, ctx.store.runs_dir)
     was_finished = run.finished
     manifest = run.manifest()

@@ -31,7 +31,6 @@ from localpanel.engine.freetext import (
     IntegerText,
     degenerate,
     looping_class,
-    sentence_enders,
 )
 from localpanel.engine.grammar import Choice, Integer, Literal, Plan, Text
 from localpanel.engine.runtime import ChoiceRecord, Sampling
@@ -378,7 +377,7 @@ def _free_text(job: _Job, seg: Text | Integer, after: str):
                 raise ReplayMismatch(f"recorded token {tok} is not allowed at this point of the {seg.field}")
         else:
             if bias := text.ending_bias():
-                logits[sentence_enders(vocab)] += bias
+                logits[text.enders()] += bias
             if guard is not None and (banned := guard.banned(own)):
                 kept = logits[banned].copy()
                 logits[banned] = -np.inf

@@ -71,7 +71,7 @@ class FreeText(_Rule):
         if self.need == 0 and self.vocab.closing_mask(self.after)[tok]:
             j = piece.find(b'"')
             c = char_count(piece[:j])
-            if self.seg.min_chars <= self.chars + c <= self.seg.max_chars and ends_sentence(bytes(self.body) + piece[:j]):
+            if self.seg.min_chars <= self.chars + c <= self.seg.max_chars and self.ends(bytes(self.body) + piece[:j]):
                 return "close", j, c
         return None
 
@@ -84,12 +84,21 @@ class FreeText(_Rule):
             self.admit(mask, np.flatnonzero(self.vocab.closing_mask(self.after)))
         return mask
 
+    def ends(self, text: bytes) -> bool:
+        """Whether the text may end here: at a sentence end, or for a phrase at a finished word."""
+        return ends_phrase(text) if self.seg.phrase else ends_sentence(text)
+
+    def enders(self) -> np.ndarray:
+        """The tokens ``ending_bias`` favours: those that end a sentence, or for a phrase its closing quote."""
+        return self.vocab.closing_mask(self.after) if self.seg.phrase else sentence_enders(self.vocab)
+
     @property
     def complete(self) -> bool:
-        """Long enough and at a sentence end: the decoder closes the text here."""
+        """Long enough and at a sentence end: the decoder closes the text here (a phrase only the model closes)."""
         body = bytes(self.body)
         return (
-            self.need == 0
+            not self.seg.phrase
+            and self.need == 0
             and self.chars >= self.soft_chars
             and self.chars >= self.seg.min_chars
             and ends_sentence(body)
@@ -236,6 +245,17 @@ def ends_sentence(text: bytes) -> bool:
         return False
     word = _LAST_WORD.search(text.rstrip(b")]'\"\xe2\x80\x99\xe2\x80\x9d\xc2\xbb"))
     return not (word and word.group(0).lower() in ABBREVIATIONS)
+
+
+# A phrase may not end on what leads on to more: a comma, a colon, a dash, an open bracket, a slash, "&", "+".
+_LEADS_ON = set(",;:([{/&+-\u2013\u2014")
+
+
+def ends_phrase(text: bytes) -> bool:
+    """Whether ``text`` is a finished phrase: something other than spaces, no leading or trailing space, and not
+    ending on a character that leads on."""
+    s = text.decode("utf-8", errors="replace")
+    return bool(s.strip()) and s == s.strip() and s[-1] not in _LEADS_ON
 
 
 def may_continue_as_number(text: bytes) -> bool:

@@ -15,6 +15,8 @@ from typing import Any
 # Schema extension: {"x-null-when": {"field": "vote", "equals": "Yes"}} forces a nullable choice to null
 # when an earlier field decoded to that value (a debater who keeps its vote was persuaded by no one).
 NULL_WHEN = "x-null-when"
+# Schema extension: {"x-phrase": true} on a string makes it a phrase (see Text.phrase).
+PHRASE = "x-phrase"
 # The only pattern free text may carry: what the decoder enforces anyway (no quote, backslash or control character).
 TEXT_PATTERN = r'^[^"\\\x00-\x1f\x7f]*$'
 
@@ -53,6 +55,9 @@ class Text:
     max_chars: int
     # The scripts its letters may be written in besides Latin (see scripts.py); None: any.
     scripts: tuple[str, ...] | None = None
+    # A phrase (an open question's answer, schema extension "x-phrase"): it ends where the model closes it on a
+    # finished word, not at a sentence end, and the decoder never closes it by itself.
+    phrase: bool = False
 
 
 @dataclass(frozen=True)
@@ -155,7 +160,7 @@ def _value(node: dict, root: dict, plan: Plan, path: str) -> None:
         if "maxLength" not in node:
             raise SchemaError(f"{path}: free text must have a maxLength")
         plan.add(Literal('"'))
-        plan.add(Text(path, int(node.get("minLength", 0)), int(node["maxLength"])))
+        plan.add(Text(path, int(node.get("minLength", 0)), int(node["maxLength"]), phrase=bool(node.get(PHRASE))))
         plan.add(Literal('"'))
         return
     if node.get("type") == "null":  # e.g. attributed_to when nobody else is on the panel

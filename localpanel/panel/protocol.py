@@ -14,8 +14,9 @@ from pydantic import BaseModel, ValidationError
 from localpanel.engine.draw import rotate, shifts
 from localpanel.engine.runtime import Backend, Generation, GenerationRequest, Message, Sampling
 from localpanel.engine.scripts import scripts_of
-from localpanel.errors import ContextOverflowError
+from localpanel.errors import ContextOverflowError, RunError
 from localpanel.panel.ballot import RATIONALE_MAX, REASONING_MAX, ballot_model
+from localpanel.panel.proposals import MergeMap, merge, proposal_request, read_proposal
 from localpanel.panel.prompts import (  # noqa: F401  (re-exported: the protocol's names as they always were)
     OWN_WORDS,
     canonical_order,
@@ -42,6 +43,10 @@ from localpanel.panel.terms import (  # noqa: F401  (re-exported as above)
     StopReason,
     Turn,
 )
+
+class ProposalError(RunError):
+    """An open question none of whose seats proposed an answer."""
+
 
 @dataclass
 class TurnPlan:
@@ -78,16 +83,55 @@ class Rounds:
         self.labels = labels_for(seats, settings.anonymous)
         self.by_label = {label: name for name, label in self.labels.items()}
         self.index = {s.name: i for i, s in enumerate(seats)}
-        self.canonical = canonical_order(question.options, settings.seed)
-        # The rotations each vote is scored under (0: the order shown); one when not debiasing.
-        self.rotations = shifts(len(question.options)) if settings.debias and len(question.options) > 1 else [0]
         self.rounds: list[dict[str, Turn]] = []
+        # An open question's proposals (round 0) and their merge into candidates, once every seat has proposed.
+        self.proposals: dict[str, Turn] = {}
+        self.merged: MergeMap | None = None
         for turn in done or []:
             self._record(turn)
+        self._options(question.options)
+        if question.open and all(s.name in self.proposals for s in seats):
+            self._settle()
         self.on_turn = on_turn or (lambda turn: None)
         self.on_progress = on_progress or (lambda event, seat, round_no, tokens: None)
 
+    def _options(self, options: list[str]) -> None:
+        self.canonical = canonical_order(options, self.settings.seed)
+        # The rotations each vote is scored under (0: the order shown); one when not debiasing.
+        self.rotations = shifts(len(options)) if self.settings.debias and len(options) > 1 else [0]
+
+    def _settle(self) -> None:
+        """The open question's candidates, merged from the proposals, become the options voted on."""
+        self.merged = merge([self.proposals[s.name] for s in self.seats], self.settings.merge)
+        if not self.merged.candidates:
+            raise ProposalError("No seat proposed an answer (every proposal failed); see the journal for why.")
+        self.question = self.question.model_copy(update={"options": self.merged.options})
+        self._options(self.question.options)
+
+    def propose(self) -> None:
+        """Every seat without a proposal proposes its answer, all at once (recorded ones go along as replays)."""
+        seats = self.order(1)
+        if all(s.name in self.proposals for s in seats):
+            return
+        n = len(self.seats)
+        requests = [proposal_request(self.question, s, n, self.labels[s.name], self.settings, self.proposals.get(s.name))
+                    for s in seats]
+        for s, r in zip(seats, requests):
+            if r.replay is None:
+                self.on_progress("start", s, 0, 0)
+
+        def done(i: int, g: Generation) -> None:
+            turn = read_proposal(requests[i], g, self.settings.reason_first)
+            self._record(turn)
+            self.on_turn(turn)
+            self.on_progress("done", seats[i], 0, turn.completion_tokens)
+
+        self.backend.generate_many(requests, lambda i, k: self.on_progress("token", seats[i], 0, k), done)
+
     def _record(self, turn: Turn) -> None:
+        if turn.round == 0:
+            self.proposals[turn.participant] = turn
+            return
         while len(self.rounds) < turn.round:
             self.rounds.append({})
         self.rounds[turn.round - 1][turn.participant] = turn
@@ -161,11 +205,12 @@ class Rounds:
         """Before any weights load: the first prompt plus a ballot must fit every participant's context. A cheap
         upper bound settles it for ordinary questions; the exact count is taken only when the bound is too big."""
         for seat in self.seats:
-            plan = self.plan(seat, 1)
+            messages = (proposal_request(self.question, seat, len(self.seats), self.labels[seat.name], self.settings).messages
+                        if self.question.open and self.merged is None else self.plan(seat, 1).messages)
             window = self.backend.context_length(seat.model, seat.model_path)
-            if self.backend.token_bound(seat.model, seat.model_path, plan.messages) + self.settings.max_tokens <= window:
+            if self.backend.token_bound(seat.model, seat.model_path, messages) + self.settings.max_tokens <= window:
                 continue
-            need = self.backend.count_tokens(seat.model, seat.model_path, plan.messages) + self.settings.max_tokens
+            need = self.backend.count_tokens(seat.model, seat.model_path, messages) + self.settings.max_tokens
             if need > window:
                 raise ContextOverflowError(
                     f"The question does not fit {seat.name}'s context: its prompt and a ballot of up to "
@@ -182,6 +227,9 @@ class Rounds:
         return [s for m in models for s in self.seats if s.model.name == m]
 
     def run(self) -> StopReason:
+        if self.question.open and self.merged is None:
+            self.propose()
+            self._settle()
         for round_no in range(1, self.settings.rounds + 1):
             if round_no > 1 and (reason := self.stop_after(round_no - 1)):
                 return reason

@@ -76,23 +76,31 @@ class Question(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text: str
     options: list[str]
+    # An open question: each seat proposes a short answer first; its options are the merged proposals.
+    open: bool = False
 
     @property
     def integer(self) -> bool:
-        """A question without options is answered with an integer (the grammar forces one)."""
-        return not self.options
+        """A question without options is answered with an integer (the grammar forces one), unless it is open."""
+        return not self.options and not self.open
+
+    @property
+    def kind(self) -> str:
+        return "open" if self.open else "integer" if self.integer else "options"
 
     @classmethod
-    def checked(cls, text: str, options: list[str] | tuple[str, ...], integer: bool = False) -> "Question":
+    def checked(cls, text: str, options: list[str] | tuple[str, ...], integer: bool = False,
+                open: bool = False) -> "Question":
         text = (text or "").strip()
         if not text:
             raise QuestionError("The question is empty; pass the question as the first argument.")
         if len(text) > MAX_QUESTION_CHARS:
             raise QuestionError(f"The question is {len(text)} characters long; keep it under {MAX_QUESTION_CHARS}.")
-        if integer:
+        if integer or open:
             if options:
-                raise QuestionError("A question answered with an integer has no options.")
-            return cls(text=text, options=[])
+                what = "An open question" if open else "A question answered with an integer"
+                raise QuestionError(f"{what} has no options; leave out -o/--option.")
+            return cls(text=text, options=[], open=open)
         opts = [o.strip() for o in options]
         if any(not o for o in opts):
             raise QuestionError("An option is empty or only whitespace; give every -o/--option some text.")
@@ -165,6 +173,8 @@ class DebateSettings(BallotSettings):
     # weighted count to the plain one. Decoding does not read them.
     seat_weights: dict[str, float] | None = None
     weights_from: str | None = None
+    # An open question: merge near-equal proposals into one candidate (--no-merge keeps every proposal apart).
+    merge: bool = True
 
     @classmethod
     def checked(cls, **fields) -> "DebateSettings":

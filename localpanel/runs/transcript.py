@@ -21,7 +21,8 @@ from localpanel.panel.copying import Copied
 from localpanel.panel.counts import rankings
 from localpanel.panel.measures import Measures, changes_of_mind, copy_measure, measure
 from localpanel.panel.moderator import Argument, ModeratorReport
-from localpanel.panel.protocol import DebateSettings, StopReason, Turn
+from localpanel.panel.proposals import MergeMap, merge
+from localpanel.panel.protocol import DebateSettings, Question, StopReason, Turn
 from localpanel.panel.tally import Tally, result_line, tally
 from localpanel.weights.registry import ModelSpec, Panel
 
@@ -71,6 +72,9 @@ class Manifest(BaseModel):
     id: str
     created_at: str
     question: str
+    # What the question asks for: one of ``options``, a whole number, or (open) an answer each seat proposes,
+    # merged into the candidates voted on. A manifest saved before it was kept reads as options or integer.
+    question_kind: Literal["options", "integer", "open"] = "options"
     options: list[str]
     panel: Panel
     participants: list[ParticipantRecord]
@@ -82,6 +86,17 @@ class Manifest(BaseModel):
     environment: dict
 
     _legacy = model_validator(mode="before")(legacy_settings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kind(cls, data):
+        if isinstance(data, dict) and "question_kind" not in data:
+            data = {**data, "question_kind": "options" if data.get("options") else "integer"}
+        return data
+
+    def asked(self) -> Question:
+        """The question as it was asked (an open question's candidates come from its proposals)."""
+        return Question(text=self.question, options=self.options, open=self.question_kind == "open")
 
 
 class Round(BaseModel):
@@ -115,6 +130,9 @@ class Transcript(Measures):
     panel: str
     participants: list[ParticipantRecord]
     rounds: list[Round]
+    # An open question: each seat's proposal (round 0) and how they were merged into the candidates (``options``).
+    proposals: list[Turn] = Field(default_factory=list)
+    merge: MergeMap | None = None
     result: Result
     stopped_because: StopReason
     summary: str | None = None
@@ -172,8 +190,12 @@ def build_transcript(
 ) -> Transcript:
     """Derive every figure from the ballots and assemble the transcript."""
     names = [p.name for p in manifest.participants]
-    # An integer question has no options: the answers given are its options, in the order first given.
-    options = manifest.options or list(dict.fromkeys(t.vote for t in turns if t.valid))
+    proposals = sorted((t for t in turns if t.round == 0), key=lambda t: names.index(t.participant))
+    turns = [t for t in turns if t.round > 0]
+    merged = merge(proposals, manifest.settings.merge) if manifest.question_kind == "open" else None
+    # An open question's options are its candidates; an integer question's the answers given, in the order first given.
+    options = merged.options if merged else manifest.options or list(dict.fromkeys(t.vote for t in turns if t.valid))
+    asked = merged.options if merged else manifest.options
     by_round: dict[int, list[Turn]] = {}
     for t in turns:
         by_round.setdefault(t.round, []).append(t)
@@ -182,7 +204,7 @@ def build_transcript(
         ordered = sorted(by_round[number], key=lambda t: names.index(t.participant))
         rounds.append(Round(number=number, turns=ordered, tally=tally(options, ordered)))
     final = rounds[-1].tally if rounds else tally(options, [])
-    measures = measure(manifest.question, manifest.options, options, manifest.panel.participants,
+    measures = measure(manifest.question, asked, options, manifest.panel.participants,
                        [r.turns for r in rounds], manifest.settings, {p.name: p.model for p in manifest.participants})
     return Transcript(
         kind=manifest.kind,
@@ -194,6 +216,8 @@ def build_transcript(
         panel=manifest.panel.name,
         participants=manifest.participants,
         rounds=rounds,
+        proposals=proposals,
+        merge=merged,
         result=Result(
             label=final.label,
             winner=final.winner,

@@ -47,6 +47,21 @@ class Options:
 
 
 @dataclass(frozen=True)
+class Proposed:
+    candidate: str
+    by: tuple[tuple[str, str], ...]  # (seat, its proposal as written)
+
+
+@dataclass(frozen=True)
+class Proposals:
+    """An open question's merge map: which proposal became which candidate, and the rule."""
+
+    rows: tuple[Proposed, ...]
+    rule: str
+    failed: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Notes:
     """A headed list of sentences (rankings, the position effect, copying)."""
 
@@ -154,7 +169,7 @@ class Footer:
     text: str
 
 
-Section = (Header | Result | Options | Notes | Summary | Arguments | ModeratorFailure | VoteMatrix | TurningPoints
+Section = (Header | Result | Options | Proposals | Notes | Summary | Arguments | ModeratorFailure | VoteMatrix | TurningPoints
            | Persuasion | Paths | Ballots | Footer)
 
 
@@ -278,6 +293,10 @@ def card_of(t: Transcript) -> Card:
     if final:
         s.append(Options(tuple(OptionRow(o, final.tally.counts[o], final.tally.shares[o], final.tally.weighted[o])
                                for o in t.options), final.tally.abstentions))
+    if t.merge is not None:
+        s.append(Proposals(tuple(Proposed(c.text, tuple(zip(c.seats, c.proposals))) for c in t.merge.candidates),
+                           t.merge.rule, tuple(t.merge.failed)))
+    if final:
         # Borda and Condorcet from three options on (with two they repeat the count; the JSON has them).
         if t.rankings is not None and len(t.options) > 2:
             s.append(Notes("rankings", "Rankings from the probabilities (each ballot ranks every option by its own "

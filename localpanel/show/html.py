@@ -46,6 +46,14 @@ def write(card: c.Card) -> str:
                     parts.append(f"<p>{s.abstentions} abstained: their ballot failed.</p>")
                 parts.append("<p class=legend>" + "".join(
                     f"<span><i style='background:{colors[o]}'></i>{html.escape(o)}</span>" for o in raw_options) + "</p>")
+            case c.Proposals():
+                parts.append("<h2>Proposals</h2><table><tr><th>Candidate<th>Proposed by</tr>")
+                parts += [f"<tr><td>{row.candidate}<td>" + "; ".join(f"{seat}: {text}" for seat, text in row.by) + "</tr>"
+                          for row in s.rows]
+                parts.append("</table>")
+                if s.failed:
+                    parts.append(f"<p>No proposal from {', '.join(s.failed)}: it failed.</p>")
+                parts.append(f"<p class=p>Merge rule: {s.rule}.</p>")
             case c.Notes():
                 parts.append(f"<h2>{s.short_heading or s.heading}</h2>" + "".join(f"<p>{x}</p>" for x in s.lines))
             case c.Summary():

@@ -39,6 +39,12 @@ def write(card: c.Card) -> str:
                 if s.abstentions:
                     out.append(f"\n{s.abstentions} abstained: their ballot failed.")
                 out.append("")
+            case c.Proposals():
+                out += ["## Proposals", "", "| Candidate | Proposed by |", "|---|---|"]
+                out += [f"| {row.candidate} | " + "; ".join(f"{seat}: {text}" for seat, text in row.by) + " |" for row in s.rows]
+                if s.failed:
+                    out.append(f"\nNo proposal from {', '.join(s.failed)}: it failed.")
+                out += ["", f"Merge rule: {s.rule}.", ""]
             case c.Notes():
                 out += [f"## {s.short_heading or s.heading}", ""] + [f"- {line}" for line in s.lines] + [""]
             case c.Summary():

@@ -37,6 +37,14 @@ def write(card: c.Card, *, color: bool = False, width: int = 88) -> str:
                     out.append(f"  {r.option:<{name_w}}  {bar}  {r.votes:>3}    {100 * r.probability:.0f}%")
                 if s.abstentions:
                     out.append(f"  ({s.abstentions} abstained: their ballot failed)")
+            case c.Proposals():
+                out += ["", "Proposals (each seat's answer, and the candidate it was merged into)"]
+                for row in s.rows:
+                    out.append(f"  {row.candidate}")
+                    out += [f"    ← {seat}: {text}" for seat, text in row.by]
+                if s.failed:
+                    out.append(f"  (no proposal from {', '.join(s.failed)}: it failed)")
+                out.append(wrap(f"Merge rule: {s.rule}.", "  "))
             case c.Notes():
                 out += ["", s.heading] + [wrap(line, "  ") for line in s.lines]
             case c.Summary():

@@ -44,7 +44,7 @@ async function submit(event) {
   $("form-error").textContent = "";
   const options = $("options").value.split("\n").map((s) => s.trim()).filter(Boolean);
   const body = {question: $("question").value, options, panel: $("panel").value, rounds: Number($("rounds").value) || 1,
-                seed: $("seed").value === "" ? null : Number($("seed").value)};
+                seed: $("seed").value === "" ? null : Number($("seed").value), open: $("open").checked};
   $("go").disabled = true;
   try {
     const snap = await api("/api/runs", body);
