@@ -65,7 +65,7 @@ class FreeText(_Rule):
             return None
         if self.vocab.body_ok_at(tok, self.need):
             c = int(self.vocab.char_lengths[tok])
-            if self.chars + c <= self.seg.max_chars:
+            if self.chars + c <= self.seg.max_chars and (not self.seg.phrase or self._spaces_left() >= self._spaces()[tok]):
                 return "body", utf8_advance(self.need, piece), c
             return None
         if self.need == 0 and self.vocab.closing_mask(self.after)[tok]:
@@ -78,11 +78,20 @@ class FreeText(_Rule):
     def allowed(self) -> np.ndarray:
         """Every token ``accepts`` admits now, as a mask over the vocabulary."""
         mask = self.vocab.body_mask(self.need) & (self.vocab.char_lengths <= self.seg.max_chars - self.chars)
+        if self.seg.phrase:
+            mask &= self._spaces() <= self._spaces_left()
         if self.foreign is not None:
             mask &= ~self.foreign
         if self.need == 0 and self.chars + 1 >= self.seg.min_chars - max_closing_chars(self.vocab, self.after):
             self.admit(mask, np.flatnonzero(self.vocab.closing_mask(self.after)))
         return mask
+
+    def _spaces(self) -> np.ndarray:
+        """Each token's spaces: a phrase has at most PHRASE_WORDS words."""
+        return self.vocab.derived("spaces", lambda: np.array([p.count(b" ") for p in self.vocab.pieces], dtype=np.int32))
+
+    def _spaces_left(self) -> int:
+        return PHRASE_WORDS - 1 - bytes(self.body).count(b" ")
 
     def ends(self, text: bytes) -> bool:
         """Whether the text may end here: at a sentence end, or for a phrase at a finished word."""
@@ -114,7 +123,8 @@ class FreeText(_Rule):
 
     def failure(self) -> str:
         if self.chars >= self.seg.max_chars - 1:
-            return f"the {self.seg.field} reached {self.seg.max_chars} characters before a sentence ended"
+            end = "its phrase ended" if self.seg.phrase else "a sentence ended"
+            return f"the {self.seg.field} reached {self.seg.max_chars} characters before {end}"
         return f"no token the grammar allows could continue the {self.seg.field}"
 
     @property
@@ -247,15 +257,24 @@ def ends_sentence(text: bytes) -> bool:
     return not (word and word.group(0).lower() in ABBREVIATIONS)
 
 
-# A phrase may not end on what leads on to more: a comma, a colon, a dash, an open bracket, a slash, "&", "+".
-_LEADS_ON = set(",;:([{/&+-\u2013\u2014")
+# A phrase may not end on what leads on to more (a comma, a colon, a dash, an open bracket, a slash, "&", "+"), nor
+# like a sentence (a point that is not an abbreviation's or an initial's, "!" or "?"): it is an answer, not a sentence.
+_LEADS_ON = set(",;:([{/&+-\u2013\u2014!?")
+PHRASE_WORDS = 10
 
 
 def ends_phrase(text: bytes) -> bool:
-    """Whether ``text`` is a finished phrase: something other than spaces, no leading or trailing space, and not
-    ending on a character that leads on."""
+    """Whether ``text`` is a finished phrase: something other than spaces, no leading or trailing space, not ending on
+    a character that leads on, and not ending a sentence ("D.C." and "Jr." end a phrase; "I think so." does not)."""
     s = text.decode("utf-8", errors="replace")
-    return bool(s.strip()) and s == s.strip() and s[-1] not in _LEADS_ON
+    if not s.strip() or s != s.strip() or s[-1] in _LEADS_ON:
+        return False
+    if s.endswith(".."):  # an ellipsis: a phrase left unfinished
+        return False
+    if s.endswith("."):
+        last = s.split()[-1]
+        return "." in last[:-1] or len(last) <= 2 or last.lower().encode() in ABBREVIATIONS
+    return True
 
 
 def may_continue_as_number(text: bytes) -> bool:
