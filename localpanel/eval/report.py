@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from localpanel.eval.questions import DU_ET_AL
 from localpanel.eval.results import QuestionResult
-from localpanel.eval.scores import CONVENTIONS, RANKING_MODES, Estimate, estimate, majority, majority_score
+from localpanel.eval.scores import CONVENTIONS, OPEN_MODES, RANKING_MODES, Estimate, estimate, majority, majority_score
 
 CALIBRATED = ["calibrated vote", "calibrated weighted"]
 # Modes that need the options' probabilities: an integer question has none, and is left out of them (see its n).
@@ -163,7 +163,7 @@ def question_scores(manifest, results: list[QuestionResult]) -> tuple[list[dict[
     asked for that have no score at all (with why). Every mode is over the same questions: a question a mode gives
     no answer (no valid ballot to count) scores 0 in it; integer questions are left out of the option modes."""
     per_q = [r.scores() for r in results]
-    wanted = [*manifest.settings.modes, *(m for m in RANKING_MODES if m not in manifest.settings.modes)]
+    wanted = [*manifest.settings.modes, *(m for m in (*RANKING_MODES, *OPEN_MODES) if m not in manifest.settings.modes)]
     unscored: dict[str, str] = {}
     w = getattr(manifest.settings, "weights", None)
     if w is not None:

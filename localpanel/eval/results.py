@@ -8,7 +8,7 @@ from pydantic import BaseModel
 
 from localpanel.engine.draw import pick
 from localpanel.eval.questions import EvalQuestion
-from localpanel.eval.scores import majority_score, ranking_scores, weighted_score
+from localpanel.eval.scores import majority_score, ranking_scores, squad_normalized, token_f1, weighted_score
 from localpanel.panel.tally import undebiased_vote
 from localpanel.runs.transcript import Transcript
 
@@ -41,10 +41,22 @@ class QuestionResult(BaseModel):
     failure: str | None = None  # why the question could not run at all
     # From round 2 on, per round and seat: the longest run of words the rationale shares with what it had read.
     copied: list[list[int]] = []
+    # An open question: each seat's proposal and the candidate it was merged into (a right one reads as ``answer``),
+    # whether any candidate was right, the merge's errors read from the gold, and each proposal's token F1.
+    proposals: list[str | None] | None = None
+    merged: list[str | None] | None = None
+    ceiling: bool | None = None
+    right_apart: int = 0  # right candidates beyond the first: right proposals the merge left apart
+    wrong_merged: int = 0  # candidates that merged a right proposal with a wrong one
+    proposal_f1: list[float] = []
 
     def scores(self) -> dict[str, float]:
         out = self._round_one(self.votes[0], self.confidence)
         out["debate"] = majority_score(self.votes[-1], self.answer)
+        if self.proposals is not None:
+            out["single"] = float(np.mean([v == self.answer for v in self.proposals]))
+            out["proposals"] = majority_score(self.merged or [], self.answer)
+            out["ceiling"] = float(bool(self.ceiling))
         if self.reflect is not None:
             out["reflect"] = float(self.reflect[-1] == self.answer)
         return out
@@ -143,6 +155,8 @@ def read_question(index: int, q: EvalQuestion, debate: Transcript, reflect: Tran
         temperature = {p.name: debate.settings.vote_temperature(p.temperature) for p in debate.participants}
         result.undebiased = [undebiased_vote(first[n], temperature[n]) if n in first else None for n in names]
         result.raw_confidence = [(first[n].raw_confidence or {}) if n in first else {} for n in names]
+    if q.open:
+        _read_open(result, q, debate, names)
     if reflect is not None:
         if not isinstance(reflect, Transcript):  # the reflect run could not run: its answer failed
             result.reflect = [None]
@@ -153,3 +167,42 @@ def read_question(index: int, q: EvalQuestion, debate: Transcript, reflect: Tran
     return result
 
 
+
+
+def _read_open(result: QuestionResult, q: EvalQuestion, debate: Transcript, names: list[str]) -> None:
+    """An open question read against its accepted answers: every right text reads as ``q.answer`` (votes for
+    different right candidates count as votes for the answer), with the merge's errors counted from the gold."""
+    accepted = {squad_normalized(a) for a in q.answers}
+
+    def right(text: str | None) -> bool:
+        return text is not None and squad_normalized(text) in accepted
+
+    def mark(text: str | None) -> str | None:
+        return q.answer if right(text) else text
+
+    def mark_probs(c: dict[str, float]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for k, p in c.items():
+            out[mark(k)] = out.get(mark(k), 0.0) + p
+        return out
+
+    result.votes = [[mark(v) for v in r] for r in result.votes]
+    result.confidence = [mark_probs(c) for c in result.confidence]
+    if result.raw_confidence is not None:
+        result.raw_confidence = [mark_probs(c) for c in result.raw_confidence]
+    for field in ("undebiased", "drawn", "shown_first", "shown_last"):
+        if getattr(result, field) is not None:
+            setattr(result, field, [mark(v) for v in getattr(result, field)])
+    if result.views is not None:
+        result.views = [[mark(v) for v in r] for r in result.views]
+    by_seat = {p.participant: p for p in debate.proposals}
+    texts = [by_seat[n].vote if n in by_seat and by_seat[n].valid else None for n in names]
+    result.proposals = [mark(t) for t in texts]
+    result.proposal_f1 = [token_f1(t, q.answers) if t else 0.0 for t in texts]
+    merge_map = debate.merge
+    candidates = merge_map.candidates if merge_map else []
+    result.merged = [mark(merge_map.candidate_of(n)) if merge_map else None for n in names]
+    result.ceiling = any(right(c.text) or any(right(x) for x in c.proposals) for c in candidates)
+    right_candidates = [c for c in candidates if any(right(x) for x in c.proposals)]
+    result.right_apart = max(0, len(right_candidates) - 1)
+    result.wrong_merged = sum(1 for c in right_candidates if not all(right(x) for x in c.proposals))

@@ -143,7 +143,8 @@ def _run_job(job: QuestionJob, manifest: EvalManifest, store: Store, backend: Ba
                               max_tokens=s.max_tokens, reason_first=s.reason_first, early_stop=False)
     q = job.question
     return api.start_run(q.question, q.options, registry=registry, store=store, panel=panel.name, settings=settings,
-                         runtime=manifest.runtime, run_dir=run_dir, backend=backend, with_moderator=False, integer=q.integer)
+                         runtime=manifest.runtime, run_dir=run_dir, backend=backend, with_moderator=False, integer=q.integer,
+                         open=q.open)
 
 
 OnDone = Callable[[QuestionJob, "Transcript | JobFailure"], None]

@@ -24,8 +24,16 @@ MODE_TITLES = {
     "calibrated weighted": "probability vote, each ballot weighted by its model's calibrated weight (round 1)",
     "debate": "debate (final-round majority)",
     "reflect": "self-reflection (first seat alone)",
+    "proposals": "plurality of the merged proposals (open questions; no vote)",
+    "ceiling": "a right answer among the candidates at all (open questions: the most any vote can score)",
 }
+OPEN_MODES = ("proposals", "ceiling")
 
+
+OPEN_CONVENTION = ("open questions (NQ-open, SQuAD, JSONL with 'answers'): a proposal, candidate or vote is right when "
+                   "it equals an accepted answer after SQuAD's normalization (lower case, no punctuation, no a/an/the, "
+                   "single spaces); votes for different candidates that are each right count as votes for the answer; "
+                   "single is each seat's own proposal.")
 
 CONVENTIONS = [
     "single: a failed ballot is a wrong answer.",
@@ -40,10 +48,12 @@ CONVENTIONS = [
     "borda and condorcet: each valid ballot ranks every option by its own probabilities; failed ballots rank "
     "nothing. A Borda tie between k options, or a cycle of k options with no Condorcet winner, scores 1/k when "
     "the right answer is among them.",
+    OPEN_CONVENTION,
     "against the best seat: for each question the best seat is the one most often right on the other questions "
     "(leave-one-out), so that the comparison does not flatter it; the seat best on all of them is named too.",
 ]
 RANKING_MODES = ("borda", "condorcet")
+
 ABSTAIN = object()
 
 
@@ -108,3 +118,25 @@ def ranking_scores(confidences: list[dict[str, float]], answer: str) -> dict[str
             "condorcet": (answer in r.smith_set) / len(r.smith_set)}
 
 
+
+
+def squad_normalized(text: str) -> str:
+    """SQuAD's answer normalization: lower case, no punctuation, no articles, single spaces."""
+    import re
+    import string
+
+    text = "".join(c for c in text.lower() if c not in set(string.punctuation))
+    return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
+
+
+def token_f1(prediction: str, answers: list[str]) -> float:
+    """SQuAD's token F1 against the best of the accepted answers."""
+    best = 0.0
+    pred = squad_normalized(prediction).split()
+    for a in answers:
+        gold = squad_normalized(a).split()
+        common = sum((Counter(pred) & Counter(gold)).values())
+        if common:
+            p, r = common / len(pred), common / len(gold)
+            best = max(best, 2 * p * r / (p + r))
+    return best
