@@ -75,22 +75,27 @@ def cli(*args, home):
     return [sys.executable, "-m", "localpanel", *args], env
 
 
-def test_kill_9_mid_debate_then_resume_changes_no_journaled_turn(store_with_weights, tmp_path):
-    run_dir = tmp_path / "ethics"
-    cmd, env = cli("debate", QUESTION, *[a for o in OPTIONS for a in ("-o", o)], "--rounds", "3", "--seed", "9", "--panel", "tiny",
-                   "--no-early-stop", "--run-dir", str(run_dir), "-q", home=store_with_weights.home)
+def kill_9_after(cmd, env, journal, lines: int) -> bytes:
+    """Start ``cmd``, kill -9 it once ``journal`` holds ``lines`` lines; the whole lines it kept."""
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    journal = run_dir / "turns.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
-        if journal.exists() and journal.read_bytes().count(b"\n") >= 6:
+        if journal.exists() and journal.read_bytes().count(b"\n") >= lines:
             break
-        time.sleep(0.05)
+        time.sleep(0.02)
     assert proc.poll() is None, proc.stderr.read().decode()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     before = journal.read_bytes()
-    kept = before[: before.rfind(b"\n") + 1]
+    return before[: before.rfind(b"\n") + 1]
+
+
+def test_kill_9_mid_debate_then_resume_changes_no_journaled_turn(store_with_weights, tmp_path):
+    run_dir = tmp_path / "ethics"
+    cmd, env = cli("debate", QUESTION, *[a for o in OPTIONS for a in ("-o", o)], "--rounds", "3", "--seed", "9", "--panel", "tiny",
+                   "--no-early-stop", "--run-dir", str(run_dir), "-q", home=store_with_weights.home)
+    journal = run_dir / "turns.jsonl"
+    kept = kill_9_after(cmd, env, journal, 6)
     assert 6 <= kept.count(b"\n") < 12 and not (run_dir / "transcript.json").exists()
 
     cmd, env = cli("debate", "--resume", str(run_dir), "--json", "-q", home=store_with_weights.home)

@@ -2,9 +2,7 @@
 ballots over them, replay to the token, and kill -9 during the proposals, then resume."""
 
 import json
-import signal
 import subprocess
-import time
 
 import pytest
 
@@ -14,7 +12,7 @@ from localpanel.engine.freetext import PHRASE_WORDS, ends_phrase
 from localpanel.panel.proposals import merge
 from localpanel.panel.protocol import DebateSettings
 
-from .test_debate_real import cli
+from .test_debate_real import cli, kill_9_after
 
 pytestmark = pytest.mark.real
 
@@ -43,18 +41,8 @@ def test_kill_9_during_the_proposals_then_resume_loses_nothing(store_with_weight
     run_dir = tmp_path / "open"
     args = ("poll", "--open", QUESTION, "--seed", "11", "--panel", "tiny", "--no-moderator")
     cmd, env = cli(*args, "--run-dir", str(run_dir), "-q", home=store_with_weights.home)
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     journal = run_dir / "turns.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if journal.exists() and journal.read_bytes().count(b"\n") >= 1:
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, proc.stderr.read().decode()
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    before = journal.read_bytes()
-    kept = before[: before.rfind(b"\n") + 1]
+    kept = kill_9_after(cmd, env, journal, 1)
     lines = [json.loads(x) for x in kept.splitlines()]
     assert lines and all(x["round"] == 0 for x in lines[:1])
 
