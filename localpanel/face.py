@@ -27,25 +27,28 @@ def _where(home: Path | str | None, models_file: Path | str | None) -> tuple[Sto
 
 
 def poll(question: str, options: Sequence[str] = (), *, panel: str | None = None, models: Sequence[str] = (),
-         integer: bool = False, open: bool = False, seed: int | None = None, settings: DebateSettings | None = None, moderator: bool = True,
+         integer: bool = False, open: bool = False, context: Sequence[Path | str] = (), seed: int | None = None,
+         settings: DebateSettings | None = None, moderator: bool = True,
          runtime: RuntimeSettings | None = None, run_dir: Path | str | None = None, home: Path | str | None = None,
          models_file: Path | str | None = None, on_event: EventSink | None = None) -> Transcript:
     """Ask every seat of a panel once and tally their grammar-forced ballots; the run is saved like the CLI's.
 
     ``options``: the answers to choose among (none: Yes and No); ``integer=True`` asks for a whole number instead;
     ``open=True`` has each seat propose a short answer first, merged into the candidates the panel votes among.
+    ``context``: text files every seat reads before the question (hashed into the manifest).
     ``panel``: a panel of models.yaml (default: its default panel), or ``models``: one seat per model name.
     ``seed`` (default 7) and ``settings`` set the vote; the same seed and weights give the same ballots.
 
         >>> t = localpanel.poll("Tabs or spaces?", ["Tabs", "Spaces"], panel="tiny")
         >>> t.result.line
     """
-    return _run(question, options, 1, panel, models, integer, open, seed, settings, moderator, runtime, run_dir, home,
-                models_file, on_event)
+    return _run(question, options, 1, panel, models, integer, open, context, seed, settings, moderator, runtime,
+                run_dir, home, models_file, on_event)
 
 
 def debate(question: str, options: Sequence[str] = (), *, rounds: int = 3, panel: str | None = None,
-           models: Sequence[str] = (), integer: bool = False, open: bool = False, seed: int | None = None,
+           models: Sequence[str] = (), integer: bool = False, open: bool = False,
+           context: Sequence[Path | str] = (), seed: int | None = None,
            settings: DebateSettings | None = None, moderator: bool = True, runtime: RuntimeSettings | None = None,
            run_dir: Path | str | None = None, home: Path | str | None = None, models_file: Path | str | None = None,
            on_event: EventSink | None = None) -> Transcript:
@@ -56,12 +59,12 @@ def debate(question: str, options: Sequence[str] = (), *, rounds: int = 3, panel
         >>> t = localpanel.debate("Tabs or spaces?", ["Tabs", "Spaces"], panel="tiny", rounds=2)
         >>> [p.participant for p in t.turning_points]
     """
-    return _run(question, options, rounds, panel, models, integer, open, seed, settings, moderator, runtime, run_dir, home,
-                models_file, on_event)
+    return _run(question, options, rounds, panel, models, integer, open, context, seed, settings, moderator, runtime,
+                run_dir, home, models_file, on_event)
 
 
-def _run(question, options, rounds, panel, models, integer, open, seed, settings, moderator, runtime, run_dir, home,
-         models_file, on_event) -> Transcript:
+def _run(question, options, rounds, panel, models, integer, open, context, seed, settings, moderator, runtime,
+         run_dir, home, models_file, on_event) -> Transcript:
     store, registry = _where(home, models_file)
     fields = {**(settings or DebateSettings()).model_dump(), "rounds": rounds, **({"seed": seed} if seed is not None else {})}
     if integer and open:
@@ -69,6 +72,7 @@ def _run(question, options, rounds, panel, models, integer, open, seed, settings
     kind = "integer" if integer else "open" if open else "options"
     request = RunRequest(question=question, kind=kind, options=list(options),
                          panel=panel, models=list(models), settings=DebateSettings(**fields),
+                         context=[Path(c) for c in context],
                          moderator=moderator, runtime=runtime or RuntimeSettings(),
                          run_dir=Path(run_dir) if run_dir else None)
     return api.run(request, registry=registry, store=store, on_event=on_event)

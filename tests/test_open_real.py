@@ -60,3 +60,22 @@ def test_kill_9_during_the_proposals_then_resume_loses_nothing(store_with_weight
     assert [p["text"] for p in resumed["proposals"]] == [p["text"] for p in whole["proposals"]]
     assert resumed["merge"] == whole["merge"]
     assert [[x["text"] for x in r["turns"]] for r in resumed["rounds"]] == [[x["text"] for x in r["turns"]] for r in whole["rounds"]]
+
+
+def test_a_context_file_is_read_by_real_seats_hashed_and_checked_on_replay(store_with_weights, registry, tmp_path):
+    from localpanel.errors import RunError
+
+    doc = tmp_path / "notes.txt"
+    doc.write_text("Canberra was chosen as the capital of Australia in 1908, as a compromise between Sydney and "
+                   "Melbourne.\n")
+    run_dir = tmp_path / "ctx"
+    t = api.run(RunRequest(question="Which city is the capital of Australia?", kind="open", panel="tiny",
+                           run_dir=run_dir, context=[doc], moderator=False, settings=DebateSettings(seed=2)),
+                registry=registry, store=store_with_weights)
+    (d,) = t.documents
+    assert d.read == d.chars and d.size == doc.stat().st_size
+    assert all(p.valid for p in t.proposals) and all(x.valid for x in t.rounds[0].turns)
+    assert api.replay(run_dir, store=store_with_weights).identical
+    doc.write_text(doc.read_text().replace("1908", "1913"))
+    with pytest.raises(RunError, match="notes.txt has changed"):
+        api.replay(run_dir, store=store_with_weights)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from localpanel._version import __version__
+from localpanel.api.documents import fit, read_documents, reread
 from localpanel.api.request import RunRequest
 from localpanel.engine.prompting import run_date
 from localpanel.engine.runtime import Backend, RuntimeSettings
@@ -69,6 +70,7 @@ class CheckedRun:
     panel: Panel
     moderator: ModelSpec | None
     runtime: RuntimeSettings
+    documents: list = ()  # the context files' records, as the seats read them
 
 
 def check_run(request: RunRequest, *, registry: Registry, store: Store, backend: Backend | None = None) -> CheckedRun:
@@ -78,6 +80,7 @@ def check_run(request: RunRequest, *, registry: Registry, store: Store, backend:
     registry, panel = request.seated(registry)
     settings = request.settings
     q = Question.checked(request.question, request.options, request.kind == "integer", request.kind == "open")
+    docs = read_documents(list(request.context))
     seats, panel_name = seats_for(registry, store, panel)
     panel_obj = registry.panel(panel_name)
     if settings.seat_weights is not None:
@@ -87,8 +90,9 @@ def check_run(request: RunRequest, *, registry: Registry, store: Store, backend:
     if moderator_spec is not None:
         store.path_for(moderator_spec)
     with _backend_for(runtime, backend) as checker:
+        q, records = fit(q, docs, seats, settings, checker)
         Rounds(q, seats, settings, checker).check_fits()
-    return CheckedRun(q, seats, panel_obj, moderator_spec, runtime)
+    return CheckedRun(q, seats, panel_obj, moderator_spec, runtime, records)
 
 
 def prepare_run(request: RunRequest, *, registry: Registry, store: Store, backend: Backend | None = None) -> PreparedRun:
@@ -110,6 +114,7 @@ def prepare_run(request: RunRequest, *, registry: Registry, store: Store, backen
         question=q.text,
         question_kind=q.kind,
         options=q.options,
+        documents=list(checked.documents),
         panel=panel_obj,
         participants=[participant_record(s, store.expected_sha(s.model)[0]) for s in seats],
         models=models,
@@ -216,7 +221,7 @@ def _continue(run: RunDir, manifest: Manifest, seats: list[Seat], backend: Backe
     done, report = run.journal(repair=True)
     events.earlier(done)
     earlier = sum(t.seconds + t.rebuild_seconds for t in done) + (report.seconds if report else 0.0)
-    q = manifest.asked()
+    q = manifest.asked(reread(manifest.documents, run.path))
 
     def journaled(turn: Turn) -> None:
         run.append("turn", turn)
@@ -370,7 +375,8 @@ def _replay(run: RunDir, manifest: Manifest, store: Store, backend: Backend | No
             divergence = Divergence(turn.round, turn.participant, _first_difference(want.text, turn.text), want.text, turn.text)
             raise _Diverged
 
-    debate = Rounds(manifest.asked(), seats, manifest.settings, backend, on_turn=check, on_progress=events.progress)
+    debate = Rounds(manifest.asked(reread(manifest.documents, run.path)), seats, manifest.settings, backend,
+                    on_turn=check, on_progress=events.progress)
     try:
         stopped = debate.run()
         replayed = {(t.round, t.participant) for t in _all_turns(debate)}

@@ -34,6 +34,7 @@ class RunRequest(BaseModel):
     moderator: bool = True
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     run_dir: Path | None = Field(default=None, description="where the run is saved (default: under the store's runs/)")
+    context: list[Path] = Field(default_factory=list, description="documents every seat reads before the question")
 
     def resolved(self) -> "RunRequest":
         """The request with its defaults filled in, or the one sentence that says what is wrong with it."""
@@ -73,7 +74,7 @@ class RunRequest(BaseModel):
         if flat.integer and flat.open:
             raise InputError("A question is either open or has an integer answer; set one of open and integer.")
         kind = "integer" if flat.integer else "open" if flat.open else "options"
-        return cls(question=flat.question, kind=kind, options=options,
+        return cls(question=flat.question, kind=kind, options=options, context=[Path(c) for c in flat.context or []],
                    panel=flat.panel or None, models=flat.models or [], settings=settings, moderator=flat.moderator)
 
 
@@ -89,12 +90,13 @@ class _Flat(BaseModel):
     seed: int | None = None
     integer: bool = False
     open: bool = False
+    context: list[str] | None = None
     moderator: bool = True
 
 
 _WANT = {"question": "a string", "options": "a list of strings", "panel": "the name of a panel (a string)",
          "models": "a list of model names", "rounds": "a whole number",
-         "seed": "a whole number of 0 or more", "integer": "true or false", "open": "true or false", "moderator": "true or false"}
+         "seed": "a whole number of 0 or more", "integer": "true or false", "open": "true or false", "context": "a list of paths of text files on this machine", "moderator": "true or false"}
 
 
 def _sentence(exc: ValidationError) -> str:

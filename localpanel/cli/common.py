@@ -152,7 +152,7 @@ def one_run_at_a_time(store: Store, quiet: bool):
 
 # What a run is made of: a resume takes all of it from the run's manifest, so giving any of it is a conflict.
 RUNTIME_OPTIONS = ("threads", "batch_size", "ctx_size", "gpu_layers", "max_memory", "one_at_a_time")
-RUN_SHAPING = ("question", "options", "open_question", "no_merge", "panel", "seat_models", "seed", "temperature", "max_tokens", "rounds", "anonymous",
+RUN_SHAPING = ("question", "options", "open_question", "no_merge", "context", "panel", "seat_models", "seed", "temperature", "max_tokens", "rounds", "anonymous",
                "no_early_stop", "copy_guard", "no_debias", "vote_draw", "weights_ref", "ballot_order", "no_moderator", "run_dir",
                *RUNTIME_OPTIONS)
 

@@ -39,13 +39,14 @@ from localpanel.show.render import FORMATS, render
 
 def run_options(fn):
     """What poll and debate share, given to them as ``opts: RunOptions``."""
-    def make(options, open_question, no_merge, seating, vote, no_moderator, run_dir, as_json, fmt, out, quiet,
+    def make(options, open_question, no_merge, context, seating, vote, no_moderator, run_dir, as_json, fmt, out, quiet,
              runtime) -> "RunOptions":
-        return RunOptions(options=tuple(options), open=open_question, merge=not no_merge, seating=seating, vote=vote,
+        return RunOptions(options=tuple(options), open=open_question, merge=not no_merge, context=tuple(context),
+                          seating=seating, vote=vote,
                           with_moderator=not no_moderator, run_dir=run_dir, runtime=runtime, as_json=as_json, fmt=fmt,
                           out=out, quiet=quiet)
 
-    names = ("options", "open_question", "no_merge", "seating", "vote", "no_moderator", "run_dir", "as_json", "fmt", "out",
+    names = ("options", "open_question", "no_merge", "context", "seating", "vote", "no_moderator", "run_dir", "as_json", "fmt", "out",
              "quiet", "runtime")
     fn = collapse(fn, names, "opts", make)
     fn = runtime_options(fn)
@@ -55,6 +56,10 @@ def run_options(fn):
                      "(no -o/--option)."),
         click.option("--no-merge", is_flag=True, help="With --open: keep every proposal its own candidate (only the "
                      "same text is merged)."),
+        click.option("--context", "context", multiple=True, metavar="FILE", type=click.Path(path_type=Path, dir_okay=False),
+                     help="A text document every seat reads before the question (repeat for more). Its sha256 and "
+                     "size go into the manifest; what does not fit a seat's context is cut, and the card says how "
+                     "much was read; replay refuses a changed or missing file."),
         click.option("--no-moderator", is_flag=True, help="Skip the moderator's summary and strongest arguments."),
         click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), help="Where to save the run (default: under the store's runs/)."),
         click.option("--json", "as_json", is_flag=True, help="Print the whole transcript as JSON on stdout."),
@@ -82,6 +87,7 @@ class RunOptions:
     options: tuple[str, ...]
     open: bool
     merge: bool
+    context: tuple[Path, ...]
     seating: Seating
     vote: VoteOptions
     with_moderator: bool
@@ -122,7 +128,7 @@ def _run(ctx: CliState, question: str, settings: DebateSettings, opts: RunOption
     if not opts.merge and not opts.open:
         raise Failure("--no-merge keeps an open question's proposals apart; it needs --open.", 2)
     request = api.RunRequest(question=question, kind="open" if opts.open else "options", options=list(opts.options),
-                             panel=opts.seating.panel,
+                             panel=opts.seating.panel, context=list(opts.context),
                              models=list(opts.seating.models), settings=settings, moderator=opts.with_moderator,
                              runtime=opts.runtime, run_dir=opts.run_dir)
     started: list[Path] = []

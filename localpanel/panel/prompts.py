@@ -78,7 +78,15 @@ def _options_block(options: list[str]) -> str:
 # The options come last in every prompt: a vote scored under another rotation of them re-reads only the options
 # (and the chat template's few tokens after them), never an instruction that could as well come before.
 def first_round_prompt(question: Question, option_order: list[str]) -> str:
-    return f"Question: {question.text}\nCast your ballot.\n{_options_block(option_order)}"
+    return f"{question.context}Question: {question.text}\nCast your ballot.\n{_options_block(option_order)}"
+
+
+def context_block(documents: list[tuple[str, str]]) -> str:
+    """The documents every seat reads before the question, each between a header with its name and an end mark."""
+    if not documents:
+        return ""
+    parts = [f"--- Document: {name} ---\n{text.strip()}\n--- End of {name} ---" for name, text in documents]
+    return "Read these documents before the question.\n" + "\n".join(parts) + "\n\n"
 
 
 # With the copy guard on, the prompt also asks for what the guard enforces (without it, prompts are as they were, so

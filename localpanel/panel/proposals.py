@@ -49,7 +49,7 @@ def proposal_system_prompt(persona: str | None, label: str, n_seats: int, reason
 
 
 def proposal_prompt(question: Question) -> str:
-    return f"Question: {question.text}\nPropose your answer."
+    return f"{question.context}Question: {question.text}\nPropose your answer."
 
 
 def proposal_request(question: Question, seat: Seat, n_seats: int, label: str, settings: DebateSettings,
@@ -62,7 +62,7 @@ def proposal_request(question: Question, seat: Seat, n_seats: int, label: str, s
         key=seat.name, model=seat.model, model_path=seat.model_path, messages=messages,
         schema=proposal_model(settings.reason_first).model_json_schema(),
         sampling=Sampling.of(seat.participant, settings.temperature, draw_choices=True, greedy_integers=True),
-        scripts=scripts_of([question.text]), seed=turn_seed(settings.seed, seat.participant, 0),
+        scripts=scripts_of([question.text, question.context]), seed=turn_seed(settings.seed, seat.participant, 0),
         max_tokens=settings.max_tokens, context_base=messages, context_extra=settings.max_tokens,
         replay=list(replay.tokens) if replay is not None else None)
 

@@ -201,16 +201,17 @@ class Rounds:
         per_round = self.settings.max_tokens + (len(self.seats) - 1) * peer + ROUND_FRAMING_TOKENS
         return self.settings.max_tokens + (self.settings.rounds - 1) * per_round
 
-    def check_fits(self) -> None:
-        """Before any weights load: the first prompt plus a ballot must fit every participant's context. A cheap
-        upper bound settles it for ordinary questions; the exact count is taken only when the bound is too big."""
+    def check_fits(self, extra: int = 0) -> None:
+        """Before any weights load: the first prompt plus a ballot (and ``extra`` tokens) must fit every participant's
+        context. A cheap upper bound settles it for ordinary questions; the exact count is taken only when the bound
+        is too big."""
         for seat in self.seats:
             messages = (proposal_request(self.question, seat, len(self.seats), self.labels[seat.name], self.settings).messages
                         if self.question.open and self.merged is None else self.plan(seat, 1).messages)
             window = self.backend.context_length(seat.model, seat.model_path)
-            if self.backend.token_bound(seat.model, seat.model_path, messages) + self.settings.max_tokens <= window:
+            if self.backend.token_bound(seat.model, seat.model_path, messages) + self.settings.max_tokens + extra <= window:
                 continue
-            need = self.backend.count_tokens(seat.model, seat.model_path, messages) + self.settings.max_tokens
+            need = self.backend.count_tokens(seat.model, seat.model_path, messages) + self.settings.max_tokens + extra
             if need > window:
                 raise ContextOverflowError(
                     f"The question does not fit {seat.name}'s context: its prompt and a ballot of up to "
@@ -259,14 +260,16 @@ class Rounds:
             schema=plan.schema,
             sampling=Sampling.of(seat.participant, self.settings.temperature, draw_choices=self.settings.vote_draw,
                                  greedy_integers=self.settings.decoder >= 3 and not self.settings.vote_draw),
-            scripts=scripts_of([self.question.text, *self.question.options]) if self.settings.decoder >= 3 else None,
+            scripts=scripts_of([self.question.text, *self.question.options, self.question.context])
+            if self.settings.decoder >= 3 else None,
             seed=plan.seed,
             max_tokens=self.settings.max_tokens,
             context_base=self.plan(seat, 1).messages,
             context_extra=self.context_growth(),
             replay=list(replay.tokens) if replay is not None else None,
             avoid=self.avoid(plan) if self.settings.copy_guard and plan.round > 1 else None,
-            quotable=[self.question.text, *self.question.options] if self.settings.copy_guard and plan.round > 1 else None,
+            quotable=[self.question.text, *self.question.options, *([self.question.context] if self.question.context else [])]
+            if self.settings.copy_guard and plan.round > 1 else None,
             copy_guard=self.settings.copy_guard if plan.round > 1 else None,
             copy_guard_by=self.settings.copy_guard_by,
         )

@@ -78,6 +78,8 @@ class Question(BaseModel):
     options: list[str]
     # An open question: each seat proposes a short answer first; its options are the merged proposals.
     open: bool = False
+    # Documents every seat reads before the question (--context), as one block, cut to fit when it must be.
+    context: str = ""
 
     @property
     def integer(self) -> bool:

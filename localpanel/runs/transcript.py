@@ -63,6 +63,19 @@ class ParticipantRecord(BaseModel):
     repeat_penalty: float
 
 
+class DocumentRecord(BaseModel):
+    """A context file every seat read before the question: where it was, its sha256 and size, and how much of it
+    the seats read (all of it unless it had to be cut to fit the smallest context)."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str
+    name: str
+    sha256: str
+    size: int  # bytes
+    chars: int  # characters of its text
+    read: int  # characters the seats read
+
+
 class Manifest(BaseModel):
     """What a rerun needs. Written before the first turn; resume and replay read it back."""
 
@@ -76,6 +89,7 @@ class Manifest(BaseModel):
     # merged into the candidates voted on. A manifest saved before it was kept reads as options or integer.
     question_kind: Literal["options", "integer", "open"] = "options"
     options: list[str]
+    documents: list[DocumentRecord] = Field(default_factory=list)
     panel: Panel
     participants: list[ParticipantRecord]
     models: dict[str, ModelSpec]
@@ -94,9 +108,10 @@ class Manifest(BaseModel):
             data = {**data, "question_kind": "options" if data.get("options") else "integer"}
         return data
 
-    def asked(self) -> Question:
-        """The question as it was asked (an open question's candidates come from its proposals)."""
-        return Question(text=self.question, options=self.options, open=self.question_kind == "open")
+    def asked(self, context: str = "") -> Question:
+        """The question as it was asked (an open question's candidates come from its proposals; ``context``: its
+        documents as the seats read them, read again by the caller)."""
+        return Question(text=self.question, options=self.options, open=self.question_kind == "open", context=context)
 
 
 class Round(BaseModel):
@@ -130,6 +145,7 @@ class Transcript(Measures):
     panel: str
     participants: list[ParticipantRecord]
     rounds: list[Round]
+    documents: list[DocumentRecord] = Field(default_factory=list)
     # An open question: each seat's proposal (round 0) and how they were merged into the candidates (``options``).
     proposals: list[Turn] = Field(default_factory=list)
     merge: MergeMap | None = None
@@ -216,6 +232,7 @@ def build_transcript(
         panel=manifest.panel.name,
         participants=manifest.participants,
         rounds=rounds,
+        documents=manifest.documents,
         proposals=proposals,
         merge=merged,
         result=Result(

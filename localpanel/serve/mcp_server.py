@@ -50,15 +50,16 @@ def build(service: Service) -> MCPServer:
     @mcp.tool()
     async def start_run(question: str, options: list[str] | None = None, panel: str | None = None,
                         models: list[str] | None = None, rounds: int = 1, seed: int | None = None,
-                        integer: bool = False, open: bool = False) -> dict[str, Any]:
+                        integer: bool = False, open: bool = False, context: list[str] | None = None) -> dict[str, Any]:
         """Start a poll (rounds=1) or a debate (rounds>1) and return its run id at once; then call wait_run.
 
         options: the choices (default Yes and No); integer=true asks for a whole number instead; open=true has
-        each seat propose a short answer, merged into the candidates the panel votes among. panel: a panel
+        each seat propose a short answer, merged into the candidates the panel votes among; context: paths of
+        text files on this machine that every seat reads before the question. panel: a panel
         name from list_models (default: the default panel); models: seat these models instead, one seat per
         name. seed: the run's seed (the same seed and weights give the same ballots)."""
         job = await _call(service.start, question, options, panel=panel, models=models, rounds=rounds, seed=seed,
-                          integer=integer, open=open)
+                          integer=integer, open=open, context=context)
         snap = await _call(service.snapshot, job.id)
         queued = snap["state"] == "queued"
         return {"run_id": job.id, "state": snap["state"], "queue_position": snap.get("queue_position", 0),

@@ -65,10 +65,11 @@ class RunRunner:
 
     def start(self, question: str, options: list[str] | None = None, *, panel: str | None = None,
               models: list[str] | None = None, rounds: int = 1, seed: int | None = None,
-              integer: bool = False, open: bool = False, moderator: bool = True) -> Job:
+              integer: bool = False, open: bool = False, context: list[str] | None = None,
+              moderator: bool = True) -> Job:
         """Check and claim a run, and queue its turns. Raises InputError (one sentence) on a bad argument."""
         return self.start_request(dict(question=question, options=options, panel=panel, models=models, rounds=rounds,
-                                       seed=seed, integer=integer, open=open, moderator=moderator))
+                                       seed=seed, integer=integer, open=open, context=context, moderator=moderator))
 
     def start_request(self, data: object) -> Job:
         """``start`` from a request as it arrives (the page's JSON, MCP's arguments), read by ``RunRequest.from_json``."""

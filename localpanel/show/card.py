@@ -47,6 +47,27 @@ class Options:
 
 
 @dataclass(frozen=True)
+class Document:
+    name: str
+    sha256: str
+    size: int
+    chars: int
+    read: int
+
+
+@dataclass(frozen=True)
+class Documents:
+    """The context files every seat read before the question, and how much of each."""
+
+    items: tuple[Document, ...]
+
+    @staticmethod
+    def line(d: Document) -> str:
+        read = "read whole" if d.read >= d.chars else f"cut to fit: read {d.read:,} of {d.chars:,} characters"
+        return f"{d.name} ({d.size:,} bytes, sha256 {d.sha256[:12]}…): {read}"
+
+
+@dataclass(frozen=True)
 class Proposed:
     candidate: str
     by: tuple[tuple[str, str], ...]  # (seat, its proposal as written)
@@ -169,7 +190,7 @@ class Footer:
     text: str
 
 
-Section = (Header | Result | Options | Proposals | Notes | Summary | Arguments | ModeratorFailure | VoteMatrix | TurningPoints
+Section = (Header | Documents | Result | Options | Proposals | Notes | Summary | Arguments | ModeratorFailure | VoteMatrix | TurningPoints
            | Persuasion | Paths | Ballots | Footer)
 
 
@@ -284,6 +305,8 @@ def card_of(t: Transcript) -> Card:
     """The card's sections, in order."""
     final = t.rounds[-1] if t.rounds else None
     s: list[Section] = [Header(title(t), t.question)]
+    if t.documents:
+        s.append(Documents(tuple(Document(d.name, d.sha256, d.size, d.chars, d.read) for d in t.documents)))
     notes = []
     if final:
         notes.append(margin_line(final.tally))

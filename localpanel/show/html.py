@@ -31,6 +31,9 @@ def write(card: c.Card) -> str:
         match s:
             case c.Header():
                 parts.append(f"<p class=meta>{s.title}</p><h1>{s.question}</h1>")
+            case c.Documents():
+                parts.append("<p class=p>Documents read before the question:</p><ul>"
+                             + "".join(f"<li>{c.Documents.line(d)}</li>" for d in s.items) + "</ul>")
             case c.Result():
                 parts.append(f"<p class=result>Result: {s.line}</p>")
                 parts += [f"<p class=margin>{n}</p>" for n in s.notes]

@@ -27,6 +27,8 @@ def write(card: c.Card) -> str:
         match s:
             case c.Header():
                 out += [f"# {s.question}", "", f"*{s.title}*", ""]
+            case c.Documents():
+                out += ["Documents read before the question:", ""] + [f"- {c.Documents.line(d)}" for d in s.items] + [""]
             case c.Result():
                 out += [f"**Result: {s.line}**", ""]
                 for n in s.notes:

@@ -23,6 +23,8 @@ def write(card: c.Card, *, color: bool = False, width: int = 88) -> str:
         match s:
             case c.Header():
                 out += [style(s.title, dim=True), style(s.question, bold=True), ""]
+            case c.Documents():
+                out += ["Documents read before the question"] + [wrap(c.Documents.line(d), "  ") for d in s.items] + [""]
             case c.Result():
                 out.append("Result: " + style(s.line, bold=True, fg="green" if s.consensus else "yellow"))
                 out += [wrap(n, "") for n in s.notes]
