@@ -164,6 +164,14 @@ def test_an_open_eval_scores_proposals_candidates_and_votes_against_the_accepted
     assert report.modes["proposals"].value == pytest.approx(0.25)
     assert report.modes["ceiling"].value == pytest.approx(1.0)
     assert report.modes["vote"].value == pytest.approx(0.5) and report.modes["debate"].value == pytest.approx(0.5)
+    o = report.open_questions
+    assert o.questions == 2 and o.ceiling.value == 1.0 and (o.right_apart, o.wrong_merged) == (0, 0)
+    assert o.candidates == pytest.approx((2 + 3) / 2)  # dq: Cervantes, Lope de Vega; cap: Sydney, Canberra, Melbourne
+    # dq: Cervantes 1, Lope de Vega 1/3 twice (only "de" shared with Miguel de Cervantes), The Cervantes 1; cap: 1/4
+    assert o.proposal_f1.value == pytest.approx(((1 + 1 / 3 + 1 / 3 + 1) / 4 + 1 / 4) / 2)
+    from localpanel.eval.render import render_report
+
+    assert "Open questions" in render_report(report, "text") and "Open questions" in render_report(report, "html")
 
 
 def test_open_benchmarks_install_offline_with_their_answers(tmp_path):

@@ -261,6 +261,9 @@ def ends_sentence(text: bytes) -> bool:
 # like a sentence (a point that is not an abbreviation's or an initial's, "!" or "?"): it is an answer, not a sentence.
 _LEADS_ON = set(",;:([{/&+-\u2013\u2014!?")
 PHRASE_WORDS = 10
+# Words a finished phrase does not end on: it would go on ("... is not mentioned in the").
+_LEADING_WORDS = frozenset(
+    "a an the of in on at to for from by with and or but nor is are was were be not no as than that which who".split())
 
 
 def ends_phrase(text: bytes) -> bool:
@@ -270,6 +273,8 @@ def ends_phrase(text: bytes) -> bool:
     if not s.strip() or s != s.strip() or s[-1] in _LEADS_ON:
         return False
     if s.endswith(".."):  # an ellipsis: a phrase left unfinished
+        return False
+    if len(s.split()) > 1 and s.split()[-1].lower() in _LEADING_WORDS:
         return False
     if s.endswith("."):
         last = s.split()[-1]

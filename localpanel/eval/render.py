@@ -105,7 +105,7 @@ def _lines(r: Report) -> dict[str, list[str]]:
     if r.weights:
         notes.append(f"calibrated weights ({r.weights}), from questions disjoint from these")
     notes += [f"could not run: {qid} ({why})" for qid, why in r.failed_questions.items()]
-    return {"diff": [diff] if diff else [], "best": best, "views": views, "conformity": conf, "independence": indep, "debias": debias, "positions": pos,
+    return {"open": r.open_questions.lines() if r.open_questions else [], "diff": [diff] if diff else [], "best": best, "views": views, "conformity": conf, "independence": indep, "debias": debias, "positions": pos,
             "conventions": r.conventions + notes}
 
 
@@ -121,6 +121,8 @@ def text(r: Report) -> str:
         out.append(f"{mode:<{w}}|{'acc':<6}|{acc:>7}|{'±':^3}|{se:>7}|" + (f"{refv:>10}|" if ref else "") + f"{tok:>9}|{sec:>7}")
     parts = _lines(r)
     out += [""] + parts["diff"]
+    if parts["open"]:
+        out += ["", "Open questions"] + [f"  {line}" for line in parts["open"]]
     if parts["best"]:
         out += ["", "Against the best seat"] + [f"  {line}" for line in parts["best"]]
     if parts["views"]:
@@ -157,6 +159,8 @@ def markdown(r: Report) -> str:
     # Every line below carries given text (seat names, question ids, sources): escaped, so it stays text.
     parts = {k: [md_text(line) for line in lines] for k, lines in _lines(r).items()}
     out += [""] + parts["diff"]
+    if parts["open"]:
+        out += ["", "## Open questions", ""] + [f"- {md_text(line)}" for line in parts["open"]]
     if parts["best"]:
         out += ["", "## Against the best seat", ""] + [f"- {line}" for line in parts["best"]]
     if parts["views"]:
@@ -223,6 +227,8 @@ def page(r: Report) -> str:
     parts += [f"<p>{e(x)}</p>" for x in lines["diff"]]
     if lines["best"]:
         parts.append("<h2>Against the best seat</h2>" + "".join(f"<p>{e(x)}</p>" for x in lines["best"]))
+    if lines["open"]:
+        parts.append("<h2>Open questions</h2>" + "".join(f"<p>{e(x)}</p>" for x in lines["open"]))
     if lines["views"]:
         parts.append("<h2>Drawn votes and views</h2>" + "".join(f"<p>{e(x)}</p>" for x in lines["views"]))
     if lines["debias"] or lines["positions"]:

@@ -57,6 +57,35 @@ class CopyShare(BaseModel):
     twelve: Estimate
 
 
+class OpenSummary(BaseModel):
+    """An eval's open questions: how often a right answer was among the candidates at all (the most any vote can
+    score), the proposals' token F1, and the merge's errors read from the gold."""
+
+    questions: int
+    ceiling: Estimate
+    proposal_f1: Estimate  # mean over seats, per question
+    right_apart: int  # questions where the merge left two or more right proposals apart
+    wrong_merged: int  # questions where it merged a right proposal with a wrong one
+    candidates: float  # mean candidates per question
+
+    def lines(self) -> list[str]:
+        return [f"{self.questions} open questions, {self.candidates:.1f} candidates each on average; a right answer "
+                f"among them: {100 * self.ceiling.value:.1f}% ± {100 * self.ceiling.stderr:.1f} (the ceiling of any vote)",
+                f"proposals' token F1 (SQuAD's): {100 * self.proposal_f1.value:.1f} ± {100 * self.proposal_f1.stderr:.1f}",
+                f"merge errors read from the gold: right proposals left apart in {self.right_apart} questions, a right "
+                f"and a wrong proposal merged in {self.wrong_merged}"]
+
+
+def open_summary(results: list[QuestionResult]) -> OpenSummary | None:
+    opened = [r for r in results if r.proposals is not None]
+    if not opened:
+        return None
+    return OpenSummary(questions=len(opened), ceiling=estimate([float(bool(r.ceiling)) for r in opened]),
+                       proposal_f1=estimate([float(np.mean(r.proposal_f1)) if r.proposal_f1 else 0.0 for r in opened]),
+                       right_apart=sum(r.right_apart > 0 for r in opened), wrong_merged=sum(r.wrong_merged > 0 for r in opened),
+                       candidates=float(np.mean([len(set(x for x in r.merged or [] if x is not None)) for r in opened])))
+
+
 class Report(BaseModel):
     """An eval's report: each mode's accuracy with its stderr, against the best seat, debiasing, views, position
     bias, conformity, copying, the seats' independence and the cost, over the questions it finished."""
@@ -104,6 +133,7 @@ class Report(BaseModel):
     cost: dict[str, dict[str, float]]  # per mode: mean tokens and seconds per question
     conventions: list[str] = CONVENTIONS
     failed_questions: dict[str, str] = {}  # id -> why it could not run
+    open_questions: OpenSummary | None = None
     reference: dict[str, float] | None  # Du et al.'s figures, when the set is theirs
     seconds: float  # wall time of the invocation that finished the eval
     compute_seconds: float  # time in the turns of every run, however many invocations and workers it took
@@ -150,7 +180,7 @@ def build_report(manifest, results: list[QuestionResult], seconds: float) -> Rep
         weights=f"{w.source}: {w.line()}" if (w := manifest.settings.weights) is not None else None, unscored=unscored,
         view_changes=conformity([r.model_copy(update={"votes": r.views}) for r in results if r.views is not None]),
         weighted_by_model=weighted_by_model(results, [p.model for p in manifest.panel.participants]),
-        failed_questions={r.id: r.failure for r in results if r.failure},
+        failed_questions={r.id: r.failure for r in results if r.failure}, open_questions=open_summary(results),
         by_participant=by_participant, by_round=by_round, conformity=conformity(results), copying=copy_shares(results),
         agreement=agreement, correctness_correlation=correlation, correlation_pairs=pairs, effective_votes=effective,
         cost=cost(results, len(names)), reference=reference, seconds=round(seconds, 1),

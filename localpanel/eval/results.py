@@ -132,8 +132,13 @@ def read_question(index: int, q: EvalQuestion, debate: Transcript, reflect: Tran
         return [[next((what(x) for x in r.turns if x.participant == n and x.valid), None) for n in who] for r in t.rounds]
 
     def cost(t: Transcript) -> tuple[list[int], list[float]]:
+        """Per round: tokens evaluated and generated, and seconds; an open question's proposals count in round 1."""
         tokens = [sum(x.prompt_tokens - x.cached_tokens + x.completion_tokens for x in r.turns) for r in t.rounds]
-        return tokens, [sum(x.seconds + x.rebuild_seconds for x in r.turns) for r in t.rounds]
+        seconds = [sum(x.seconds + x.rebuild_seconds for x in r.turns) for r in t.rounds]
+        if t.proposals and tokens:
+            tokens[0] += sum(x.prompt_tokens - x.cached_tokens + x.completion_tokens for x in t.proposals)
+            seconds[0] += sum(x.seconds + x.rebuild_seconds for x in t.proposals)
+        return tokens, seconds
 
     tokens, seconds = cost(debate)
     first = {x.participant: x for x in debate.rounds[0].turns}
