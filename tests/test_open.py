@@ -76,9 +76,10 @@ def test_an_open_poll_proposes_merges_and_votes_among_anonymous_candidates(env):
     assert all(len(r.messages) == 2 and "Cervantes" not in r.messages[0].content for r in votes_asked)
     run = RunDir(next(store.runs_dir.iterdir()))
     assert run.manifest().question_kind == "open" and run.manifest().options == []
+    assert t.council is not None and t.council.answer == "Miguel de Cervantes" and t.council.answer_seats == ["Ann", "Bob", "Di"]
     for fmt in ("text", "markdown", "html"):
         out = render(t, fmt)
-        assert "Proposals" in out and "Lope de Vega" in out and "Ann" in out
+        assert "Proposals" in out and "Lope de Vega" in out and "Ann" in out and "council" in out
     assert "merge" in render(t, "json")
 
 
@@ -185,3 +186,20 @@ def test_open_benchmarks_install_offline_with_their_answers(tmp_path):
     assert all(q.open and "\n\nQuestion, answered from the text above: " in q.question for q in squad.questions)
     assert squad.questions[0].answers == ["23 years", "23"]
     assert squad_normalized("The  Beatles!") == "beatles" and token_f1("the 23 years", ["23"]) == pytest.approx(2 / 3)
+
+
+def test_the_council_answers_in_fixed_fields_each_citing_seats(env):  # noqa: F811
+    registry, store = env
+    answers = {"Ann": "Canberra", "Bob": "Canberra", "Cy": "Sydney", "Di": "canberra"}
+    votes = {"Ann": "Canberra", "Bob": "Canberra", "Cy": "Sydney", "Di": "Canberra"}
+    backend = scripted_open(ScriptedBackend(), answers, votes)
+    backend.enqueue("[moderator]", {"strongest": 1, "case": "It was chosen as a compromise between two rival cities."})
+    t = api.run(RunRequest(question="What is the capital of Australia?", kind="open", settings=DebateSettings(seed=3)),
+                registry=registry, store=store, backend=backend)
+    k = t.council
+    assert k.answer == "Canberra" and k.answer_seats == ["Ann", "Bob", "Di"]
+    assert k.consensus.seats == ["Ann", "Bob", "Di"] and "compromise" in k.consensus.text
+    assert [(p.candidate, p.seats) for p in k.single_points] == [("Sydney", ["Cy"])] and k.disagreements == []
+    assert k.single_points[0].text == "Cy thinks so, plainly."
+    card = render(t, "text")
+    assert "Where they agree — Canberra (Ann, Bob, Di):" in card and "Said by one seat only — Sydney (Cy):" in card

@@ -21,6 +21,7 @@ from localpanel.panel.copying import Copied
 from localpanel.panel.counts import rankings
 from localpanel.panel.measures import Measures, changes_of_mind, copy_measure, measure
 from localpanel.panel.moderator import Argument, ModeratorReport
+from localpanel.panel.council import Council, council
 from localpanel.panel.proposals import MergeMap, merge
 from localpanel.panel.protocol import DebateSettings, Question, StopReason, Turn
 from localpanel.panel.tally import Tally, result_line, tally
@@ -149,6 +150,8 @@ class Transcript(Measures):
     # An open question: each seat's proposal (round 0) and how they were merged into the candidates (``options``).
     proposals: list[Turn] = Field(default_factory=list)
     merge: MergeMap | None = None
+    # ... and the council's answer in fixed fields, each citing the seats (from the ballots and the moderator).
+    council: Council | None = None
     result: Result
     stopped_because: StopReason
     summary: str | None = None
@@ -235,6 +238,7 @@ def build_transcript(
         documents=manifest.documents,
         proposals=proposals,
         merge=merged,
+        council=council(final, rounds[-1].turns, report) if merged and rounds else None,
         result=Result(
             label=final.label,
             winner=final.winner,

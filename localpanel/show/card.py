@@ -83,6 +83,24 @@ class Proposals:
 
 
 @dataclass(frozen=True)
+class Position:
+    candidate: str
+    text: str
+    seats: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CouncilAnswer:
+    """An open question's answer in fixed fields, each citing the seats."""
+
+    answer: str | None
+    seats: tuple[str, ...]
+    consensus: Position | None
+    disagreements: tuple[Position, ...]
+    single_points: tuple[Position, ...]
+
+
+@dataclass(frozen=True)
 class Notes:
     """A headed list of sentences (rankings, the position effect, copying)."""
 
@@ -190,7 +208,7 @@ class Footer:
     text: str
 
 
-Section = (Header | Documents | Result | Options | Proposals | Notes | Summary | Arguments | ModeratorFailure | VoteMatrix | TurningPoints
+Section = (Header | Documents | Result | CouncilAnswer | Options | Proposals | Notes | Summary | Arguments | ModeratorFailure | VoteMatrix | TurningPoints
            | Persuasion | Paths | Ballots | Footer)
 
 
@@ -313,6 +331,11 @@ def card_of(t: Transcript) -> Card:
         if t.weighted_count:
             notes.append(weighted_line(t.weighted_count, final.tally))
     s.append(Result(t.result.line, t.result.consensus, tuple(n for n in notes if n), how_voted(t)))
+    if (k := t.council) is not None:
+        def pos(c):
+            return Position(c.candidate, c.text, tuple(c.seats))
+        s.append(CouncilAnswer(k.answer, tuple(k.answer_seats), pos(k.consensus) if k.consensus else None,
+                               tuple(map(pos, k.disagreements)), tuple(map(pos, k.single_points))))
     if final:
         s.append(Options(tuple(OptionRow(o, final.tally.counts[o], final.tally.shares[o], final.tally.weighted[o])
                                for o in t.options), final.tally.abstentions))
