@@ -99,6 +99,15 @@ class CouncilAnswer:
     disagreements: tuple[Position, ...]
     single_points: tuple[Position, ...]
 
+    def answer_line(self) -> str:
+        return (f"{self.answer} (voted by {', '.join(self.seats)})" if self.answer else
+                "none (the last round was tied or had no valid ballot)")
+
+    def parts(self) -> list[tuple[str, Position]]:
+        """(label, position) in the card's order: agreement, disagreements, points one seat alone made."""
+        return ([("Where they agree", self.consensus)] if self.consensus else []) + \
+            [("Where they disagree", p) for p in self.disagreements] + [("Said by one seat only", p) for p in self.single_points]
+
 
 @dataclass(frozen=True)
 class Notes:

@@ -40,12 +40,8 @@ def write(card: c.Card) -> str:
                 if s.warning:
                     parts.append(f"<p class=drawn>{s.warning}</p>")
             case c.CouncilAnswer():
-                parts.append("<h2>The council's answer</h2><ul>")
-                parts.append(f"<li><b>Answer:</b> {s.answer} (voted by {', '.join(s.seats)})" if s.answer else
-                             "<li><b>Answer:</b> none (the last round was tied or had no valid ballot)")
-                for label, items in (("Where they agree", [s.consensus] if s.consensus else []),
-                                     ("Where they disagree", s.disagreements), ("Said by one seat only", s.single_points)):
-                    parts += [f"<li><b>{label}</b> — {p.candidate} ({', '.join(p.seats)}): {p.text}" for p in items]
+                parts.append(f"<h2>The council's answer</h2><ul><li><b>Answer:</b> {s.answer_line()}")
+                parts += [f"<li><b>{label}</b> — {p.candidate} ({', '.join(p.seats)}): {p.text}" for label, p in s.parts()]
                 parts.append("</ul>")
             case c.Options():
                 parts.append("<table><tr><th>Option<th>Votes<th><th>Model's own probability</tr>")

@@ -36,13 +36,8 @@ def write(card: c.Card) -> str:
                 if s.warning:
                     out += [f"*{s.warning}*", ""]
             case c.CouncilAnswer():
-                out += ["## The council's answer", ""]
-                out.append(f"- **Answer:** {s.answer} (voted by {', '.join(s.seats)})" if s.answer else
-                           "- **Answer:** none (the last round was tied or had no valid ballot)")
-                for label, items in (("Where they agree", [s.consensus] if s.consensus else []),
-                                     ("Where they disagree", s.disagreements), ("Said by one seat only", s.single_points)):
-                    out += [f"- **{label}** — {p.candidate} ({', '.join(p.seats)}): {p.text}" for p in items]
-                out.append("")
+                out += ["## The council's answer", "", f"- **Answer:** {s.answer_line()}"]
+                out += [f"- **{label}** — {p.candidate} ({', '.join(p.seats)}): {p.text}" for label, p in s.parts()] + [""]
             case c.Options():
                 out += ["| Option | Votes | Share | Model's own probability |", "|---|---:|---:|---:|"]
                 out += [f"| {r.option} | {r.votes} | {100 * r.share:.0f}% | {100 * r.probability:.0f}% |" for r in s.rows]

@@ -31,14 +31,9 @@ def write(card: c.Card, *, color: bool = False, width: int = 88) -> str:
                 if s.warning:
                     out.append(style(wrap(s.warning, ""), fg="yellow"))
             case c.CouncilAnswer():
-                out += ["", "The council's answer (each part cites the seats it comes from)"]
-                out.append(f"  Answer: {s.answer} (voted by {', '.join(s.seats)})" if s.answer else
-                           "  Answer: none (the last round was tied or had no valid ballot)")
-                for label, items in (("Where they agree", [s.consensus] if s.consensus else []),
-                                     ("Where they disagree", s.disagreements), ("Said by one seat only", s.single_points)):
-                    for p in items:
-                        out.append(f"  {label} — {p.candidate} ({', '.join(p.seats)}):")
-                        out.append(wrap(p.text))
+                out += ["", "The council's answer (each part cites the seats it comes from)", f"  Answer: {s.answer_line()}"]
+                for label, p in s.parts():
+                    out += [f"  {label} — {p.candidate} ({', '.join(p.seats)}):", wrap(p.text)]
             case c.Options():
                 out += ["", "Options" + " " * 22 + "votes   model's own probability (mean)"]
                 name_w = max((len(r.option) for r in s.rows), default=6)
