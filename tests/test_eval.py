@@ -475,3 +475,49 @@ def test_the_report_gives_the_share_of_copied_rationales_per_round(env, question
     assert c.eight.value == pytest.approx(0.25) and c.twelve.value == pytest.approx(0.25)  # Di alone, in each question
     assert "25.0% ± 0.0 of 12 rationales share 8 or more words" in render_report(report, "text")
     assert report.copy_guard == "8 words" and "copy guard: 8 words" in render_report(report, "text")
+
+
+def test_self_consistency_leave_one_seat_out_and_select_are_scored_paired(env, tmp_path):  # noqa: F811
+    """The strongest model sampled once per seat at equal tokens, the panel without each seat, and the answer of
+    the model whose seats agree most."""
+    from localpanel.errors import InputError
+    from localpanel.eval.questions import load_source
+
+    rows = [{"id": f"q{i}", "question": f"Question number {i}?", "options": ["Yes", "No"], "answer": "Yes"} for i in range(4)]
+    path = write_jsonl(tmp_path / "yes.jsonl", rows)
+    # Round 1: Ann and Bob (alpha) right on q0-q2, Cy and Di (beta) wrong everywhere; the samples of alpha right on q0-q3.
+    right = {"Ann": {0, 1, 2}, "Bob": {0, 1, 2}, "Cy": set(), "Di": set()}
+
+    def answer(request):
+        user = [m for m in request.messages if m.role == "user"][0].content
+        i = int(user.split("Question number ")[1][0])
+        ok = i in right[request.key] if request.key in right else True
+        b = {"rationale": "Working it out plainly.", "vote": "Yes" if ok else "No",
+             "confidence": {"Yes": 0.7, "No": 0.3} if ok else {"Yes": 0.4, "No": 0.6}}
+        if "attributed_to" in request.schema_["properties"]:
+            b["attributed_to"] = None
+        return b
+
+    registry, store = env
+    qs = load_source(str(path))
+    with pytest.raises(InputError, match="name it with --sc-model"):
+        eval_api.prepare(qs, registry=registry, store=store, panel=registry.panel(),
+                         settings=EvalSettings(rounds=1, modes=["single", "vote", "self-consistency"]),
+                         runtime=_runtime(), out_dir=tmp_path / "no")
+    eval_dir = eval_api.prepare(qs, registry=registry, store=store, panel=registry.panel(),
+                                settings=EvalSettings(rounds=1, modes=["single", "vote", "weighted", "self-consistency"],
+                                                      sc_model="alpha"), runtime=_runtime(), out_dir=tmp_path / "sc")
+    backend = ScriptedBackend(default=answer)
+    report = eval_api.run(eval_dir, LocalExecutor(env[1], _runtime(), backend=backend))
+    samples = [r for r in backend.requests if r.key.startswith("Sample")]
+    assert len(samples) == 16 and {r.model.name for r in samples} == {"alpha"}
+    assert all(list(r.schema_["properties"])[0] == "rationale" for r in samples)  # reason-first
+    assert report.modes["self-consistency"].value == 1.0
+    # vote: q0-q2 a 2-2 tie (1/2 each), q3 all No -> 0; select: alpha's seats agree as much as beta's, alpha's
+    # answer is the more probable -> q0-q2 right, q3 both wrong.
+    assert report.modes["vote"].value == pytest.approx(1.5 / 4) and report.modes["select"].value == pytest.approx(3 / 4)
+    assert report.against_sc["vote"].value == pytest.approx(1.5 / 4 - 1.0)
+    # Without Cy the vote is 2 Yes to 1 No on q0-q2: +0.5 on each of three questions.
+    assert report.without_seat["Cy"]["vote"].value == pytest.approx(1.5 / 4)
+    assert report.without_seat["Ann"]["vote"].value == pytest.approx(-1.5 / 4)
+    assert "self-consistency" in report.cost and "What each seat adds" in render_report(report, "text")

@@ -206,7 +206,8 @@ def test_every_mode_is_over_the_same_questions_and_a_failed_one_scores_0(env, tm
         assert report.modes[mode].value == pytest.approx(0.5 * 2 / 3), mode  # 2 ties of alpha's Yes and beta's No
     assert report.modes["vote"].n == report.modes["single"].n == 4
     assert set(report.against_best.difference) == {"vote", "weighted", "borda", "condorcet", "calibrated vote",
-                                                   "calibrated weighted", "debate"}  # the first question is an integer
+                                                   "calibrated weighted", "debate", "select"}  # the first question is an integer
+    assert report.modes["select"].n == 4  # read from the round-1 votes, over every question like the vote
     _, results = eval_api.finished_results(eval_dir)
     manifest = eval_api.load_manifest(eval_dir)
     both = compare(("a", manifest, results), ("b", manifest, results))

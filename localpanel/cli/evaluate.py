@@ -70,7 +70,8 @@ def eval_group() -> None:
     draw_help="Draw each vote at its seat's temperature instead of taking the seat's most probable option; the report then also scores the same ballots as views.",
     weights_help="Seat weights from `localpanel calibrate` (a file, or a panel calibrated under this store): also score a calibrated weighted majority and probability vote. Refused if they were calibrated on any of these questions.",
     ballot_help="Whether the working comes before the vote (as in the debate papers) or after it.")
-@click.option("--modes", default="", metavar="LIST", help="Extra modes, comma-separated: 'reflect' adds the first seat revising its own answer with no peers.")
+@click.option("--modes", default="", metavar="LIST", help="Extra modes, comma-separated: 'reflect' adds the first seat revising its own answer with no peers; 'self-consistency' samples the panel's strongest model once per seat, reason-first, and scores the plurality (the panel against the same tokens spent on its best model).")
+@click.option("--sc-model", default=None, metavar="NAME", help="The model self-consistency samples (default: the calibrated --weights' most accurate model).")
 @copy_guard_option
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="Where questions run: this process, or Ray actors.")
 @click.option("--address", help="Ray cluster to join (e.g. auto, or ray://HOST:10001); default: start a local Ray.")
@@ -83,7 +84,7 @@ def eval_group() -> None:
 @runtime_options
 @pass_ctx
 @errors_to_sentences
-def eval_run(ctx: CliState, source: str | None, seating: Seating, rounds: int, vote: VoteOptions, modes: str,
+def eval_run(ctx: CliState, source: str | None, seating: Seating, rounds: int, vote: VoteOptions, modes: str, sc_model: str | None,
              copy_guard: int | None, executor: str, address: str | None, workers: int | None, out_dir: Path | None,
              resume_dir: Path | None, fmt: str, as_json: bool, quiet: bool, runtime: RuntimeSettings) -> None:
     """Run a question set through the panel; every question is a debate.
@@ -113,16 +114,18 @@ def eval_run(ctx: CliState, source: str | None, seating: Seating, rounds: int, v
 
     if resume_dir is not None:
         refuse_beside_resume(("source", "panel", "seat_models", "rounds", "seed", "modes", "temperature", "max_tokens",
-                               "no_debias", "vote_draw", "copy_guard", "weights_ref", "ballot_order", "out_dir", *RUNTIME_OPTIONS))
+                               "no_debias", "vote_draw", "copy_guard", "weights_ref", "ballot_order", "out_dir", "sc_model",
+                              *RUNTIME_OPTIONS))
         call = functools.partial(eval_api.resume_eval, resume_dir, store=ctx.store, executor_kind=executor,
                                  address=address, workers=workers, on_progress=progress)
     else:
         if not source:
             raise Failure("Give a question set: a JSONL file or arithmetic:N (see `localpanel eval --help`).", 2)
         extra = [m.strip() for m in modes.split(",") if m.strip()]
-        unknown = [m for m in extra if m not in ("single", "vote", "weighted", "debate", "reflect")]
+        unknown = [m for m in extra if m not in ("single", "vote", "weighted", "debate", "reflect", "self-consistency")]
         if unknown:
-            raise Failure(f"Unknown mode {unknown[0]!r}; the modes are single, vote, weighted, debate and reflect.", 2)
+            raise Failure(f"Unknown mode {unknown[0]!r}; the modes are single, vote, weighted, debate, reflect and "
+                          "self-consistency.", 2)
         weights = None
         if vote.weights_ref:
             from localpanel.eval.weights import load as load_weights
@@ -131,7 +134,7 @@ def eval_run(ctx: CliState, source: str | None, seating: Seating, rounds: int, v
         settings = EvalSettings(weights=weights, rounds=rounds, seed=vote.seed, temperature=vote.temperature,
                                 max_tokens=vote.max_tokens, modes=list(dict.fromkeys([*DEFAULT_MODES, *extra])),
                                 debias=vote.debias, vote_draw=vote.vote_draw, copy_guard=copy_guard,
-                                reason_first=vote.reason_first)
+                                reason_first=vote.reason_first, sc_model=sc_model)
         call = functools.partial(eval_api.evaluate, source, panel=seating.panel_of(ctx.registry), registry=ctx.registry,
                                  store=ctx.store, settings=settings, runtime=runtime, out_dir=out_dir,
                                  executor_kind=executor, address=address, workers=workers, on_start=on_start,

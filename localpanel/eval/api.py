@@ -12,6 +12,7 @@ from localpanel.atomic import atomic_write_json, atomic_write_text
 from localpanel.engine.runtime import RuntimeSettings
 from localpanel.errors import InputError
 from localpanel.eval import benchmarks
+from localpanel.eval.baselines import sc_model
 from localpanel.eval.questions import QuestionSet, load_source
 from localpanel.eval.report import Report, build_report
 from localpanel.eval.results import QuestionResult, failed_question, read_question
@@ -53,6 +54,8 @@ def prepare(questions: QuestionSet, *, registry: Registry, store: Store, panel: 
     if settings.weights is not None:
         settings.weights.check_covers([p.model for p in panel.participants])
         settings.weights.check_disjoint(questions.questions)  # never scored on the questions it was calibrated on
+    if "self-consistency" in settings.modes:  # the model it samples, resolved and kept in the manifest
+        settings = settings.model_copy(update={"sc_model": sc_model(panel, settings)})
     if "weighted" in settings.modes and all(q.integer for q in questions.questions):
         settings = settings.model_copy(update={"modes": [m for m in settings.modes if m != "weighted"]})
     eval_dir = Path(out_dir) if out_dir else store.home / "evals" / eval_id(questions)
@@ -164,19 +167,28 @@ def run(eval_dir: Path, executor: Executor, on_progress: Progress | None = None)
 
 
 def _result(manifest, index: int, done: dict, wanted: set) -> QuestionResult | None:
-    """A question's result once every job it needs is over (its debate, and its reflect run if asked for)."""
+    """A question's result once every job it needs is over (its debate, and its reflect and self-consistency runs
+    if asked for). Those are scored on their own merits, whatever happened to the debate."""
     q = manifest.questions.questions[index]
-    debate, reflect = done.get(("debate", index)), done.get(("reflect", index))
-    if debate is None or (("reflect", index) in wanted and reflect is None):
+    debate = done.get(("debate", index))
+    extra = {kind: done.get((kind, index)) for kind in ("reflect", "sc") if (kind, index) in wanted}
+    if debate is None or any(t is None for t in extra.values()):
         return None
     if isinstance(debate, JobFailure):
         names = [p.name for p in manifest.panel.participants]
         result = failed_question(index, q, names, manifest.settings.rounds, debate.reason)
-        if reflect is not None:  # the reflect run is scored on its own merits, whatever happened to the debate
-            result.reflect = ([None] if isinstance(reflect, JobFailure)
-                              else [v[0] for v in read_question(index, q, reflect, None).votes])
-        return result
-    return read_question(index, q, debate, reflect)
+    else:
+        result = read_question(index, q, debate, None)
+    for kind, t in extra.items():
+        read = None if isinstance(t, JobFailure) else read_question(index, q, t, None)
+        tokens, seconds = (sum(read.tokens), sum(read.seconds)) if read else (0, 0.0)
+        if kind == "reflect":
+            result.reflect = [v[0] for v in read.votes] if read else [None]
+            result.reflect_tokens, result.reflect_seconds = tokens, seconds
+        else:
+            result.sc = read.votes[0] if read else [None] * len(manifest.panel.participants)
+            result.sc_tokens, result.sc_seconds = tokens, seconds
+    return result
 
 
 def finished_results(eval_dir: Path) -> tuple[EvalManifest, list[QuestionResult]]:

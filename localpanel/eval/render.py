@@ -105,7 +105,18 @@ def _lines(r: Report) -> dict[str, list[str]]:
     if r.weights:
         notes.append(f"calibrated weights ({r.weights}), from questions disjoint from these")
     notes += [f"could not run: {qid} ({why})" for qid, why in r.failed_questions.items()]
-    return {"open": r.open_questions.lines() if r.open_questions else [], "diff": [diff] if diff else [], "best": best, "views": views, "conformity": conf, "independence": indep, "debias": debias, "positions": pos,
+    sc = [f"{mode} − self-consistency: {100 * d.value:+.1f} ± {se(d)} points (paired over {d.n} questions)"
+          for mode, d in r.against_sc.items()]
+    if sc and "self-consistency" in r.cost:
+        c = r.cost["self-consistency"]
+        sc.append(f"self-consistency spent {c['tokens']:.0f} tokens and {c['seconds']:.1f} s a question; the debate "
+                  f"{r.cost['debate']['tokens']:.0f} and {r.cost['debate']['seconds']:.1f} s")
+    seats = [f"without {name}: " + ", ".join(f"{m} {100 * d.value:+.1f} ± {se(d)}" for m, d in ds.items())
+             for name, ds in r.without_seat.items() if ds]
+    if seats:
+        seats.insert(0, "the panel without each seat minus the whole panel, in points, paired over the questions "
+                        "(positive: the panel does better without that seat)")
+    return {"sc": sc, "seats": seats, "open": r.open_questions.lines() if r.open_questions else [], "diff": [diff] if diff else [], "best": best, "views": views, "conformity": conf, "independence": indep, "debias": debias, "positions": pos,
             "conventions": r.conventions + notes}
 
 
@@ -123,6 +134,10 @@ def text(r: Report) -> str:
     out += [""] + parts["diff"]
     if parts["open"]:
         out += ["", "Open questions"] + [f"  {line}" for line in parts["open"]]
+    if parts["sc"]:
+        out += ["", "Against the strongest model's own samples (self-consistency)"] + [f"  {line}" for line in parts["sc"]]
+    if parts["seats"]:
+        out += ["", "What each seat adds"] + [f"  {line}" for line in parts["seats"]]
     if parts["best"]:
         out += ["", "Against the best seat"] + [f"  {line}" for line in parts["best"]]
     if parts["views"]:
@@ -161,6 +176,10 @@ def markdown(r: Report) -> str:
     out += [""] + parts["diff"]
     if parts["open"]:
         out += ["", "## Open questions", ""] + [f"- {md_text(line)}" for line in parts["open"]]
+    if parts["sc"]:
+        out += ["", "## Against the strongest model's own samples", ""] + [f"- {md_text(line)}" for line in parts["sc"]]
+    if parts["seats"]:
+        out += ["", "## What each seat adds", ""] + [f"- {md_text(line)}" for line in parts["seats"]]
     if parts["best"]:
         out += ["", "## Against the best seat", ""] + [f"- {line}" for line in parts["best"]]
     if parts["views"]:
@@ -227,8 +246,10 @@ def page(r: Report) -> str:
     parts += [f"<p>{e(x)}</p>" for x in lines["diff"]]
     if lines["best"]:
         parts.append("<h2>Against the best seat</h2>" + "".join(f"<p>{e(x)}</p>" for x in lines["best"]))
-    if lines["open"]:
-        parts.append("<h2>Open questions</h2>" + "".join(f"<p>{e(x)}</p>" for x in lines["open"]))
+    for key, title in (("open", "Open questions"), ("sc", "Against the strongest model's own samples"),
+                       ("seats", "What each seat adds")):
+        if lines[key]:
+            parts.append(f"<h2>{title}</h2>" + "".join(f"<p>{e(x)}</p>" for x in lines[key]))
     if lines["views"]:
         parts.append("<h2>Drawn votes and views</h2>" + "".join(f"<p>{e(x)}</p>" for x in lines["views"]))
     if lines["debias"] or lines["positions"]:

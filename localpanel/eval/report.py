@@ -13,6 +13,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from localpanel.eval.questions import DU_ET_AL
+from localpanel.eval.baselines import select_score, without_each_seat
 from localpanel.eval.results import QuestionResult
 from localpanel.eval.scores import CONVENTIONS, OPEN_MODES, RANKING_MODES, Estimate, estimate, majority, majority_score
 
@@ -134,6 +135,10 @@ class Report(BaseModel):
     conventions: list[str] = CONVENTIONS
     failed_questions: dict[str, str] = {}  # id -> why it could not run
     open_questions: OpenSummary | None = None
+    # Each mode minus self-consistency (the strongest model's own samples), paired; empty without that mode.
+    against_sc: dict[str, Estimate] = {}
+    # Per seat: the panel without it minus the panel, for the vote, weighted and calibrated vote (paired).
+    without_seat: dict[str, dict[str, Estimate]] = {}
     reference: dict[str, float] | None  # Du et al.'s figures, when the set is theirs
     seconds: float  # wall time of the invocation that finished the eval
     compute_seconds: float  # time in the turns of every run, however many invocations and workers it took
@@ -184,7 +189,10 @@ def build_report(manifest, results: list[QuestionResult], seconds: float) -> Rep
         by_participant=by_participant, by_round=by_round, conformity=conformity(results), copying=copy_shares(results),
         agreement=agreement, correctness_correlation=correlation, correlation_pairs=pairs, effective_votes=effective,
         cost=cost(results, len(names)), reference=reference, seconds=round(seconds, 1),
-        compute_seconds=round(sum(sum(r.seconds) + r.reflect_seconds for r in results), 1),
+        compute_seconds=round(sum(sum(r.seconds) + r.reflect_seconds + r.sc_seconds for r in results), 1),
+        against_sc={m: estimate([q[m] - q["self-consistency"] for q in per_q]) for m in modes
+                    if m not in ("self-consistency", "ceiling")} if "self-consistency" in modes else {},
+        without_seat=without_each_seat(results, per_q, names, seat_weights_of(manifest)),
     )
 
 
@@ -193,9 +201,15 @@ def question_scores(manifest, results: list[QuestionResult]) -> tuple[list[dict[
     asked for that have no score at all (with why). Every mode is over the same questions: a question a mode gives
     no answer (no valid ballot to count) scores 0 in it; integer questions are left out of the option modes."""
     per_q = [r.scores() for r in results]
-    wanted = [*manifest.settings.modes, *(m for m in (*RANKING_MODES, *OPEN_MODES) if m not in manifest.settings.modes)]
-    unscored: dict[str, str] = {}
+    models = [p.model for p in manifest.panel.participants]
     w = getattr(manifest.settings, "weights", None)
+    accuracy = {m: x.accuracy for m, x in w.models.items()} if w is not None else {}
+    if len(set(models)) > 1:
+        for s, r in zip(per_q, results):
+            s["select"] = select_score(r.votes[0], r.confidence, models, accuracy, r.answer)
+    wanted = [*manifest.settings.modes,
+              *(m for m in (*RANKING_MODES, "select", *OPEN_MODES) if m not in manifest.settings.modes)]
+    unscored: dict[str, str] = {}
     if w is not None:
         from localpanel.eval.weights import weighted_scores
 
@@ -341,4 +355,15 @@ def cost(results: list[QuestionResult], seats: int) -> dict[str, dict[str, float
     if all(r.reflect is not None for r in results):
         out["reflect"] = {"tokens": float(np.mean([r.reflect_tokens for r in results])),
                           "seconds": float(np.mean([r.reflect_seconds for r in results]))}
+    if all(r.sc is not None for r in results):
+        out["self-consistency"] = {"tokens": float(np.mean([r.sc_tokens for r in results])),
+                                   "seconds": float(np.mean([r.sc_seconds for r in results]))}
+    out["select"] = out["vote"]  # the same round-1 ballots, read another way
     return out
+
+
+def seat_weights_of(manifest) -> list[float] | None:
+    """Each seat's calibrated weight (None: no weights, or every one 0)."""
+    w = getattr(manifest.settings, "weights", None)
+    weights = [w.of(p.model) for p in manifest.panel.participants] if w is not None else None
+    return weights if weights and any(weights) else None

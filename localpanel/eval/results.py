@@ -26,6 +26,9 @@ class QuestionResult(BaseModel):
     reflect: list[str | None] | None = None  # the reflect run's answer per round
     reflect_tokens: int = 0
     reflect_seconds: float = 0.0
+    sc: list[str | None] | None = None  # self-consistency: each sample's vote
+    sc_tokens: int = 0
+    sc_seconds: float = 0.0
     # Round 1 without debiasing, per participant: the vote the same draw gives from the probabilities in the
     # order shown alone, and those probabilities (None when the run was not debiased).
     undebiased: list[str | None] | None = None
@@ -59,6 +62,8 @@ class QuestionResult(BaseModel):
             out["ceiling"] = float(bool(self.ceiling))
         if self.reflect is not None:
             out["reflect"] = float(self.reflect[-1] == self.answer)
+        if self.sc is not None:
+            out["self-consistency"] = majority_score(self.sc, self.answer)
         return out
 
     def undebiased_scores(self) -> dict[str, float]:

@@ -29,6 +29,7 @@ from localpanel._version import __version__
 from localpanel.atomic import atomic_write_json, atomic_write_text, fsync_dir
 from localpanel.engine.runtime import Backend, RuntimeSettings
 from localpanel.errors import InputError, QuestionError, RunError
+from localpanel.eval.baselines import sc_model, sc_panel
 from localpanel.eval.questions import EvalQuestion, QuestionSet, to_jsonl
 from localpanel.eval.weights import Weights
 from localpanel.panel.protocol import MAX_ROUNDS, DebateSettings
@@ -38,7 +39,7 @@ from localpanel.runs.rundir import RunDir, json_field
 from localpanel.weights.registry import Panel, Registry
 from localpanel.weights.store import Store
 
-Mode = Literal["single", "vote", "weighted", "debate", "reflect"]
+Mode = Literal["single", "vote", "weighted", "debate", "reflect", "self-consistency"]
 DEFAULT_MODES: list[Mode] = ["single", "vote", "weighted", "debate"]
 
 
@@ -57,6 +58,8 @@ class EvalSettings(BallotSettings):
     # Seat weights calibrated on other questions (`localpanel calibrate`): the report scores a calibrated
     # weighted majority and probability vote with them. Kept here, so that the report reads the same later.
     weights: Weights | None = None
+    # self-consistency: the model it samples (None: the calibrated weights' most accurate one).
+    sc_model: str | None = None
 
 
 class EvalManifest(BaseModel):
@@ -79,14 +82,14 @@ class QuestionJob(BaseModel):
     """One question to run: a debate on the panel, or the reflect baseline on its first seat."""
 
     index: int
-    kind: Literal["debate", "reflect"]
+    kind: Literal["debate", "reflect", "sc"]
     question: EvalQuestion
     seed: int
 
     @property
     def dir(self) -> str:
         safe = "".join(c if c.isalnum() or c in "._-" else "-" for c in self.question.id)[:60]
-        return f"{'runs' if self.kind == 'debate' else 'reflect'}/{self.index:05d}-{safe}"
+        return f"{ {'debate': 'runs'}.get(self.kind, self.kind)}/{self.index:05d}-{safe}"
 
 
 def question_seed(eval_seed: int, question_id: str) -> int:
@@ -136,11 +139,14 @@ def _run_job(job: QuestionJob, manifest: EvalManifest, store: Store, backend: Ba
     if run_dir.exists() and not _has_journal(run_dir):
         shutil.rmtree(run_dir)  # claimed, but killed before its manifest: nothing in it
     registry = Registry.model_validate(manifest.registry)
-    panel = manifest.panel if job.kind == "debate" else reflect_panel(manifest.panel)
-    registry = registry.with_panel(panel)
     s = manifest.settings
-    settings = DebateSettings(**s.model_dump(include=set(BallotSettings.model_fields)), rounds=s.rounds, seed=job.seed,
-                              max_tokens=s.max_tokens, reason_first=s.reason_first, early_stop=False)
+    panel = {"debate": manifest.panel, "reflect": reflect_panel(manifest.panel)}.get(job.kind) or \
+        sc_panel(manifest.panel, sc_model(manifest.panel, s))
+    registry = registry.with_panel(panel)
+    sampled = job.kind == "sc"  # self-consistency: one round of samples, each working before its vote
+    settings = DebateSettings(**s.model_dump(include=set(BallotSettings.model_fields)), rounds=1 if sampled else s.rounds,
+                              seed=job.seed, max_tokens=s.max_tokens, reason_first=s.reason_first or sampled,
+                              early_stop=False)
     q = job.question
     return api.start_run(q.question, q.options, registry=registry, store=store, panel=panel.name, settings=settings,
                          runtime=manifest.runtime, run_dir=run_dir, backend=backend, with_moderator=False, integer=q.integer,
@@ -329,7 +335,8 @@ def load_manifest(eval_dir: Path) -> EvalManifest:
 
 
 def jobs_for(manifest: EvalManifest) -> list[QuestionJob]:
-    kinds = ["debate"] + (["reflect"] if "reflect" in manifest.settings.modes else [])
+    kinds = (["debate"] + (["reflect"] if "reflect" in manifest.settings.modes else [])
+             + (["sc"] if "self-consistency" in manifest.settings.modes else []))
     return [
         QuestionJob(index=i, kind=kind, question=q, seed=question_seed(manifest.settings.seed, q.id))
         for i, q in enumerate(manifest.questions.questions)

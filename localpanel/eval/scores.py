@@ -24,6 +24,8 @@ MODE_TITLES = {
     "calibrated weighted": "probability vote, each ballot weighted by its model's calibrated weight (round 1)",
     "debate": "debate (final-round majority)",
     "reflect": "self-reflection (first seat alone)",
+    "self-consistency": "the strongest model sampled once per seat, reason-first, plurality (equal tokens' baseline)",
+    "select": "the answer of the model whose seats agree most (round 1; no extra cost)",
     "proposals": "plurality of the merged proposals (open questions; no vote)",
     "ceiling": "a right answer among the candidates at all (open questions: the most any vote can score)",
 }
