@@ -88,7 +88,7 @@ def test_broken_files_name_the_line_and_key(tmp_path, text, message):
 def test_unknown_model_and_panel_are_one_sentence(registry):
     with pytest.raises(UnknownModelError, match=r"Unknown model 'gpt-9' \(known models: .*smollm2-135m.*\)"):
         registry.model("gpt-9")
-    with pytest.raises(UnknownPanelError, match=r"Unknown panel 'nope' \(panels in .*: default, hub-small, tiny\)"):
+    with pytest.raises(UnknownPanelError, match=r"Unknown panel 'nope' \(panels in .*: default, hub-small, qwen-1.5b-x4, tiny\)"):
         registry.panel("nope")
 
 
