@@ -203,3 +203,16 @@ def test_the_council_answers_in_fixed_fields_each_citing_seats(env):  # noqa: F8
     assert k.single_points[0].text == "Cy thinks so, plainly."
     card = render(t, "text")
     assert "Where they agree — Canberra (Ann, Bob, Di):" in card and "Said by one seat only — Sydney (Cy):" in card
+
+
+def test_an_open_question_whose_every_proposal_fails_is_one_sentence_and_its_proposals_stay_journaled(env):  # noqa: F811
+    from localpanel.errors import QuestionError
+
+    registry, store = env
+    backend = ScriptedBackend()
+    for name in NAMES:
+        backend.enqueue(name, Failed("cut off at 512 tokens"))
+    with pytest.raises(QuestionError, match="every proposal failed \\(the first: cut off at 512 tokens\\)"):
+        api.run(RunRequest(question="Who?", kind="open", moderator=False), registry=registry, store=store, backend=backend)
+    journal, _ = RunDir(next(store.runs_dir.iterdir())).journal()
+    assert [t.round for t in journal] == [0, 0, 0, 0] and all(t.failure for t in journal)

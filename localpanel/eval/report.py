@@ -236,7 +236,9 @@ def against_best(results: list[QuestionResult], per_q: list[dict[str, float]], n
     right most often on the *other* questions (leave-one-out; ties to the first in the panel)."""
     if len(names) < 2 or len(results) < 2:
         return None
-    right = np.array([[float(r.votes[0][i] == r.answer) for r in results] for i in range(len(names))])
+    # A seat's own answer: its round-1 vote, or for an open question its proposal (as in the single mode).
+    own = [r.proposals if r.proposals is not None else r.votes[0] for r in results]
+    right = np.array([[float(own[q][i] == r.answer) for q, r in enumerate(results)] for i in range(len(names))])
     totals = right.sum(axis=1)
     chosen = [int(np.argmax(totals - right[:, q])) for q in range(len(results))]
     best = [right[i, q] for q, i in enumerate(chosen)]

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 from localpanel.engine.draw import rotate, shifts
 from localpanel.engine.runtime import Backend, Generation, GenerationRequest, Message, Sampling
 from localpanel.engine.scripts import scripts_of
-from localpanel.errors import ContextOverflowError, RunError
+from localpanel.errors import ContextOverflowError, QuestionError
 from localpanel.panel.ballot import RATIONALE_MAX, REASONING_MAX, ballot_model
 from localpanel.panel.proposals import MergeMap, merge, proposal_request, read_proposal
 from localpanel.panel.prompts import (  # noqa: F401  (re-exported: the protocol's names as they always were)
@@ -44,8 +44,9 @@ from localpanel.panel.terms import (  # noqa: F401  (re-exported as above)
     Turn,
 )
 
-class ProposalError(RunError):
-    """An open question none of whose seats proposed an answer."""
+class ProposalError(QuestionError):
+    """An open question none of whose seats proposed an answer: the question cannot run (an eval records it as a
+    question that could not run and goes on; the proposals stay in the journal)."""
 
 
 @dataclass
@@ -104,7 +105,8 @@ class Rounds:
         """The open question's candidates, merged from the proposals, become the options voted on."""
         self.merged = merge([self.proposals[s.name] for s in self.seats], self.settings.merge)
         if not self.merged.candidates:
-            raise ProposalError("No seat proposed an answer (every proposal failed); see the journal for why.")
+            why = next((t.failure for t in self.proposals.values() if t.failure), "no answer")
+            raise ProposalError(f"No seat proposed an answer to this question: every proposal failed (the first: {why}).")
         self.question = self.question.model_copy(update={"options": self.merged.options})
         self._options(self.question.options)
 
