@@ -244,7 +244,7 @@ def against_best(results: list[QuestionResult], per_q: list[dict[str, float]], n
     best = [right[i, q] for q, i in enumerate(chosen)]
     by_model = {m: estimate([float(np.mean([right[i, q] for i in range(len(names)) if models[i] == m]))
                              for q in range(len(results))]) for m in dict.fromkeys(models)}
-    modes = [m for m in dict.fromkeys(m for s in per_q for m in s) if m != "single"]
+    modes = [m for m in dict.fromkeys(m for s in per_q for m in s) if m not in ("single", "ceiling")]
     difference = {m: estimate([s[m] - b for s, b in zip(per_q, best) if m in s]) for m in modes
                   if any(m in s for s in per_q)}
     return AgainstBest(by_model=by_model, best_in_sample=names[int(np.argmax(totals))],
@@ -361,6 +361,12 @@ def cost(results: list[QuestionResult], seats: int) -> dict[str, dict[str, float
         out["self-consistency"] = {"tokens": float(np.mean([r.sc_tokens for r in results])),
                                    "seconds": float(np.mean([r.sc_seconds for r in results]))}
     out["select"] = out["vote"]  # the same round-1 ballots, read another way
+    opened = [r for r in results if r.proposals is not None]
+    if opened and len(opened) == len(results):  # open questions: single is a proposal; proposals cost their step alone
+        proposals = {"tokens": float(np.mean([r.proposal_tokens for r in opened])),
+                     "seconds": float(np.mean([r.proposal_seconds for r in opened]))}
+        out["proposals"] = proposals
+        out["single"] = {k: v / seats for k, v in proposals.items()}
     return out
 
 

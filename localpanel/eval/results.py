@@ -52,6 +52,8 @@ class QuestionResult(BaseModel):
     right_apart: int = 0  # right candidates beyond the first: right proposals the merge left apart
     wrong_merged: int = 0  # candidates that merged a right proposal with a wrong one
     proposal_f1: list[float] = []
+    proposal_tokens: int = 0  # the proposal step's tokens and seconds (counted in round 1's too)
+    proposal_seconds: float = 0.0
 
     def scores(self) -> dict[str, float]:
         out = self._round_one(self.votes[0], self.confidence)
@@ -209,6 +211,8 @@ def _read_open(result: QuestionResult, q: EvalQuestion, debate: Transcript, name
     texts = [by_seat[n].vote if n in by_seat and by_seat[n].valid else None for n in names]
     result.proposals = [mark(t) for t in texts]
     result.proposal_f1 = [token_f1(t, q.answers) if t else 0.0 for t in texts]
+    result.proposal_tokens = sum(x.prompt_tokens - x.cached_tokens + x.completion_tokens for x in debate.proposals)
+    result.proposal_seconds = round(sum(x.seconds + x.rebuild_seconds for x in debate.proposals), 4)
     merge_map = debate.merge
     candidates = merge_map.candidates if merge_map else []
     result.merged = [mark(merge_map.candidate_of(n)) if merge_map else None for n in names]
