@@ -20,7 +20,9 @@ def render() -> str:
            "Generated from each command's `--help` by `scripts/cli_docs.py`; `localpanel COMMAND --help` says the same.", ""]
 
     def walk(cmd: click.Command, path: list[str], parent: click.Context | None) -> None:
-        ctx = click.Context(cmd, info_name=path[-1], parent=parent, terminal_width=WIDTH, max_content_width=WIDTH)
+        # make_context applies the command's context_settings (e.g. -h beside --help), as running it would.
+        ctx = cmd.make_context(path[-1], [], parent=parent, resilient_parsing=True, terminal_width=WIDTH,
+                               max_content_width=WIDTH)
         title = " ".join(path)
         out.extend([f"## {title}", "", "```", cmd.get_help(ctx).rstrip(), "```", ""])
         if isinstance(cmd, click.Group):
