@@ -11,10 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Callable
 
+from pydantic import BaseModel
+
 from localpanel.panel.copying import COPIED_WORDS, copy_line
 from localpanel.panel.counts import rankings_lines, weighted_line
-from localpanel.panel.moderator import facts
-from localpanel.panel.tally import margin_line, position_line, shift_line, shift_sentence
+from localpanel.panel.moderator import Argument, facts
+from localpanel.panel.tally import Influence, TurningPoint, margin_line, position_line, shift_line, shift_sentence
 from localpanel.runs.transcript import Transcript
 
 
@@ -125,16 +127,8 @@ class Summary:
 
 
 @dataclass(frozen=True)
-class Argument:
-    option: str
-    participant: str
-    round: int
-    text: str
-
-
-@dataclass(frozen=True)
 class Arguments:
-    items: tuple[Argument, ...]
+    items: tuple[tuple[str, Argument], ...]  # (option, its strongest argument)
 
 
 @dataclass(frozen=True)
@@ -149,30 +143,13 @@ class VoteMatrix:
 
 
 @dataclass(frozen=True)
-class Point:
-    round: int
-    participant: str
-    from_vote: str
-    to_vote: str
-    attributed_to: str | None
-    rationale: str
-
-
-@dataclass(frozen=True)
 class TurningPoints:
-    points: tuple[Point, ...]
-
-
-@dataclass(frozen=True)
-class Edge:
-    source: str
-    target: str
-    count: int
+    points: tuple[TurningPoint, ...]
 
 
 @dataclass(frozen=True)
 class Persuasion:
-    edges: tuple[Edge, ...]
+    edges: tuple[Influence, ...]
     most_persuasive: str | None
 
 
@@ -239,6 +216,8 @@ def escaped(section, escape: Callable[[str], str]):
             return tuple(one(v) for v in value)
         if is_dataclass(value):
             return escaped(value, escape)
+        if isinstance(value, BaseModel):  # the panel's own records (turning points, arguments, influences)
+            return value.model_copy(update={k: escape(v) for k, v in value if isinstance(v, str)})
         return value
 
     return replace(section, **{f.name: one(getattr(section, f.name)) for f in fields(section) if f.name != "probabilities"})
@@ -362,15 +341,14 @@ def card_of(t: Transcript) -> Card:
     if parts := summary_parts(t):
         s.append(Summary(tuple(parts)))
     if t.strongest_arguments:
-        s.append(Arguments(tuple(Argument(o, a.participant, a.round, a.text) for o, a in t.strongest_arguments.items())))
+        s.append(Arguments(tuple(t.strongest_arguments.items())))
     elif t.moderator and t.moderator.failure:
         s.append(ModeratorFailure(t.moderator.failure))
     if t.kind == "debate" and t.rounds:
         numbers = tuple(r.number for r in t.rounds)
         s.append(VoteMatrix(numbers, tuple((n, tuple(v)) for n, v in t.vote_matrix.items())))
-        s.append(TurningPoints(tuple(Point(p.round, p.participant, p.from_vote, p.to_vote, p.attributed_to,
-                                           p.rationale or "") for p in t.turning_points)))
-        s.append(Persuasion(tuple(Edge(e.source, e.target, e.count) for e in t.persuasion), t.most_persuasive))
+        s.append(TurningPoints(tuple(t.turning_points)))
+        s.append(Persuasion(tuple(t.persuasion), t.most_persuasive))
         if t.probability_paths:
             s.append(Paths(numbers, tuple(PathRow(n, p.option, tuple(p.probabilities)) for n, p in t.probability_paths.items()),
                            tuple(shift_sentence(x) for x in t.shifts)))

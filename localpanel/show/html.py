@@ -68,8 +68,8 @@ def write(card: c.Card) -> str:
                 parts += [f"<p>{'<b>' + h + ':</b> ' if h else ''}{text}</p>" for h, text in s.parts]
             case c.Arguments():
                 parts.append("<h2>Strongest arguments</h2>")
-                parts += [f"<p><b>{a.option}</b> — {a.participant}, round {a.round}<blockquote>{a.text}</blockquote>"
-                          for a in s.items]
+                parts += [f"<p><b>{option}</b> — {a.participant}, round {a.round}<blockquote>{a.text}</blockquote>"
+                          for option, a in s.items]
             case c.ModeratorFailure():
                 parts.append(f"<p class=abstain>Moderator: no report ({s.reason})</p>")
             case c.VoteMatrix():
@@ -84,7 +84,7 @@ def write(card: c.Card) -> str:
                 for p in s.points:
                     who = f", persuaded by {p.attributed_to}" if p.attributed_to else ""
                     parts.append(f"<p>Round {p.round}: <b>{p.participant}</b> {p.from_vote} → {p.to_vote}{who}"
-                                 f"<blockquote>{p.rationale}</blockquote>")
+                                 f"<blockquote>{p.rationale or ''}</blockquote>")
             case c.Persuasion():
                 parts.append("<h2>Who moved whom</h2>" + persuasion_chart(t))
                 if s.most_persuasive:

@@ -56,7 +56,7 @@ def write(card: c.Card) -> str:
                 out += ["## Summary", ""] + [(f"**{h}:** " if h else "") + text + "\n" for h, text in s.parts]
             case c.Arguments():
                 out += ["## Strongest arguments", ""]
-                out += [f"- **{a.option}** — {a.participant}, round {a.round}: “{a.text}”" for a in s.items] + [""]
+                out += [f"- **{option}** — {a.participant}, round {a.round}: “{a.text}”" for option, a in s.items] + [""]
             case c.ModeratorFailure():
                 out += [f"*Moderator: no report ({s.reason})*", ""]
             case c.VoteMatrix():
@@ -68,7 +68,7 @@ def write(card: c.Card) -> str:
                     out.append("Nobody changed their mind.")
                 for p in s.points:
                     who = f", persuaded by {p.attributed_to}" if p.attributed_to else ""
-                    out.append(f"- Round {p.round}: **{p.participant}** {p.from_vote} → {p.to_vote}{who}: “{p.rationale}”")
+                    out.append(f"- Round {p.round}: **{p.participant}** {p.from_vote} → {p.to_vote}{who}: “{p.rationale or ''}”")
                 out.append("")
             case c.Persuasion():
                 if s.edges:

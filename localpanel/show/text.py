@@ -59,8 +59,8 @@ def write(card: c.Card, *, color: bool = False, width: int = 88) -> str:
                     out += [f"  {heading}:", wrap(text)] if heading else [wrap(text, "  ")]
             case c.Arguments():
                 out += ["", "Strongest arguments (picked by the moderator among the rationales given)"]
-                for a in s.items:
-                    out += [f"  {style(a.option, bold=True)} — {a.participant}, round {a.round}:", wrap(f"“{a.text}”")]
+                for option, a in s.items:
+                    out += [f"  {style(option, bold=True)} — {a.participant}, round {a.round}:", wrap(f"“{a.text}”")]
             case c.ModeratorFailure():
                 out += ["", style(f"Moderator: no report ({s.reason})", fg="red")]
             case c.VoteMatrix():
