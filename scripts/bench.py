@@ -6,10 +6,9 @@ memory and model loads are measured per phase:
   sequences sharing each llama_decode (one token each per call);
 - decode: constrained against free decoding, ours and llama-cpp-python's grammar;
 - debate / naive: the fixed 4-seat debate at 3 and at 6 rounds, localpanel's runtime and the naive one;
-- nodebias: the first of those debates again with --no-debias: what scoring each vote under every rotation
-  of the options costs (the default needs it to stay within 25% of the debate's wall time);
-- draw: the first debate again with --vote-draw: votes drawn at each seat's temperature instead of each seat's
-  most probable option (the default); both score the same alternatives, so neither should cost more decoding;
+- forced: the first debate's ballots forced again, under its own settings and with debiasing, votes as views
+  and the copy guard each turned off in turn: what each costs on the same ballots (``debias_cost``,
+  ``views_cost``, ``copy_guard_cost``); runs whose ballots differ cannot tell a setting's cost from the texts';
 - first: time from launching `python -m localpanel poll` on the tiny panel to its first ballot token.
 The compute floor of a debate is its new prompt tokens over the prompt rate plus its ballot tokens over the
 best batched decode rate, per model, all measured in this run; floor_ratio is the debate's wall over it.
@@ -272,7 +271,7 @@ class NaiveBackend:
         self.inner.close()
 
 
-def phase_debate(naive: bool, threads: int, rounds: int, panel: str, debias: bool = True, vote_draw: bool = False) -> dict:
+def phase_debate(naive: bool, threads: int, rounds: int, panel: str, keep: str | None = None) -> dict:
     registry = load_registry(shipped_registry_path())
     real = Store()
     with tempfile.TemporaryDirectory() as home:
@@ -281,9 +280,11 @@ def phase_debate(naive: bool, threads: int, rounds: int, panel: str, debias: boo
         backend = NaiveBackend(threads) if naive else LlamaBackend(RuntimeSettings(threads=threads))
         t0 = time.perf_counter()
         t = api.start_run(QUESTION, OPTIONS, registry=registry, store=store, backend=backend, panel=panel,
-                          settings=DebateSettings(rounds=rounds, seed=7, early_stop=False, debias=debias, vote_draw=vote_draw))
+                          settings=DebateSettings(rounds=rounds, seed=7, early_stop=False))
         wall = time.perf_counter() - t0
         loads = backend.model_loads
+        if keep:  # the journaled debate the same-ballot phases force again
+            Path(keep).write_text(t.model_dump_json())
         if naive:
             backend.stats = None
         backend.close()
@@ -328,6 +329,86 @@ def phase_debate(naive: bool, threads: int, rounds: int, panel: str, debias: boo
     }
 
 
+# -- phase: the same ballots again, one setting changed ------------------------------------------------
+
+# What each same-ballot comparison changes, from the debate's own settings.
+SAME_BALLOT = {
+    "debias": {"debias": False},
+    "views": {"vote_draw": True},
+    "copy_guard": {"copy_guard": None},
+}
+
+
+def phase_forced(threads: int, panel: str, transcript: str) -> dict:
+    """Run one journaled debate's turns again, with every ballot forced to its recorded tokens, under the debate's
+    own settings and with each setting of ``SAME_BALLOT`` changed, side by side in one process: one backend per
+    variant (each its own models and contexts, all loaded before the clock starts), and for each round and each
+    model the same group of turns run on every backend in turn, the order rotating, so that a machine that slows
+    down or speeds up weighs on every variant alike. Forcing samples nothing but makes every evaluation a generated
+    ballot makes (the prompt, each ballot token, each vote's scoring under each rotation), so the variants differ
+    by what the setting costs and nothing else: not by other votes or other texts. The moderator is not part of it
+    (it reads only the ballots)."""
+    from localpanel.panel.protocol import Rounds
+    from localpanel.runs.transcript import Transcript
+
+    t = Transcript.model_validate_json(Path(transcript).read_text())
+    registry = load_registry(shipped_registry_path())
+    seats, _ = api.seats_for(registry, Store(), panel)
+    turns = [x for r in t.rounds for x in r.turns]
+    names = ["as_run", *SAME_BALLOT]
+    backends = {n: LlamaBackend(RuntimeSettings(threads=threads)) for n in names}
+    runs = {n: Rounds(Question.checked(t.question, t.options), seats,
+                      t.settings.model_copy(update=SAME_BALLOT.get(n, {})), backends[n], done=turns) for n in names}
+    for backend in backends.values():
+        for seat in seats:
+            backend._model(seat.model, seat.model_path)
+    wall = dict.fromkeys(names, 0.0)
+    prompt_tokens = dict.fromkeys(names, 0)
+    k = 0
+    for r in range(1, len(t.rounds) + 1):
+        models = list(dict.fromkeys(s.model.name for s in runs["as_run"].order(r)))
+        for model in models:
+            for n in names[k % len(names):] + names[: k % len(names)]:
+                rounds = runs[n]
+                plans = [rounds.plan(s, r) for s in rounds.order(r) if s.model.name == model]
+                requests = [rounds.request(p, rounds.turn(p.seat.name, r)) for p in plans]
+                t0 = time.perf_counter()
+                got = backends[n].generate_many(requests)
+                wall[n] += time.perf_counter() - t0
+                prompt_tokens[n] += sum(g.prompt_tokens - g.cached_tokens for g in got)
+            k += 1
+    out = {n: {"wall_s": wall[n], "prompt_tokens_evaluated": prompt_tokens[n],
+               "runtime_stats": backends[n].stats.as_dict()} for n in names}
+    out["copy_guard"]["guard_host_s"] = guard_seconds(backends["as_run"], runs["as_run"], t)
+    for backend in backends.values():
+        backend.close()
+    return out
+
+
+def guard_seconds(backend: LlamaBackend, rounds, t) -> float:
+    """What the copy guard's checks cost on the recorded ballots: forced tokens are never checked, so the guard is
+    asked here about each token of each later-round ballot, as a sampled token is (``banned``, then ``rejects``)."""
+    from localpanel.engine.turns import copy_guard
+
+    spent = 0.0
+    for r in t.rounds[1:]:
+        for x in r.turns:
+            seat = next(s for s in rounds.seats if s.name == x.participant)
+            lm = backend._model(seat.model, seat.model_path)
+            request = rounds.request(rounds.plan(seat, r.number))
+            t0 = time.perf_counter()
+            guard = copy_guard(lm.vocab, request)
+            own, body = [], b""
+            for tok in x.tokens:
+                if guard is not None:
+                    guard.banned(own)
+                    guard.rejects(body, lm.vocab.pieces[tok])
+                own.append(tok)
+                body += lm.vocab.pieces[tok]
+            spent += time.perf_counter() - t0
+    return spent
+
+
 # -- driver -------------------------------------------------------------------------------------------
 
 
@@ -337,6 +418,31 @@ def run_phase(args: list[str]) -> dict:
         sys.stderr.write(out.stderr)
         raise SystemExit(f"bench phase {args} failed")
     return json.loads(out.stdout)
+
+
+def same_ballots(transcript: str, common: list[str], progress) -> dict:
+    """What debiasing, votes as views and the copy guard cost on the same ballots (see ``phase_forced``): debiasing,
+    views and the copy guard are on in the debate, so each cost is the wall as run over the wall with it off (drawn
+    votes, for views), less one; the copy guard's adds its checks, which forced tokens skip."""
+    progress("bench: the same ballots again, as run and with debiasing, views and the copy guard off…")
+    runs = run_phase(["--phase", "forced", "--transcript", transcript, *common])
+    wall = runs["as_run"]["wall_s"]
+    return {
+        "same_ballots": runs,
+        "debias_cost": wall / runs["debias"]["wall_s"] - 1,
+        "views_cost": wall / runs["views"]["wall_s"] - 1,
+        "copy_guard_cost": (wall + runs["copy_guard"]["guard_host_s"]) / runs["copy_guard"]["wall_s"] - 1,
+    }
+
+
+def print_same(same: dict) -> None:
+    base = same["same_ballots"]["as_run"]
+    print(f"\nThe same ballots forced again: {base['wall_s']:.1f} s as run, {base['runtime_stats']['tokens']} tokens "
+          "through llama_decode; with each setting off:")
+    for change, label in (("debias", "debiasing"), ("views", "votes as views"), ("copy_guard", "the copy guard")):
+        x = same["same_ballots"][change]
+        print(f"  {label:<16} {same[change + '_cost']:+7.1%}   without it {x['wall_s']:.1f} s, "
+              f"{x['runtime_stats']['tokens']} tokens")
 
 
 def floor_seconds(debate: dict, limits: dict, at_width: bool = False) -> float:
@@ -366,21 +472,23 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=physical_cores())
     ap.add_argument("--skip-naive", action="store_true", help="skip the naive debates (the slowest phases)")
     ap.add_argument("--skip-decode", action="store_true", help="skip the constrained-against-free decode comparison")
-    ap.add_argument("--skip-debias", action="store_true", help="skip the --no-debias debate (what debiasing costs)")
-    ap.add_argument("--skip-draw", action="store_true", help="skip the --vote-draw debate (what votes as views cost)")
-    ap.add_argument("--only-views", action="store_true", help="run only the debate and the --vote-draw debate")
-    ap.add_argument("--phase", choices=["limits", "decode", "debate", "naive", "nodebias", "draw", "first"], help=argparse.SUPPRESS)
+    ap.add_argument("--skip-same", action="store_true", help="skip the same-ballot costs (debiasing, views, copy guard)")
+    ap.add_argument("--only-same", action="store_true",
+                    help="run only the debate and the same-ballot costs of debiasing, views and the copy guard")
+    ap.add_argument("--phase", choices=["limits", "decode", "debate", "naive", "first", "forced"],
+                    help=argparse.SUPPRESS)
     ap.add_argument("--single-rounds", type=int, default=3, help=argparse.SUPPRESS)
+    ap.add_argument("--keep", help=argparse.SUPPRESS)
+    ap.add_argument("--transcript", help=argparse.SUPPRESS)
     a = ap.parse_args()
 
     if a.phase:
         out = {
             "limits": lambda: phase_limits(a.threads, a.panel, a.widths, 32, 256),
             "decode": lambda: phase_decode(a.runs, a.tokens, a.threads, a.panel),
-            "debate": lambda: phase_debate(False, a.threads, a.single_rounds, a.panel),
+            "debate": lambda: phase_debate(False, a.threads, a.single_rounds, a.panel, keep=a.keep),
+            "forced": lambda: phase_forced(a.threads, a.panel, a.transcript),
             "naive": lambda: phase_debate(True, a.threads, a.single_rounds, a.panel),
-            "nodebias": lambda: phase_debate(False, a.threads, a.single_rounds, a.panel, debias=False),
-            "draw": lambda: phase_debate(False, a.threads, a.single_rounds, a.panel, vote_draw=True),
             "first": lambda: phase_first(a.panel),
         }[a.phase]()
         print(json.dumps(out))
@@ -400,19 +508,20 @@ def main() -> None:
         print(f"warning: {w}", file=sys.stderr)
     common = ["--threads", str(a.threads), "--panel", a.panel]
     progress = (lambda msg: print(msg, file=sys.stderr, flush=True))
-    if a.only_views:
+    if a.only_same:
         r = a.rounds[0]
-        progress(f"bench: {r}-round debate, votes as views…")
-        views = run_phase(["--phase", "debate", "--single-rounds", str(r), *common])
-        progress(f"bench: {r}-round debate, votes drawn…")
-        drawn = run_phase(["--phase", "draw", "--single-rounds", str(r), *common])
-        out = {"views": views, "drawn": drawn, "views_cost": views["wall_s"] / drawn["wall_s"] - 1}
+        with tempfile.TemporaryDirectory() as tmp:
+            progress(f"bench: {r}-round debate…")
+            d = run_phase(["--phase", "debate", "--single-rounds", str(r), "--keep", f"{tmp}/t.json", *common])
+            same = same_ballots(f"{tmp}/t.json", common, progress)
+        out = {"wall_s": d["wall_s"], "moderator_share": d["moderator_s"] / d["wall_s"],
+               "prompt_tokens_evaluated": d["prompt_tokens_evaluated"], **same, "debate": d}
         if a.json:
             print(json.dumps(out, indent=2))
         else:
-            print(f"{r}-round debate: {views['wall_s']:.1f} s with votes as views, {drawn['wall_s']:.1f} s drawn "
-                  f"({out['views_cost']:+.1%}); {views['runtime_stats']['tokens']} against "
-                  f"{drawn['runtime_stats']['tokens']} tokens through llama_decode")
+            print(f"{r}-round debate: {d['wall_s']:.1f} s, moderator {out['moderator_share']:.1%}, "
+                  f"{d['prompt_tokens_evaluated']} prompt tokens evaluated")
+            print_same(same)
         return
     progress("bench: time to first token (tiny panel)…")
     firsts = []
@@ -428,9 +537,10 @@ def main() -> None:
         progress("bench: constrained against free decoding…")
         decode = run_phase(["--phase", "decode", "--runs", str(a.runs), "--tokens", str(a.tokens), *common])
     debates, naives = {}, {}
+    kept = tempfile.TemporaryDirectory()
     for r in a.rounds:
         progress(f"bench: {r}-round debate…")
-        debates[r] = run_phase(["--phase", "debate", "--single-rounds", str(r), *common])
+        debates[r] = run_phase(["--phase", "debate", "--single-rounds", str(r), "--keep", f"{kept.name}/{r}.json", *common])
         debates[r]["floor_s"] = floor_seconds(debates[r], limits)
         debates[r]["floor_ratio"] = debates[r]["wall_s"] / debates[r]["floor_s"]
         debates[r]["floor_at_width_s"] = floor_seconds(debates[r], limits, at_width=True)
@@ -440,15 +550,8 @@ def main() -> None:
             naives[r] = run_phase(["--phase", "naive", "--single-rounds", str(r), *common])
     main_r = a.rounds[0]
     d = debates[main_r]
-    nodebias = None
-    if not a.skip_debias:
-        progress(f"bench: {main_r}-round debate without debiasing…")
-        nodebias = run_phase(["--phase", "nodebias", "--single-rounds", str(main_r), *common])
-
-    drawn = None
-    if not a.skip_draw:
-        progress(f"bench: {main_r}-round debate with drawn votes…")
-        drawn = run_phase(["--phase", "draw", "--single-rounds", str(main_r), *common])
+    same = {} if a.skip_same else same_ballots(f"{kept.name}/{main_r}.json", common, progress)
+    kept.cleanup()
 
     def speedup(r):
         return naives[r]["wall_s"] / debates[r]["wall_s"] if r in naives else None
@@ -464,10 +567,7 @@ def main() -> None:
         "speedup_vs_naive": speedup(3),
         "speedup_vs_naive_6": speedup(6),
         "moderator_share": d["moderator_s"] / d["wall_s"],
-        "debias_cost": d["wall_s"] / nodebias["wall_s"] - 1 if nodebias else None,
-        "no_debias": nodebias,
-        "views_cost": d["wall_s"] / drawn["wall_s"] - 1 if drawn else None,
-        "vote_draw": drawn,
+        **same,
         "first_token_s": first["first_token_s"],
         "batched_decode_tok_s": {m: lim["batched_decode_tok_s"] for m, lim in limits.items()},
         "prompt_tok_s": {m: lim["prompt_tok_s"] for m, lim in limits.items()},
@@ -515,15 +615,8 @@ def main() -> None:
         if r in naives:
             print(f"speedup vs naive at {r} rounds: {speedup(r):.2f}x")
     print(f"moderator share of the {main_r}-round debate: {result['moderator_share']:.1%}")
-    if drawn:
-        print(f"votes as views (the default) against drawn votes: {d['wall_s']:.1f} s against {drawn['wall_s']:.1f} s "
-              f"({result['views_cost']:+.1%}; {d['runtime_stats']['tokens']} against {drawn['runtime_stats']['tokens']} "
-              "tokens through llama_decode: both score every option; only the choice differs)")
-    if nodebias:
-        print(f"debiasing (every vote scored under each rotation of the options): {d['wall_s']:.1f} s against "
-              f"{nodebias['wall_s']:.1f} s with --no-debias, +{result['debias_cost']:.1%} of the wall time "
-              f"({d['runtime_stats']['tokens']} against {nodebias['runtime_stats']['tokens']} tokens through llama_decode; target: at most +25%)")
-
+    if same:
+        print_same(same)
 
 if __name__ == "__main__":
     main()

@@ -382,3 +382,48 @@ def test_an_integer_question_tallies_the_answers_given_and_renders_even_when_all
     assert t.options == [] and "Result: No votes — all 4 ballots failed" in render(t, "text")
     for fmt in ("markdown", "html", "json"):
         assert "No votes" in render(t, fmt)
+
+
+def test_the_shared_layout_opens_every_prompt_of_a_round_alike(env):
+    """--layout shared: each round is one fresh prompt whose opening (the system prompt, the question, every ballot of
+    the last round in one order) is the same for every seat, asking the backend to share it; the seat's own part
+    (its name, persona, last vote, the framing and its rotation of the options) comes after."""
+    backend = script(ScriptedBackend(), [
+        {"Ann": ballot("Yes", "Ann's first reason."), "Bob": ballot("No", "Bob's first reason."),
+         "Cy": Failed("cut off at 256 tokens"), "Di": ballot("No", "Di's first reason.")},
+        {n: ballot("No") for n in NAMES},
+    ])
+    t = run(env, backend, rounds=2, layout="shared")
+    assert t.settings.layout == "shared"
+    for round_no in (1, 2):
+        asked = [r for r in backend.requests if ("Round 2 of" in r.messages[-1].content) == (round_no == 2)]
+        assert len(asked) == 4 and all(r.share_prefix for r in asked)
+        assert all([m.role for m in r.messages] == ["system", "user"] for r in asked)  # no conversation carried
+        texts = [r.messages[-1].content for r in asked]
+        opening = [x[: x.index("You are ")] for x in texts]
+        assert len(set(opening)) == 1 and opening[0].startswith("Question: Is it?")
+        assert len({r.messages[0].content for r in asked}) == 1
+        assert all("Persona of" not in r.messages[0].content for r in asked)
+        for r, text in zip(asked, texts):
+            own = text[len(opening[0]):]
+            assert own.startswith(f"You are {r.key}. Persona of {r.key}.")
+            turn = next(x for x in t.rounds[round_no - 1].turns if x.participant == r.key)
+            assert own.endswith("Options (vote for exactly one):\n" + "\n".join(f"- {o}" for o in turn.option_order))
+    two = [r for r in backend.requests if "Round 2 of" in r.messages[-1].content]
+    shown = two[0].messages[-1].content
+    for line in ("Ann voted Yes: Ann's first reason.", "Bob voted No: Bob's first reason.", "Cy abstained",
+                 "Di voted No: Di's first reason."):
+        assert line in shown  # every ballot, the seat's own among them
+    ann = next(r for r in two if r.key == "Ann").messages[-1].content
+    assert "Your vote in round 1 was Yes." in ann
+    assert "Your vote in round 1" not in next(r for r in two if r.key == "Cy").messages[-1].content  # it failed
+    assert sorted(t.rounds[1].turns[0].peer_order) == NAMES
+    assert len({tuple(x.peer_order) for x in t.rounds[1].turns}) == 1
+    # The copy guard's wording is the layout's own: the round's framing, never the question or a ballot.
+    ann_guard = next(r for r in two if r.key == "Ann").avoid
+    assert any(w.startswith("You are Ann. Persona of Ann.") for w in ann_guard)
+    assert not any("Question:" in w or "voted" in w for w in ann_guard[-3:])
+    # The conversation layout (the default) asks for no sharing.
+    conversation = script(ScriptedBackend(), [{n: ballot("No") for n in NAMES}])
+    run(env, conversation)
+    assert not any(r.share_prefix for r in conversation.requests)

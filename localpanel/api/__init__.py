@@ -252,7 +252,8 @@ def run_moderator(manifest: Manifest, turns: list[Turn], stopped, backend: Backe
     path = store.verified_path(spec.name, manifest.sha256[spec.name])
     q = Question(text=manifest.question, options=manifest.options if manifest.question_kind != "open" else preview.options)
     names = [p.name for p in manifest.participants]
-    return moderate(q, names, [r.turns for r in preview.rounds], spec, path, backend, manifest.settings.seed)
+    return moderate(q, names, [r.turns for r in preview.rounds], spec, path, backend, manifest.settings.seed,
+                    share=manifest.settings.decoder >= 4)
 
 
 def resume(ref: str | Path, *, store: Store, backend: Backend | None = None, on_event: EventSink | None = None) -> Transcript:

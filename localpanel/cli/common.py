@@ -153,7 +153,7 @@ def one_run_at_a_time(store: Store, quiet: bool):
 # What a run is made of: a resume takes all of it from the run's manifest, so giving any of it is a conflict.
 RUNTIME_OPTIONS = ("threads", "batch_size", "ctx_size", "gpu_layers", "max_memory", "one_at_a_time")
 RUN_SHAPING = ("question", "options", "open_question", "no_merge", "context", "panel", "seat_models", "seed", "temperature", "max_tokens", "rounds", "anonymous",
-               "no_early_stop", "copy_guard", "no_debias", "vote_draw", "weights_ref", "ballot_order", "no_moderator", "run_dir",
+               "no_early_stop", "copy_guard", "no_debias", "vote_draw", "weights_ref", "ballot_order", "layout", "no_moderator", "run_dir",
                *RUNTIME_OPTIONS)
 
 
@@ -250,6 +250,7 @@ class VoteOptions:
     vote_draw: bool
     reason_first: bool
     weights_ref: str | None
+    layout: str = "conversation"
 
 
 def vote_options(*, seed: int, max_tokens: int, ballot: str, seed_help: str, debias_help: str, draw_help: str,
@@ -257,11 +258,12 @@ def vote_options(*, seed: int, max_tokens: int, ballot: str, seed_help: str, deb
     """--seed ... --ballot, given to the command as ``vote: VoteOptions``; the defaults are the command's own
     (an eval asks for longer, reason-first ballots)."""
     def decorate(fn):
-        def make(seed, temperature, max_tokens, no_debias, vote_draw, weights_ref, ballot_order) -> VoteOptions:
+        def make(seed, temperature, max_tokens, no_debias, vote_draw, weights_ref, ballot_order, layout) -> VoteOptions:
             return VoteOptions(seed=seed, temperature=temperature, max_tokens=max_tokens, debias=not no_debias,
-                               vote_draw=vote_draw, reason_first=ballot_order == "reason-first", weights_ref=weights_ref)
+                               vote_draw=vote_draw, reason_first=ballot_order == "reason-first", weights_ref=weights_ref,
+                               layout=layout)
 
-        names = ("seed", "temperature", "max_tokens", "no_debias", "vote_draw", "weights_ref", "ballot_order")
+        names = ("seed", "temperature", "max_tokens", "no_debias", "vote_draw", "weights_ref", "ballot_order", "layout")
         return _apply(collapse(fn, names, "vote", make), [
             click.option("--seed", type=click.IntRange(0), default=seed, show_default=True, help=seed_help),
             click.option("--temperature", type=click.FloatRange(0, 2), help="Override every participant's temperature."),
@@ -270,6 +272,12 @@ def vote_options(*, seed: int, max_tokens: int, ballot: str, seed_help: str, deb
             click.option("--vote-draw", is_flag=True, help=draw_help),
             click.option("--weights", "weights_ref", metavar="FILE|PANEL", help=weights_help),
             click.option("--ballot", "ballot_order", type=click.Choice(["vote-first", "reason-first"]), default=ballot, show_default=True, help=ballot_help),
+            click.option("--layout", type=click.Choice(["conversation", "shared"]), default="conversation", show_default=True,
+                         help="How later rounds are asked. conversation: each seat carries on its own conversation and "
+                              "reads its peers' ballots itself; shared: each round is one prompt whose opening (the "
+                              "question, then every ballot of the last round) all seats of a model read alike, "
+                              "evaluated once per model, then each seat's name, persona, last vote and options "
+                              "(fewer prompt tokens; other prompts, so other ballots)."),
         ])
 
     return decorate

@@ -115,7 +115,7 @@ def eval_run(ctx: CliState, source: str | None, seating: Seating, rounds: int, v
 
     if resume_dir is not None:
         refuse_beside_resume(("source", "panel", "seat_models", "rounds", "seed", "modes", "temperature", "max_tokens",
-                               "no_debias", "vote_draw", "copy_guard", "weights_ref", "ballot_order", "out_dir", "sc_model",
+                               "no_debias", "vote_draw", "copy_guard", "weights_ref", "ballot_order", "out_dir", "sc_model", "layout",
                               *RUNTIME_OPTIONS))
         call = functools.partial(eval_api.resume_eval, resume_dir, store=ctx.store, executor_kind=executor,
                                  address=address, workers=workers, on_progress=progress)
@@ -135,7 +135,7 @@ def eval_run(ctx: CliState, source: str | None, seating: Seating, rounds: int, v
         settings = EvalSettings(weights=weights, rounds=rounds, seed=vote.seed, temperature=vote.temperature,
                                 max_tokens=vote.max_tokens, modes=list(dict.fromkeys([*DEFAULT_MODES, *extra])),
                                 debias=vote.debias, vote_draw=vote.vote_draw, copy_guard=copy_guard,
-                                reason_first=vote.reason_first, sc_model=sc_model)
+                                reason_first=vote.reason_first, sc_model=sc_model, layout=vote.layout)
         call = functools.partial(eval_api.evaluate, source, panel=seating.panel_of(ctx.registry), registry=ctx.registry,
                                  store=ctx.store, settings=settings, runtime=runtime, out_dir=out_dir,
                                  executor_kind=executor, address=address, workers=workers, on_start=on_start,

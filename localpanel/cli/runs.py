@@ -100,7 +100,7 @@ class RunOptions:
 
     def settings(self, **fields) -> DebateSettings:
         v = self.vote
-        return DebateSettings(reason_first=v.reason_first, debias=v.debias, vote_draw=v.vote_draw, seed=v.seed,
+        return DebateSettings(reason_first=v.reason_first, debias=v.debias, vote_draw=v.vote_draw, seed=v.seed, layout=v.layout,
                               temperature=v.temperature, max_tokens=v.max_tokens, merge=self.merge, **fields)
 
 

@@ -7,7 +7,9 @@ and the rebuild of lost states (``turns``). ``LlamaBackend`` puts them together 
 Participants that share a model and are asked together (a round's requests) share one llama.cpp context,
 with a sequence each: their new prompt tokens are evaluated in one batch, and their ballots are decoded in
 lockstep, one ``llama_decode`` per step for all of them, until each one closes. Each turn's prompt extends
-the participant's previous prompt and answer, so only the new part is evaluated.
+the participant's previous prompt and answer, so only the new part is evaluated; or, for fresh prompts that
+open alike and ask for it (the shared layout, the moderator), their common opening is evaluated once and
+copied to each sequence (``turns.share``).
 
 What keeps a run, its resume and its replay identical: a batch is composed from the requests alone (their
 order, and the tokens each one needs at each step), never from timing. When a state is lost (a resumed run,
@@ -39,7 +41,7 @@ from localpanel.engine.runtime import (
     TokenCallback,
     physical_cores,
 )
-from localpanel.engine.turns import rebuild, turn
+from localpanel.engine.turns import rebuild, share, turn
 from localpanel.weights.registry import ModelSpec
 
 __all__ = ["Context", "LlamaBackend"]
@@ -149,9 +151,16 @@ class LlamaBackend:
         started = time.perf_counter()
         rebuilt = rebuild(lm, ctx, conversations, group)
         rebuild_seconds = time.perf_counter() - started if rebuilt else 0.0
+        started = time.perf_counter()
+        shared = share(lm, ctx, conversations, group)
+        share_seconds = time.perf_counter() - started
 
         def finish(j: int, g: Generation) -> None:
             g.rebuild_seconds = rebuild_seconds
+            if shared and j == 0:  # the first turn is charged the common opening, evaluated once for all
+                g.cached_tokens -= shared
+                g.seconds += share_seconds
+                g.prompt_seconds += share_seconds
             on_done(j, g)
 
         turns = [

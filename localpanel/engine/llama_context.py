@@ -72,11 +72,23 @@ class Sequence:
         self.turns: list[tuple[int, ...]] = []  # assistant turns this state contains
         self.dirty = False  # a turn was interrupted: the cache holds more than ``text`` says
         self.rows: list[np.ndarray] = []  # logits of the last evaluation, one row per requested output
+        # Tokens of a prompt's opening copied in from another sequence (see ``copy_from``), instead of ``text``.
+        self.held: list[int] | None = None
+        # Evaluate a prompt (tokens asked for alone, the last one's logits wanted) in pieces that end at multiples of
+        # this many positions, so that it is computed alike whether its opening was evaluated here or copied in.
+        self.align: int | None = None
 
     def reset(self) -> None:
         L.llama_memory_seq_rm(self.context.mem, self.seq_id, -1, -1)
         self.n_past = 0
-        self.text, self.pending, self.turns, self.dirty = "", [], [], False
+        self.text, self.pending, self.turns, self.dirty, self.held = "", [], [], False, None
+
+    def copy_from(self, other: "Sequence") -> None:
+        """Hold exactly what ``other`` holds. Each sequence has a KV stream of its own, so llama.cpp copies the
+        whole stream, at the start of the next ``llama_decode``, before that batch is evaluated."""
+        self.reset()
+        L.llama_memory_seq_cp(self.context.mem, other.seq_id, self.seq_id, -1, -1)
+        self.n_past, self.held = other.n_past, list(other.held or [])
 
     def eval(self, tokens: list[int], all_logits: bool = False) -> None:
         self.context.step([(self, tokens, all_logits)])
@@ -127,7 +139,19 @@ class Context:
     def step(self, work: list[tuple[Sequence, list[int], bool]]) -> None:
         """Evaluate each sequence's tokens, in the order given, in as few ``llama_decode`` calls as the batch size
         allows; afterwards each sequence's ``rows`` hold the logits it asked for (its last token's, or every
-        token's with ``all_logits``)."""
+        token's with ``all_logits``). One sequence's prompt, when the sequence is aligned, goes in pieces that end
+        at multiples of its ``align``: a piece's results then depend only on what came before it, whether that
+        was evaluated in this sequence or copied in from another (llama.cpp's results depend on how a batch is
+        cut, in the last bits)."""
+        if len(work) == 1 and work[0][0].align and work[0][2] is False:
+            seq, tokens, _ = work[0]
+            cuts = [i for i in range(1, len(tokens)) if (seq.n_past + i) % seq.align == 0]
+            for start, end in zip([0, *cuts], [*cuts, len(tokens)]):
+                self._decode([(seq, tokens[start:end], False)])
+            return
+        self._decode(work)
+
+    def _decode(self, work: list[tuple[Sequence, list[int], bool]]) -> None:
         for seq, tokens, _ in work:
             if seq.n_past + len(tokens) > seq.n_ctx:
                 raise ContextFull(f"the conversation needs more than the {seq.n_ctx}-token context")

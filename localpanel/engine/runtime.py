@@ -103,6 +103,9 @@ class GenerationRequest(BaseModel):
     # The scripts free text may use besides Latin (the question's; see scripts.py); None: any, as runs made
     # before decoder 3 had it.
     scripts: tuple[str, ...] | None = None
+    # The requests of a batch open alike (the shared layout, the moderator's passages): a backend may evaluate
+    # their common opening once and copy it to each (see turns.share). Only fresh prompts (no earlier answers) share.
+    share_prefix: bool = False
 
 
 class ChoiceRecord(BaseModel):

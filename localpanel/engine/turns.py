@@ -28,15 +28,21 @@ def turn(
 ):
     """One turn as a coroutine: it yields the prompt's new tokens, then what the decoder asks for."""
     prompt = lm.fmt.render(messages)
-    if seq.text and prompt.startswith(seq.text) and not seq.dirty:
-        known = seq.text
+    held = seq.held
+    if held is not None and not seq.dirty and lm.vocab.prompt_tokens(prompt)[: len(held)] == held:
+        def rest(text: str) -> list[int]:  # the prompt past the opening copied in (see share)
+            return lm.vocab.prompt_tokens(text)[len(held):]
     else:
-        seq.reset()
-        known = ""
+        known = seq.text if seq.text and held is None and prompt.startswith(seq.text) and not seq.dirty else ""
+        if not known:
+            seq.reset()
+
+        def rest(text: str) -> list[int]:
+            return new_tokens(lm, text, known)
     cached = seq.n_past
-    to_eval = seq.pending + new_tokens(lm, prompt, known)
+    to_eval = seq.pending + rest(prompt)
     prompt_tokens = cached + len(to_eval)
-    rotations = rotations_of(lm, messages, known, seq.pending, to_eval, cached)
+    rotations = rotations_of(messages, rest, seq.pending, to_eval, cached, lm.fmt.render)
     plan = compile_schema(request.schema_).keeping_to(request.scripts)
     if prompt_tokens + request.max_tokens > seq.n_ctx:
         return Generation(
@@ -56,7 +62,7 @@ def turn(
         seq.reset()
         return Generation(text="", tokens=[], prompt_tokens=prompt_tokens, cached_tokens=cached, failure=str(exc))
     text = b"".join(lm.vocab.pieces[t] for t in decoded.tokens).decode("utf-8", errors="replace")
-    seq.text = prompt + text
+    seq.text, seq.held = prompt + text, None
     seq.pending = decoded.tokens[len(decoded.tokens) - decoded.unevaluated :] if decoded.unevaluated else []
     seq.turns.append(tuple(decoded.tokens))
     seq.dirty = False
@@ -76,18 +82,24 @@ def new_tokens(lm: LoadedModel, prompt: str, known: str) -> list[int]:
     return lm.vocab.tokenize(prompt[len(known) :], special=True) if known else lm.vocab.prompt_tokens(prompt)
 
 
-def rotations_of(
-    lm: LoadedModel, messages: list[Message], known: str, pending: list[int], to_eval: list[int], cached: int
-) -> Rotations | None:
-    """The prompt's tail as shown and in the other rotations of its options (the last user turn's variants),
-    from the first token where any of them differs; None when the turn shows one order only."""
+def variant_conversations(messages: list[Message]) -> list[list[Message]]:
+    """The conversation with its last user turn shown in each other rotation of the options (its variants)."""
     last = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
     if last is None or not messages[last].variants:
+        return []
+    return [[*messages[:last], messages[last].model_copy(update={"content": text, "variants": None}), *messages[last + 1 :]]
+            for text in messages[last].variants]
+
+
+def rotations_of(
+    messages: list[Message], rest, pending: list[int], to_eval: list[int], cached: int, render
+) -> Rotations | None:
+    """The prompt's tail as shown and in the other rotations of its options (the last user turn's variants),
+    from the first token where any of them differs; None when the turn shows one order only. ``rest(text)``: the
+    tokens of a rendered prompt past what the sequence holds."""
+    variants = [pending + rest(render(swapped)) for swapped in variant_conversations(messages)]
+    if not variants:
         return None
-    variants = []
-    for text in messages[last].variants:
-        swapped = [*messages[:last], messages[last].model_copy(update={"content": text, "variants": None}), *messages[last + 1 :]]
-        variants.append(pending + new_tokens(lm, lm.fmt.render(swapped), known))
     split = min(common_prefix([to_eval, v]) for v in variants)
     if split == 0:  # the opening evaluation is never empty
         return None
@@ -118,6 +130,41 @@ def rebuild(lm: LoadedModel, ctx: Context, conversations: list[list[Message]], g
             steps.append((seq, turn(lm, seq, msgs[:i], past, forced=list(m.tokens), on_token=None)))
         lockstep(ctx, steps, lambda j, g: None)
     return True
+
+
+# A common opening shorter than this is evaluated by each sequence itself: copying a KV stream is not free.
+MIN_SHARED = 32
+# Prompts that may share their opening are evaluated in pieces ending at multiples of this many positions, and an
+# opening is shared up to such a multiple: a seat's prompt is then computed alike, to the last bit, whether its
+# opening was evaluated by itself or copied in (see Context.step).
+ALIGN = 32
+
+
+def share(lm: LoadedModel, ctx: Context, conversations: list[list[Message]], group: list[GenerationRequest]) -> int:
+    """Evaluate the common opening of a group's prompts once, on the first sequence, and copy it to the others;
+    returns its length in tokens (0: nothing shared). Only for groups whose requests ask for it and are fresh
+    prompts (no earlier answers to keep), and only up to where a prompt first differs from another or from a
+    rotation of its own options, so each sequence then evaluates just its own part. The opening is evaluated
+    alone, from an empty sequence, in the aligned pieces every prompt of such a group is evaluated in, so that a
+    seat's ballot is the one its whole prompt gives, and a run, its resume and its replay share it alike."""
+    aligned = all(r.share_prefix for r in group)
+    for seq in ctx.seqs:
+        seq.align = ALIGN if aligned else None
+    if len(group) < 2 or not aligned or any(m.role == "assistant" for msgs in conversations for m in msgs):
+        return 0
+    prompts = [lm.vocab.prompt_tokens(lm.fmt.render(msgs)) for msgs in conversations]
+    prompts += [lm.vocab.prompt_tokens(lm.fmt.render(v)) for msgs in conversations for v in variant_conversations(msgs)]
+    n = min(common_prefix(prompts), min(len(p) for p in prompts) - 1)  # each evaluates a token of its own at least
+    n -= n % ALIGN
+    if n < MIN_SHARED:
+        return 0
+    first = ctx.seqs[0]
+    first.reset()
+    first.eval(prompts[0][:n])
+    first.held = prompts[0][:n]
+    for seq in ctx.seqs[1 : len(group)]:
+        seq.copy_from(first)
+    return n
 
 
 def copy_guard(vocab, request: GenerationRequest) -> Guard | None:

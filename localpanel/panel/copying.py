@@ -77,10 +77,11 @@ def copy_line(c: Copied) -> str:
 
 def copying(question: str, options: list[str], participants, rounds: list[list], rounds_total: int,
             integer: bool = False, reason_first: bool = False, anonymous: bool = False,
-            own_words: bool = False) -> list[Copied]:
+            own_words: bool = False, layout: str = "conversation") -> list[Copied]:
     """The measure for every valid ballot after round 1. ``participants``: the panel's (with personas, as the
     prompts were built); ``rounds``: each round's turns; ``own_words``: the prompts asked for the seat's own
-    words (the copy guard was on), so that instruction is prompt wording too."""
+    words (the copy guard was on), so that instruction is prompt wording too; ``layout``: how the prompts were laid
+    out (their wording differs)."""
     from localpanel.panel.prompts import panel_labels, wording
 
     names = [p.name for p in participants]
@@ -91,7 +92,7 @@ def copying(question: str, options: list[str], participants, rounds: list[list],
             if not t.valid or not t.rationale or t.participant not in names:
                 continue
             prompt = "\n".join(wording(participants[names.index(t.participant)], len(names), rounds_total,
-                                        labels[t.participant], integer, reason_first, k, own_words))
+                                        labels[t.participant], integer, reason_first, k, own_words, layout))
             sources = [(x.participant if x.participant != t.participant else "own", r, x.rationale)
                        for r, earlier in enumerate(rounds[:k - 1], start=1) for x in earlier if x.valid and x.rationale]
             sources.append(("prompt", None, prompt))

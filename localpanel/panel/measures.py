@@ -79,5 +79,5 @@ def measure(question: str, options: list[str], counted: list[str], participants:
 def copy_measure(question: str, options: list[str], participants: list, rounds: list[list[Turn]],
                  settings: DebateSettings) -> list[Copied]:
     return copying(question, options, participants, rounds, settings.rounds, not options, settings.reason_first,
-                   settings.anonymous, bool(settings.copy_guard))
+                   settings.anonymous, bool(settings.copy_guard), settings.layout)
 

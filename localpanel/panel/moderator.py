@@ -156,7 +156,7 @@ def case_messages(question: Question, option: str, args: list[Argument]) -> list
 
 def case_request(
     question: Question, option: str, args: list[Argument], model: ModelSpec, model_path: Path,
-    backend: Backend, run_seed: int, max_tokens: int,
+    backend: Backend, run_seed: int, max_tokens: int, share: bool = False,
 ) -> GenerationRequest:
     messages = case_messages(question, option, args)
     return GenerationRequest(
@@ -170,6 +170,7 @@ def case_request(
         sampling=MODERATOR_SAMPLING,
         seed=moderator_seed(run_seed, option),
         max_tokens=max_tokens,
+        share_prefix=share,
     )
 
 
@@ -214,7 +215,10 @@ def moderate(
     backend: Backend,
     run_seed: int,
     max_tokens: int = 384,
+    share: bool = False,
 ) -> ModeratorReport:
+    """The facts, and a passage per option held at the end (asked together; with ``share``, their common opening
+    is evaluated once, as runs of decoder 4 on do)."""
     args = numbered_arguments(rounds)
     # An integer question has no options: the answers given are its options, in the order first given.
     options = question.options or list(dict.fromkeys(t.vote for turns in rounds for t in turns if t.valid))
@@ -242,7 +246,8 @@ def moderate(
             passage.seed = moderator_seed(run_seed, option)
             asked.append((passage, given))
     asked.sort(key=lambda pair: pair[0].option)  # one batch order whatever order the options were typed in
-    requests = [case_request(question, p.option, given, model, model_path, backend, run_seed, max_tokens) for p, given in asked]
+    requests = [case_request(question, p.option, given, model, model_path, backend, run_seed, max_tokens, share)
+                for p, given in asked]
     backend.generate_many(requests, on_done=lambda i, g: read_case(asked[i][0], asked[i][1], g))
     for p in report.passages:
         report.prompt_tokens += p.prompt_tokens

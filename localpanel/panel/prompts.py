@@ -18,6 +18,11 @@ def turn_seed(run_seed: int, participant: Participant, round_no: int, salt: str 
     return int.from_bytes(hashlib.sha256(key).digest()[:4], "little")
 
 
+def round_seed(run_seed: int, round_no: int) -> int:
+    """The seed of what a round shows every seat alike (the order of the ballots, in the shared layout)."""
+    return int.from_bytes(hashlib.sha256(f"{run_seed}|round|{round_no}".encode()).digest()[:4], "little")
+
+
 def shuffled(items: list[str], seed: int) -> list[str]:
     order = np.random.default_rng(seed).permutation(len(items))
     return [items[i] for i in order]
@@ -47,10 +52,14 @@ def panel_labels(names: list[str], anonymous: bool) -> dict[str, str]:
     return {n: f"Panelist {chr(ord('A') + i)}" for i, n in enumerate(names)}
 
 
+def persona_of(seat: Seat | Participant) -> str:
+    participant = seat.participant if isinstance(seat, Seat) else seat
+    return (participant.persona or "You are a thoughtful, independent panelist.").strip()
+
+
 def system_prompt(seat: Seat | Participant, n_seats: int, rounds: int, label: str, integer: bool = False,
                   reason_first: bool = False) -> str:
-    participant = seat.participant if isinstance(seat, Seat) else seat
-    persona = (participant.persona or "You are a thoughtful, independent panelist.").strip()
+    persona = persona_of(seat)
     if rounds == 1:
         setting = f"You are {label}, one of {n_seats} panelists who each answer a question on their own."
     else:
@@ -58,6 +67,11 @@ def system_prompt(seat: Seat | Participant, n_seats: int, rounds: int, label: st
             f"You are {label}, one of {n_seats} panelists debating a question over up to {rounds} rounds. "
             "After each round you read the other panelists' ballots and may keep or change your vote."
         )
+    return f"{persona}\n{setting}\n{ballot_fields(rounds, integer, reason_first)}"
+
+
+def ballot_fields(rounds: int, integer: bool, reason_first: bool) -> str:
+    """What the system prompt says of the ballot's fields."""
     vote = '"vote" is your answer, a whole number.' if integer else '"vote" is exactly one of the options.'
     if reason_first:
         fields = f'Reply with a JSON ballot. "rationale" works the question out in a few short plain sentences; then {vote}'
@@ -66,7 +80,7 @@ def system_prompt(seat: Seat | Participant, n_seats: int, rounds: int, label: st
 
     if rounds > 1:
         fields += ' From round 2 on, "attributed_to" names the panelist whose argument changed your vote, or null.'
-    return f"{persona}\n{setting}\n{fields}"
+    return fields
 
 
 def _options_block(options: list[str]) -> str:
@@ -97,11 +111,15 @@ OWN_WORDS = "Write your rationale in your own words; do not repeat an earlier ra
 
 
 def wording(participant: Participant, n_seats: int, rounds: int, label: str, integer: bool, reason_first: bool,
-            round_no: int, own_words: bool = True) -> list[str]:
+            round_no: int, own_words: bool = True, layout: str = "conversation") -> list[str]:
     """The instructions a seat has read by a later round: its system prompt and the round's framing, without the
     question, the options or any ballot. What the copy guard keeps a rationale from copying and the copy measure
     counts as the prompt's wording: one text, built here for both (``own_words``: the prompt asked for the seat's
     own words, as it does whenever the guard is on)."""
+    if layout == "shared":
+        system = shared_system_prompt(n_seats, rounds, integer, reason_first)
+        framing = seat_part(participant, label, None, round_no, rounds, own_words, [])
+        return [system, *(line for line in framing.splitlines() if not line.startswith(("Options", "- ")))]
     framing = later_round_prompt(Question(text="-", options=[]), [], round_no, rounds, [], own_words)
     return [system_prompt(participant, n_seats, rounds, label, integer, reason_first),
             *(line for line in framing.splitlines() if not line.startswith(("Question:", "Options", "- ")))]
@@ -123,4 +141,54 @@ def later_round_prompt(
         + (f" {OWN_WORDS}" if own_words else ""),
         _options_block(option_order),
     ]
+    return "\n".join(lines)
+
+
+# -- the shared layout -----------------------------------------------------------------------------------
+# Every round is one prompt, laid out so that what all seats read comes first and what one seat reads last: the
+# system prompt (no persona, no name), the documents, the question and the last round's ballots in one order for
+# every seat; then the seat's name, persona and last vote, the round's framing and its rotation of the options.
+# The backend evaluates the common opening once per model and copies it to each seat (``share_prefix``), where
+# the conversation layout evaluates each seat's own conversation, the peers' ballots once per seat.
+
+
+def shared_system_prompt(n_seats: int, rounds: int, integer: bool = False, reason_first: bool = False) -> str:
+    if rounds == 1:
+        setting = f"You are one of {n_seats} panelists who each answer a question on their own."
+    else:
+        setting = (
+            f"You are one of {n_seats} panelists debating a question over up to {rounds} rounds. "
+            "After each round every panelist reads all the ballots of that round and may keep or change their vote."
+        )
+    return f"{setting}\n{ballot_fields(rounds, integer, reason_first)}"
+
+
+def seat_part(participant: Participant, label: str, last_vote: str | None, round_no: int, rounds: int,
+              own_words: bool, option_order: list[str]) -> str:
+    """What one seat alone reads, after the common opening: who it is, its last vote, the framing, its options."""
+    lines = [f"You are {label}. {persona_of(participant)}"]
+    if round_no == 1:
+        lines.append("Cast your ballot.")
+    else:
+        if last_vote is not None:
+            lines.append(f"Your vote in round {round_no - 1} was {last_vote}.")
+        lines.append(f"Round {round_no} of {rounds}. Weigh these arguments, then cast your ballot for this round: "
+                     "keep your vote or change it." + (f" {OWN_WORDS}" if own_words else ""))
+    lines.append(_options_block(option_order))
+    return "\n".join(lines)
+
+
+def shared_prompt(question: Question, round_no: int, ballots: list[tuple[str, Turn]], seat: str) -> str:
+    """The common opening of a round's prompt (after the system prompt): the documents, the question and, from
+    round 2 on, every ballot of the last round, the seat's own among them, in one order for every seat. ``seat``
+    is the seat's own part, which follows it."""
+    lines = [f"{question.context}Question: {question.text}"]
+    if ballots:
+        lines.append(f"The panelists' ballots from round {round_no - 1}:")
+        for label, turn in ballots:
+            if turn.valid:
+                lines.append(f"- {label} voted {turn.vote}: {turn.rationale}")
+            else:
+                lines.append(f"- {label} abstained (no valid ballot).")
+    lines.append(seat)
     return "\n".join(lines)

@@ -24,6 +24,10 @@ from localpanel.panel.prompts import (  # noqa: F401  (re-exported: the protocol
     first_round_prompt,
     labels_for,
     later_round_prompt,
+    round_seed,
+    seat_part,
+    shared_prompt,
+    shared_system_prompt,
     shuffled,
     system_prompt,
     turn_seed,
@@ -145,6 +149,8 @@ class Rounds:
 
     def plan(self, seat: Seat, round_no: int) -> TurnPlan:
         """The ballot type and the whole conversation (earlier rounds included) for one turn."""
+        if self.settings.layout == "shared":
+            return self.shared_plan(seat, round_no)
         n, rounds = len(self.seats), self.settings.rounds
         prompt = system_prompt(seat, n, rounds, self.labels[seat.name], self.question.integer, self.settings.reason_first)
         messages = [Message(role="system", content=prompt)]
@@ -174,6 +180,32 @@ class Rounds:
             else:  # a turn that failed before writing anything: drop its question, so that roles keep alternating
                 messages.pop()
         raise AssertionError("unreachable")
+
+    def shared_plan(self, seat: Seat, round_no: int) -> TurnPlan:
+        """One turn in the shared layout: a fresh prompt whose opening every seat reads alike (the question and the
+        last round's ballots, in one order for the round), then the seat's own part (see prompts.py)."""
+        settings = self.settings
+        seed = turn_seed(settings.seed, seat.participant, round_no)
+        option_order = display_order(self.canonical, self.index[seat.name], round_no)
+        order = None
+        ballots: list[tuple[str, Turn]] = []
+        if round_no > 1:
+            order = shuffled([s.name for s in self.seats], round_seed(settings.seed, round_no))
+            ballots = [(self.labels[p], t) for p in order if (t := self.turn(p, round_no - 1)) is not None]
+        last = self.previous_vote(seat.name, round_no)
+
+        def content(options: list[str]) -> str:
+            own = seat_part(seat.participant, self.labels[seat.name], last, round_no, settings.rounds,
+                            bool(settings.copy_guard) and round_no > 1, options)
+            return shared_prompt(self.question, round_no, ballots, own)
+
+        variants = [content(rotate(option_order, k)) for k in self.rotations[1:]] or None
+        messages = [
+            Message(role="system", content=shared_system_prompt(len(self.seats), settings.rounds, self.question.integer,
+                                                                settings.reason_first)),
+            Message(role="user", content=content(option_order), variants=variants),
+        ]
+        return TurnPlan(seat, round_no, seed, option_order, order, self.ballot(seat, round_no), messages)
 
     def previous_vote(self, name: str, round_no: int) -> str | None:
         """The participant's last valid vote before ``round_no``."""
@@ -274,6 +306,7 @@ class Rounds:
             if self.settings.copy_guard and plan.round > 1 else None,
             copy_guard=self.settings.copy_guard if plan.round > 1 else None,
             copy_guard_by=self.settings.copy_guard_by,
+            share_prefix=self.settings.layout == "shared",
         )
 
     def avoid(self, plan: TurnPlan) -> list[str]:
@@ -281,7 +314,7 @@ class Rounds:
         own) and the instructions of its prompts. Not the question or the options, which it may quote."""
         texts = [t.rationale for r in range(1, plan.round) for t in self.rounds[r - 1].values() if t.valid and t.rationale]
         return texts + wording(plan.seat.participant, len(self.seats), self.settings.rounds, self.labels[plan.seat.name],
-                               self.question.integer, self.settings.reason_first, plan.round)
+                               self.question.integer, self.settings.reason_first, plan.round, layout=self.settings.layout)
 
     def cast_round(self, round_no: int) -> None:
         """Ask every seat that has no ballot for this round yet, all at once: the backend may run seats that

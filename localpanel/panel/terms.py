@@ -135,8 +135,9 @@ class Seat:
 
 # The generation of the decoding rules a run is made under, kept in its settings so that a run resumes and replays
 # with the rules it was made with. 3: integer votes greedy unless drawn, free text kept to the question's scripts.
-# Runs saved before the field existed read as 2.
-DECODER = 3
+# 4: the moderator's passages evaluate their common opening (its instructions, the question) once. Runs saved
+# before the field existed read as 2.
+DECODER = 4
 
 
 class BallotSettings(BaseModel):
@@ -157,6 +158,11 @@ class BallotSettings(BaseModel):
     copy_guard: int | None = Field(default=COPY_GUARD, ge=2, le=64)
     copy_guard_by: Literal["words", "tokens"] = "words"
     decoder: int = Field(default=DECODER, ge=2, le=DECODER)
+    # How a round's prompts are laid out (see prompts.py): "conversation", each seat's own conversation, round after
+    # round (its KV state carries over; each seat reads its peers' ballots itself); "shared", each round one prompt
+    # whose opening (the question and the last round's ballots) every seat of a model shares, evaluated once per
+    # model and copied to each seat. Runs saved before the field existed read as "conversation".
+    layout: Literal["conversation", "shared"] = "conversation"
 
 
 class DebateSettings(BallotSettings):
