@@ -9,6 +9,7 @@ memory and model loads are measured per phase:
 - forced: the first debate's ballots forced again, under its own settings and with debiasing, votes as views
   and the copy guard each turned off in turn: what each costs on the same ballots (``debias_cost``,
   ``views_cost``, ``copy_guard_cost``); runs whose ballots differ cannot tell a setting's cost from the texts';
+- shared: the first debate again in the shared layout (each round's common opening evaluated once per model);
 - first: time from launching `python -m localpanel poll` on the tiny panel to its first ballot token.
 The compute floor of a debate is its new prompt tokens over the prompt rate plus its ballot tokens over the
 best batched decode rate, per model, all measured in this run; floor_ratio is the debate's wall over it.
@@ -271,7 +272,8 @@ class NaiveBackend:
         self.inner.close()
 
 
-def phase_debate(naive: bool, threads: int, rounds: int, panel: str, keep: str | None = None) -> dict:
+def phase_debate(naive: bool, threads: int, rounds: int, panel: str, keep: str | None = None,
+                 layout: str = "conversation") -> dict:
     registry = load_registry(shipped_registry_path())
     real = Store()
     with tempfile.TemporaryDirectory() as home:
@@ -280,7 +282,7 @@ def phase_debate(naive: bool, threads: int, rounds: int, panel: str, keep: str |
         backend = NaiveBackend(threads) if naive else LlamaBackend(RuntimeSettings(threads=threads))
         t0 = time.perf_counter()
         t = api.start_run(QUESTION, OPTIONS, registry=registry, store=store, backend=backend, panel=panel,
-                          settings=DebateSettings(rounds=rounds, seed=7, early_stop=False))
+                          settings=DebateSettings(rounds=rounds, seed=7, early_stop=False, layout=layout))
         wall = time.perf_counter() - t0
         loads = backend.model_loads
         if keep:  # the journaled debate the same-ballot phases force again
@@ -445,6 +447,22 @@ def print_same(same: dict) -> None:
               f"{x['runtime_stats']['tokens']} tokens")
 
 
+def layout_figures(conversation: dict, shared: dict) -> dict:
+    """The debate in the shared layout beside the same debate in the conversation layout (other prompts, so other
+    ballots: its tokens and time are its own run's)."""
+    return {"shared_layout": shared,
+            "shared_prompt_tokens_ratio": shared["prompt_tokens_evaluated"] / conversation["prompt_tokens_evaluated"],
+            "shared_wall_ratio": shared["wall_s"] / conversation["wall_s"]}
+
+
+def print_layout(out: dict) -> None:
+    c, s = out["conversation"], out["shared_layout"]
+    print(f"\nShared layout against the conversation layout (other prompts, other ballots): "
+          f"{s['prompt_tokens_evaluated']} against {c['prompt_tokens_evaluated']} prompt tokens evaluated "
+          f"({out['shared_prompt_tokens_ratio'] - 1:+.1%}), {s['ballot_tokens']} against {c['ballot_tokens']} ballot "
+          f"tokens, {s['wall_s']:.1f} s against {c['wall_s']:.1f} s ({out['shared_wall_ratio'] - 1:+.1%})")
+
+
 def floor_seconds(debate: dict, limits: dict, at_width: bool = False) -> float:
     """The least time the debate's own work can take here: per model, its new prompt tokens at the prompt rate
     plus its ballot tokens at the best batched decode rate, or, ``at_width``, at the rate of as many sequences
@@ -473,9 +491,12 @@ def main() -> None:
     ap.add_argument("--skip-naive", action="store_true", help="skip the naive debates (the slowest phases)")
     ap.add_argument("--skip-decode", action="store_true", help="skip the constrained-against-free decode comparison")
     ap.add_argument("--skip-same", action="store_true", help="skip the same-ballot costs (debiasing, views, copy guard)")
+    ap.add_argument("--skip-shared", action="store_true", help="skip the debate in the shared layout")
+    ap.add_argument("--only-layout", action="store_true",
+                    help="run only the debate in the conversation layout and in the shared layout")
     ap.add_argument("--only-same", action="store_true",
                     help="run only the debate and the same-ballot costs of debiasing, views and the copy guard")
-    ap.add_argument("--phase", choices=["limits", "decode", "debate", "naive", "first", "forced"],
+    ap.add_argument("--phase", choices=["limits", "decode", "debate", "naive", "first", "forced", "shared"],
                     help=argparse.SUPPRESS)
     ap.add_argument("--single-rounds", type=int, default=3, help=argparse.SUPPRESS)
     ap.add_argument("--keep", help=argparse.SUPPRESS)
@@ -488,6 +509,7 @@ def main() -> None:
             "decode": lambda: phase_decode(a.runs, a.tokens, a.threads, a.panel),
             "debate": lambda: phase_debate(False, a.threads, a.single_rounds, a.panel, keep=a.keep),
             "forced": lambda: phase_forced(a.threads, a.panel, a.transcript),
+            "shared": lambda: phase_debate(False, a.threads, a.single_rounds, a.panel, layout="shared"),
             "naive": lambda: phase_debate(True, a.threads, a.single_rounds, a.panel),
             "first": lambda: phase_first(a.panel),
         }[a.phase]()
@@ -508,6 +530,17 @@ def main() -> None:
         print(f"warning: {w}", file=sys.stderr)
     common = ["--threads", str(a.threads), "--panel", a.panel]
     progress = (lambda msg: print(msg, file=sys.stderr, flush=True))
+    if a.only_layout:
+        r = a.rounds[0]
+        progress(f"bench: {r}-round debate, conversation layout…")
+        d = run_phase(["--phase", "debate", "--single-rounds", str(r), *common])
+        progress(f"bench: {r}-round debate, shared layout…")
+        out = {"conversation": d, **layout_figures(d, run_phase(["--phase", "shared", "--single-rounds", str(r), *common]))}
+        if a.json:
+            print(json.dumps(out, indent=2))
+        else:
+            print_layout(out)
+        return
     if a.only_same:
         r = a.rounds[0]
         with tempfile.TemporaryDirectory() as tmp:
@@ -551,6 +584,10 @@ def main() -> None:
     main_r = a.rounds[0]
     d = debates[main_r]
     same = {} if a.skip_same else same_ballots(f"{kept.name}/{main_r}.json", common, progress)
+    layout = {}
+    if not a.skip_shared:
+        progress(f"bench: {main_r}-round debate, shared layout…")
+        layout = layout_figures(d, run_phase(["--phase", "shared", "--single-rounds", str(main_r), *common]))
     kept.cleanup()
 
     def speedup(r):
@@ -568,6 +605,7 @@ def main() -> None:
         "speedup_vs_naive_6": speedup(6),
         "moderator_share": d["moderator_s"] / d["wall_s"],
         **same,
+        **layout,
         "first_token_s": first["first_token_s"],
         "batched_decode_tok_s": {m: lim["batched_decode_tok_s"] for m, lim in limits.items()},
         "prompt_tok_s": {m: lim["prompt_tok_s"] for m, lim in limits.items()},
@@ -617,6 +655,8 @@ def main() -> None:
     print(f"moderator share of the {main_r}-round debate: {result['moderator_share']:.1%}")
     if same:
         print_same(same)
+    if layout:
+        print_layout({"conversation": d, **layout})
 
 if __name__ == "__main__":
     main()

@@ -117,9 +117,8 @@ def wording(participant: Participant, n_seats: int, rounds: int, label: str, int
     counts as the prompt's wording: one text, built here for both (``own_words``: the prompt asked for the seat's
     own words, as it does whenever the guard is on)."""
     if layout == "shared":
-        system = shared_system_prompt(n_seats, rounds, integer, reason_first)
-        framing = seat_part(participant, label, None, round_no, rounds, own_words, [])
-        return [system, *(line for line in framing.splitlines() if not line.startswith(("Options", "- ")))]
+        return [shared_system_prompt(n_seats, rounds, integer, reason_first), round_framing(round_no, rounds, own_words),
+                f"You are {label}. {persona_of(participant)}"]
     framing = later_round_prompt(Question(text="-", options=[]), [], round_no, rounds, [], own_words)
     return [system_prompt(participant, n_seats, rounds, label, integer, reason_first),
             *(line for line in framing.splitlines() if not line.startswith(("Question:", "Options", "- ")))]
@@ -146,8 +145,8 @@ def later_round_prompt(
 
 # -- the shared layout -----------------------------------------------------------------------------------
 # Every round is one prompt, laid out so that what all seats read comes first and what one seat reads last: the
-# system prompt (no persona, no name), the documents, the question and the last round's ballots in one order for
-# every seat; then the seat's name, persona and last vote, the round's framing and its rotation of the options.
+# system prompt (no persona, no name), the documents, the question, the last round's ballots in one order for every
+# seat and the round's framing; then the seat's name, persona and last vote, and its rotation of the options.
 # The backend evaluates the common opening once per model and copies it to each seat (``share_prefix``), where
 # the conversation layout evaluates each seat's own conversation, the peers' ballots once per seat.
 
@@ -163,25 +162,28 @@ def shared_system_prompt(n_seats: int, rounds: int, integer: bool = False, reaso
     return f"{setting}\n{ballot_fields(rounds, integer, reason_first)}"
 
 
-def seat_part(participant: Participant, label: str, last_vote: str | None, round_no: int, rounds: int,
-              own_words: bool, option_order: list[str]) -> str:
-    """What one seat alone reads, after the common opening: who it is, its last vote, the framing, its options."""
+def seat_part(participant: Participant, label: str, last_vote: str | None, round_no: int, option_order: list[str]) -> str:
+    """What one seat alone reads, after the common opening: who it is, its last vote, its rotation of the options."""
     lines = [f"You are {label}. {persona_of(participant)}"]
-    if round_no == 1:
-        lines.append("Cast your ballot.")
-    else:
-        if last_vote is not None:
-            lines.append(f"Your vote in round {round_no - 1} was {last_vote}.")
-        lines.append(f"Round {round_no} of {rounds}. Weigh these arguments, then cast your ballot for this round: "
-                     "keep your vote or change it." + (f" {OWN_WORDS}" if own_words else ""))
+    if last_vote is not None:
+        lines.append(f"Your vote in round {round_no - 1} was {last_vote}.")
     lines.append(_options_block(option_order))
     return "\n".join(lines)
 
 
-def shared_prompt(question: Question, round_no: int, ballots: list[tuple[str, Turn]], seat: str) -> str:
-    """The common opening of a round's prompt (after the system prompt): the documents, the question and, from
-    round 2 on, every ballot of the last round, the seat's own among them, in one order for every seat. ``seat``
-    is the seat's own part, which follows it."""
+def round_framing(round_no: int, rounds: int, own_words: bool) -> str:
+    """What a round asks of every seat alike (in the common opening, before the seat's own part)."""
+    if round_no == 1:
+        return "Cast your ballot."
+    return (f"Round {round_no} of {rounds}. Weigh these arguments, then cast your ballot for this round: keep your vote "
+            "or change it." + (f" {OWN_WORDS}" if own_words else ""))
+
+
+def shared_prompt(question: Question, round_no: int, rounds: int, ballots: list[tuple[str, Turn]], own_words: bool,
+                  seat: str) -> str:
+    """A round's prompt in the shared layout (after the system prompt): its common opening (the documents, the
+    question, from round 2 on every ballot of the last round, the seat's own among them, in one order for every
+    seat, and the round's framing), then ``seat``, the seat's own part."""
     lines = [f"{question.context}Question: {question.text}"]
     if ballots:
         lines.append(f"The panelists' ballots from round {round_no - 1}:")
@@ -190,5 +192,5 @@ def shared_prompt(question: Question, round_no: int, ballots: list[tuple[str, Tu
                 lines.append(f"- {label} voted {turn.vote}: {turn.rationale}")
             else:
                 lines.append(f"- {label} abstained (no valid ballot).")
-    lines.append(seat)
+    lines += [round_framing(round_no, rounds, own_words), seat]
     return "\n".join(lines)

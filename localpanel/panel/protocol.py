@@ -195,9 +195,8 @@ class Rounds:
         last = self.previous_vote(seat.name, round_no)
 
         def content(options: list[str]) -> str:
-            own = seat_part(seat.participant, self.labels[seat.name], last, round_no, settings.rounds,
-                            bool(settings.copy_guard) and round_no > 1, options)
-            return shared_prompt(self.question, round_no, ballots, own)
+            own = seat_part(seat.participant, self.labels[seat.name], last, round_no, options)
+            return shared_prompt(self.question, round_no, settings.rounds, ballots, bool(settings.copy_guard), own)
 
         variants = [content(rotate(option_order, k)) for k in self.rotations[1:]] or None
         messages = [
