@@ -146,7 +146,7 @@ class LlamaBackend:
         hints = [self.count_tokens(r.model, r.model_path, r.context_base) + r.context_extra if r.context_base else None
                  for r in group]
         n_ctx = context_size(self.context_length(lm.spec, lm.path), hints)
-        ctx = self.contexts.get(lm, tuple(r.key for r in group), n_ctx)
+        ctx = self.contexts.get(lm, tuple(r.key for r in group), n_ctx, extra=1 if all(r.share_prefix for r in group) else 0)
         conversations = [self._clean(lm, r.messages) for r in group]
         started = time.perf_counter()
         rebuilt = rebuild(lm, ctx, conversations, group)
@@ -157,7 +157,7 @@ class LlamaBackend:
 
         def finish(j: int, g: Generation) -> None:
             g.rebuild_seconds = rebuild_seconds
-            if shared and j == 0:  # the first turn is charged the common opening, evaluated once for all
+            if shared and j == 0:  # the first turn is charged what the common opening needed evaluated, once for all
                 g.cached_tokens -= shared
                 g.seconds += share_seconds
                 g.prompt_seconds += share_seconds

@@ -131,16 +131,18 @@ class ContextPool:
     def __init__(self, settings: RuntimeSettings, threads: int, stats: Stats):
         self.settings, self.threads, self.stats = settings, threads, stats
 
-    def get(self, lm: LoadedModel, keys: tuple[str, ...], n_ctx: int) -> Context:
-        """The group's context, with a sequence per key of ``n_ctx`` tokens each (KV memory grows with it).
+    def get(self, lm: LoadedModel, keys: tuple[str, ...], n_ctx: int, extra: int = 0) -> Context:
+        """The group's context, with a sequence per key of ``n_ctx`` tokens each (KV memory grows with it), and
+        ``extra`` more (the opening a group shares, see turns.share).
 
         A context of another size is made anew, never reused, because the KV size can change llama.cpp's
         results in the last bits, and a reused one would make a question's ballots depend on which questions
         ran before it (on another Ray worker, in another order)."""
         ctx = lm.contexts.get(keys)
-        if ctx is not None and ctx.n_ctx != n_ctx:
+        if ctx is not None and (ctx.n_ctx != n_ctx or len(ctx.seqs) != len(keys) + extra):
             ctx.close()
             ctx = None
         if ctx is None:
-            ctx = lm.contexts[keys] = Context(lm, n_ctx, self.settings, self.threads, n_seq=len(keys), stats=self.stats)
+            ctx = lm.contexts[keys] = Context(lm, n_ctx, self.settings, self.threads, n_seq=len(keys) + extra,
+                                              stats=self.stats)
         return ctx

@@ -141,16 +141,18 @@ ALIGN = 32
 
 
 def share(lm: LoadedModel, ctx: Context, conversations: list[list[Message]], group: list[GenerationRequest]) -> int:
-    """Evaluate the common opening of a group's prompts once, on the first sequence, and copy it to the others;
-    returns its length in tokens (0: nothing shared). Only for groups whose requests ask for it and are fresh
-    prompts (no earlier answers to keep), and only up to where a prompt first differs from another or from a
-    rotation of its own options, so each sequence then evaluates just its own part. The opening is evaluated
-    alone, from an empty sequence, in the aligned pieces every prompt of such a group is evaluated in, so that a
-    seat's ballot is the one its whole prompt gives, and a run, its resume and its replay share it alike."""
+    """Give every sequence of a group the common opening of its prompts, evaluated once on the context's last
+    sequence (the opening's own, kept from round to round) and copied to the others; returns how many of its
+    tokens had to be evaluated now (0: nothing shared). Only for groups whose requests all ask for it and are fresh
+    prompts (no earlier answers to keep); the opening ends where a prompt first differs from another or from a
+    rotation of its own options, at a multiple of ALIGN. The opening sequence keeps what it held up to where it
+    agrees with the new opening (at a multiple of ALIGN too) and evaluates the rest, in the aligned pieces every
+    prompt of such a group is evaluated in: a seat's ballot is the one its whole prompt gives, whether the opening
+    was extended, evaluated afresh (a resumed run) or not shared at all."""
     aligned = all(r.share_prefix for r in group)
     for seq in ctx.seqs:
         seq.align = ALIGN if aligned else None
-    if len(group) < 2 or not aligned or any(m.role == "assistant" for msgs in conversations for m in msgs):
+    if not aligned or len(ctx.seqs) <= len(group) or any(m.role == "assistant" for msgs in conversations for m in msgs):
         return 0
     prompts = [lm.vocab.prompt_tokens(lm.fmt.render(msgs)) for msgs in conversations]
     prompts += [lm.vocab.prompt_tokens(lm.fmt.render(v)) for msgs in conversations for v in variant_conversations(msgs)]
@@ -158,13 +160,20 @@ def share(lm: LoadedModel, ctx: Context, conversations: list[list[Message]], gro
     n -= n % ALIGN
     if n < MIN_SHARED:
         return 0
-    first = ctx.seqs[0]
-    first.reset()
-    first.eval(prompts[0][:n])
-    first.held = prompts[0][:n]
-    for seq in ctx.seqs[1 : len(group)]:
-        seq.copy_from(first)
-    return n
+    opening = ctx.seqs[-1]
+    kept = common_prefix([opening.held or [], prompts[0][:n]]) if not opening.dirty else 0
+    kept -= kept % ALIGN
+    if kept:
+        opening.rollback(kept)
+    else:
+        opening.reset()
+    if kept < n:
+        opening.dirty = True
+        opening.eval(prompts[0][kept:n])
+    opening.held, opening.dirty = prompts[0][:n], False
+    for seq in ctx.seqs[: len(group)]:
+        seq.copy_from(opening)
+    return n - kept
 
 
 def copy_guard(vocab, request: GenerationRequest) -> Guard | None:

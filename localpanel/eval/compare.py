@@ -48,6 +48,7 @@ def label(manifest: EvalManifest) -> str:
     return (f"{manifest.questions.name}, panel {manifest.panel.name}, {'reason-first' if s.reason_first else 'vote-first'}, "
             f"{'debiased' if s.debias else 'not debiased'}, {'votes drawn' if s.vote_draw else 'votes as views'}, "
             f"{f'copy guard {s.copy_guard} {s.copy_guard_by}, ' if s.copy_guard else ''}{'calibrated weights, ' if s.weights else ''}"
+            f"{'shared layout, ' if s.layout == 'shared' else ''}"
             f"{s.rounds} round{'s' if s.rounds > 1 else ''}, seed {s.seed}")
 
 

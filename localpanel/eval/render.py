@@ -56,6 +56,8 @@ def _lines(r: Report) -> dict[str, list[str]]:
              f"row with text their seat had read, {pct(c.twelve)}% ± {se(c.twelve)} 12 or more" for c in r.copying]
     if r.copying:
         conf.append(f"copy guard: {r.copy_guard or 'off'}")
+    if r.layout != "conversation":
+        conf.append(f"layout: {r.layout} (each round one prompt whose opening every seat of a model shares)")
     views = []
 
     def compare(title: str, other: dict, cast_as: str, other_as: str) -> None:

@@ -119,6 +119,7 @@ class Report(BaseModel):
     view_changes: list[Conformity] = []
     vote_draw: bool = False
     copy_guard: str | None = None  # "8 words": the copy guard the debates ran with (None: off)
+    layout: str = "conversation"  # how later rounds were laid out (see DebateSettings.layout)
     weights: str | None = None  # the calibrated weights scored with, as a line (None: none)
     unscored: dict[str, str] = {}  # a mode asked for that has no score at all, and why
     debate_minus_vote: Estimate | None
@@ -182,6 +183,7 @@ def build_report(manifest, results: list[QuestionResult], seconds: float) -> Rep
         undebiased=undebiased, debias_gain=gain, debiased_same=debiased_same, positions=positions(results), as_cast=as_cast,
         as_views=as_views, as_drawn=as_drawn, views_gain=views_gain, vote_draw=manifest.settings.vote_draw,
         copy_guard=(f"{s.copy_guard} {s.copy_guard_by}" if (s := manifest.settings).copy_guard else None),
+        layout=manifest.settings.layout,
         weights=f"{w.source}: {w.line()}" if (w := manifest.settings.weights) is not None else None, unscored=unscored,
         view_changes=conformity([r.model_copy(update={"votes": r.views}) for r in results if r.views is not None]),
         weighted_by_model=weighted_by_model(results, [p.model for p in manifest.panel.participants]),

@@ -145,10 +145,10 @@ def later_round_prompt(
 
 # -- the shared layout -----------------------------------------------------------------------------------
 # Every round is one prompt, laid out so that what all seats read comes first and what one seat reads last: the
-# system prompt (no persona, no name), the documents, the question, the last round's ballots in one order for every
-# seat and the round's framing; then the seat's name, persona and last vote, and its rotation of the options.
-# The backend evaluates the common opening once per model and copies it to each seat (``share_prefix``), where
-# the conversation layout evaluates each seat's own conversation, the peers' ballots once per seat.
+# system prompt (no persona, no name), the documents, the question, every earlier round's ballots, each round in
+# one order for every seat, and the round's framing; then the seat's name, persona and last vote, and its rotation
+# of the options. The backend evaluates the common opening once per model, extends it round after round, and copies
+# it to each seat (``share_prefix``), where the conversation layout has each seat read its peers' ballots itself.
 
 
 def shared_system_prompt(n_seats: int, rounds: int, integer: bool = False, reason_first: bool = False) -> str:
@@ -179,14 +179,15 @@ def round_framing(round_no: int, rounds: int, own_words: bool) -> str:
             "or change it." + (f" {OWN_WORDS}" if own_words else ""))
 
 
-def shared_prompt(question: Question, round_no: int, rounds: int, ballots: list[tuple[str, Turn]], own_words: bool,
+def shared_prompt(question: Question, round_no: int, rounds: int, history: list[list[tuple[str, Turn]]], own_words: bool,
                   seat: str) -> str:
     """A round's prompt in the shared layout (after the system prompt): its common opening (the documents, the
-    question, from round 2 on every ballot of the last round, the seat's own among them, in one order for every
-    seat, and the round's framing), then ``seat``, the seat's own part."""
+    question, every earlier round's ballots, the seat's own among them, each round in one order for every seat,
+    and the round's framing), then ``seat``, the seat's own part. Each round's opening extends the last one's up
+    to its framing, so a model's opening is evaluated once and only extended round after round."""
     lines = [f"{question.context}Question: {question.text}"]
-    if ballots:
-        lines.append(f"The panelists' ballots from round {round_no - 1}:")
+    for k, ballots in enumerate(history, start=1):
+        lines.append(f"The panelists' ballots from round {k}:")
         for label, turn in ballots:
             if turn.valid:
                 lines.append(f"- {label} voted {turn.vote}: {turn.rationale}")

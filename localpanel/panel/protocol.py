@@ -182,21 +182,20 @@ class Rounds:
         raise AssertionError("unreachable")
 
     def shared_plan(self, seat: Seat, round_no: int) -> TurnPlan:
-        """One turn in the shared layout: a fresh prompt whose opening every seat reads alike (the question and the
-        last round's ballots, in one order for the round), then the seat's own part (see prompts.py)."""
+        """One turn in the shared layout: a fresh prompt whose opening every seat reads alike (the question and every
+        earlier round's ballots, each round in one order), then the seat's own part (see prompts.py)."""
         settings = self.settings
         seed = turn_seed(settings.seed, seat.participant, round_no)
         option_order = display_order(self.canonical, self.index[seat.name], round_no)
-        order = None
-        ballots: list[tuple[str, Turn]] = []
-        if round_no > 1:
-            order = shuffled([s.name for s in self.seats], round_seed(settings.seed, round_no))
-            ballots = [(self.labels[p], t) for p in order if (t := self.turn(p, round_no - 1)) is not None]
+        history, order = [], None
+        for r in range(2, round_no + 1):  # round r shows round r - 1's ballots, in an order of its own
+            order = shuffled([s.name for s in self.seats], round_seed(settings.seed, r))
+            history.append([(self.labels[p], t) for p in order if (t := self.turn(p, r - 1)) is not None])
         last = self.previous_vote(seat.name, round_no)
 
         def content(options: list[str]) -> str:
             own = seat_part(seat.participant, self.labels[seat.name], last, round_no, options)
-            return shared_prompt(self.question, round_no, settings.rounds, ballots, bool(settings.copy_guard), own)
+            return shared_prompt(self.question, round_no, settings.rounds, history, bool(settings.copy_guard), own)
 
         variants = [content(rotate(option_order, k)) for k in self.rotations[1:]] or None
         messages = [
