@@ -169,7 +169,11 @@ def share(lm: LoadedModel, ctx: Context, conversations: list[list[Message]], gro
         opening.reset()
     if kept < n:
         opening.dirty = True
-        opening.eval(prompts[0][kept:n])
+        try:
+            opening.eval(prompts[0][kept:n])
+        except ContextFull:  # each turn meets it again on its own and records the failure
+            opening.reset()
+            return 0
     opening.held, opening.dirty = prompts[0][:n], False
     for seq in ctx.seqs[: len(group)]:
         seq.copy_from(opening)
