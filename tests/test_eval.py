@@ -261,8 +261,13 @@ def test_two_evals_are_compared_paired_over_the_questions_both_finished(env, que
     assert c.modes["single"].b_minus_a.value == pytest.approx(-0.25 / 2)
     assert c.modes["single"].a.value == pytest.approx(0.5) and c.modes["single"].b_minus_a.n == 2
     assert "weighted" in c.modes and "debate" in c.modes and c.chance == pytest.approx(0.5)
+    # the cost and the copying of the same questions, paired (the scripted backend counts a ballot's characters:
+    # Ann's two "No" ballots on q1 are a character shorter each than her "Yes": -2 on q1, 0 on q2)
+    assert c.tokens.b_minus_a.value == -1.0 and c.tokens.a.value > 0 and c.tokens.b_minus_a.n == 2
+    assert c.copying is not None and c.copying.b_minus_a.n == 2
     shown = CliRunner().invoke(cli, ["eval", "compare", str(a), str(b), "--format", "markdown"], catch_exceptions=False)
     assert shown.exit_code == 0 and "| single | 50.0 ± 0.0 | 37.5 ± 12.5 | -12.5 ± 12.5 |" in shown.output
+    assert "| rationales copying 8+ words (round 2 on) |" in shown.output and "| tokens a question |" in shown.output
     assert sorted(str(p) for p in tmp_path.rglob("*")) == before
     other = write_jsonl(tmp_path / "other.jsonl", [{"id": "z", "question": "Is ice hot?", "options": ["Yes", "No"], "answer": "No"}])
     z = start(env, other, tmp_path / "z")

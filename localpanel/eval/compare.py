@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from pydantic import BaseModel
 
 from localpanel.errors import InputError
@@ -41,6 +43,12 @@ class Comparison(BaseModel):
     shown_first: Paired | None = None  # share of round-1 votes for the option shown first
     shown_last: Paired | None = None
     chance: float | None = None
+    # Round 2 on: the share of a question's rationales that copy 8 or more words in a row from what their seat had
+    # read, paired over the questions both debated (how two layouts or copy guards compare).
+    copying: Paired | None = None
+    # Tokens (prompt evaluated + ballot) and seconds of a question's debate, all rounds, paired.
+    tokens: Paired | None = None
+    seconds: Paired | None = None
 
 
 def label(manifest: EvalManifest) -> str:
@@ -79,12 +87,21 @@ def compare(a: tuple[str, EvalManifest, list[QuestionResult]], b: tuple[str, Eva
         both = [(s, t) for s, t in both if s is not None and t is not None]
         return paired([s for s, _ in both], [t for _, t in both]) if both else None
 
+    def copy_share(r) -> float | None:
+        words = [w for k in r.copied for w in k]
+        return float(np.mean([w >= 8 for w in words])) if words else None
+
+    copied = [(copy_share(x), copy_share(y)) for x, y in pairs]
+    copied = [(s, t) for s, t in copied if s is not None and t is not None]
     options = [len(r.confidence[0]) for r, _ in pairs if r.confidence and r.confidence[0]]
     return Comparison(
         a=Side(eval_dir=str(dir_a), label=label(man_a), finished=len(res_a)),
         b=Side(eval_dir=str(dir_b), label=label(man_b), finished=len(res_b)),
         shared=len(pairs), modes=modes, shown_first=share("shown_first"), shown_last=share("shown_last"),
         chance=sum(1 / k for k in options) / len(options) if options else None,
+        copying=paired([s for s, _ in copied], [t for _, t in copied]) if copied else None,
+        tokens=paired([float(sum(x.tokens)) for x, _ in pairs], [float(sum(y.tokens)) for _, y in pairs]),
+        seconds=paired([float(sum(x.seconds)) for x, _ in pairs], [float(sum(y.seconds)) for _, y in pairs]),
     )
 
 
@@ -95,9 +112,14 @@ def _diff(e: Estimate) -> str:
 def rows(c: Comparison) -> list[tuple[str, str, str, str]]:
     """(what, A % ± stderr, B % ± stderr, B − A points ± paired stderr)."""
     out = [(mode, f"{pct(p.a)} ± {se(p.a)}", f"{pct(p.b)} ± {se(p.b)}", _diff(p.b_minus_a)) for mode, p in c.modes.items()]
-    for what, p in (("votes for the option shown first", c.shown_first), ("votes for the option shown last", c.shown_last)):
+    for what, p in (("votes for the option shown first", c.shown_first), ("votes for the option shown last", c.shown_last),
+                    ("rationales copying 8+ words (round 2 on)", c.copying)):
         if p is not None:
             out.append((what, f"{pct(p.a)}% ± {se(p.a)}", f"{pct(p.b)}% ± {se(p.b)}", _diff(p.b_minus_a)))
+    for what, p in (("tokens a question", c.tokens), ("seconds a question", c.seconds)):
+        if p is not None:
+            out.append((what, f"{p.a.value:.0f} ± {p.a.stderr:.0f}", f"{p.b.value:.0f} ± {p.b.stderr:.0f}",
+                        f"{p.b_minus_a.value:+.0f} ± {p.b_minus_a.stderr:.0f}"))
     return out
 
 
